@@ -1,0 +1,154 @@
+"""The scripting API: ``llmspell.stream``, ``llmspell.complete`` and ``LocalLLM``, over one shared Hub."""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import concurrent.futures
+import threading
+from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
+from pathlib import Path
+from typing import Any, TypeVar
+
+from llmspell.hub import Hub
+from llmspell.spec import ModelSpec
+from llmspell.types import BackendStatus, Chunk, Message, ModelInfo, Options, PullProgress
+
+T = TypeVar("T")
+_hub: Hub | None = None
+_hub_lock = threading.Lock()
+
+
+def get_hub() -> Hub:
+    """The process-wide Hub (created on first use from ~/.llmspell/config.toml)."""
+    global _hub
+    with _hub_lock:
+        if _hub is None:
+            _hub = Hub()
+            atexit.register(_close_hub)
+        return _hub
+
+
+def set_hub(hub: Hub | None) -> None:
+    """Replace the process-wide Hub (tests, or an app with its own config)."""
+    global _hub
+    with _hub_lock:
+        _hub = hub
+
+
+def _close_hub() -> None:
+    hub = _hub
+    if hub is not None:
+        backend = hub.backends.get("llamacpp")
+        if backend is not None:
+            backend.close_sync()  # type: ignore[attr-defined]
+
+
+def _run_sync(coro: Coroutine[Any, Any, T]) -> T:
+    """Run a coroutine from synchronous code, also when called inside a running loop (Jupyter)."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(coro)
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, coro).result()
+
+
+def _messages(messages: str | Sequence[Message | dict[str, Any]]) -> list[Message]:
+    if isinstance(messages, str):
+        return [Message("user", messages)]
+    return [Message.coerce(m) for m in messages]
+
+
+async def stream(
+    model: str | ModelSpec | None,
+    messages: str | Sequence[Message | dict[str, Any]],
+    *,
+    options: Options | None = None,
+    raw: bool = False,
+    **opts: Any,
+) -> AsyncIterator[Chunk]:
+    """Stream an answer as Chunks; the last has ``done`` and ``stats``. ``raw`` = plain completion of a string."""
+    merged = Options.from_dict(opts) if opts else None
+    options = (options or Options()).merged(merged) if (options or merged) else None
+    hub = get_hub()
+    if raw:
+        if not isinstance(messages, str):
+            raise TypeError("raw=True takes the prompt as a string")
+        gen = hub.complete(model, messages, options)
+    else:
+        gen = hub.chat(model, _messages(messages), options)
+    try:
+        async for chunk in gen:
+            yield chunk
+    finally:
+        await gen.aclose()
+
+
+async def acomplete(model: str | ModelSpec | None, prompt: str | Sequence[Message | dict[str, Any]], *,
+                    raw: bool = False, **opts: Any) -> str:
+    """The whole answer as one string (async)."""
+    return "".join([c.text async for c in stream(model, prompt, raw=raw, **opts)])
+
+
+def complete(model: str | ModelSpec | None, prompt: str | Sequence[Message | dict[str, Any]], *,
+             raw: bool = False, **opts: Any) -> str:
+    """The whole answer as one string; a chat turn by default, plain completion with ``raw=True``."""
+    return _run_sync(acomplete(model, prompt, raw=raw, **opts))
+
+
+class LocalLLM:
+    """A model by name, plus class methods to manage all models: list, pull, info, status, rm, unload."""
+
+    def __init__(self, model: str | ModelSpec | None = None, **options: Any) -> None:
+        self.model = model
+        self.options = Options.from_dict(options)
+
+    def complete(self, prompt: str | Sequence[Message | dict[str, Any]], *, raw: bool = False, **opts: Any) -> str:
+        """The whole answer of this model."""
+        return complete(self.model, prompt, raw=raw, **{**self.options.to_dict(), **opts})
+
+    def stream(self, prompt: str | Sequence[Message | dict[str, Any]], *, raw: bool = False,
+               **opts: Any) -> AsyncIterator[Chunk]:
+        """Stream this model's answer."""
+        return stream(self.model, prompt, raw=raw, **{**self.options.to_dict(), **opts})
+
+    @staticmethod
+    def list(backend: str | None = None) -> list[ModelInfo]:
+        """Every model of every backend (or of one)."""
+        models, _ = _run_sync(get_hub().list_all(backend))
+        return models
+
+    @staticmethod
+    def status() -> list[BackendStatus]:
+        """Each backend: ready or not, why, version, device, models."""
+        return _run_sync(get_hub().status_all())
+
+    @staticmethod
+    def info(model: str | ModelSpec) -> ModelInfo:
+        """Family, parameters, quantization, context, chat template, file, sha256."""
+        return _run_sync(get_hub().info(model))
+
+    @staticmethod
+    def pull(model: str | ModelSpec, progress: Callable[[PullProgress], None] | None = None) -> Path | None:
+        """Pull a model, calling ``progress`` with each step; returns the file for embedded models."""
+
+        async def run() -> Path | None:
+            path = None
+            async for p in get_hub().pull(model):
+                if progress:
+                    progress(p)
+                path = p.path or path
+            return path
+
+        return _run_sync(run())
+
+    @staticmethod
+    def rm(model: str | ModelSpec) -> None:
+        """Delete a model (the backend must be named: NAME@llamacpp)."""
+        _run_sync(get_hub().delete(model))
+
+    @staticmethod
+    def unload(model: str | ModelSpec) -> bool:
+        """Free a loaded model's memory."""
+        return _run_sync(get_hub().unload(model))

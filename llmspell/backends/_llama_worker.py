@@ -1,0 +1,449 @@
+"""One loaded GGUF model owned by one thread: requests queue to it, tokens stream back, cancel stops it."""
+
+from __future__ import annotations
+
+import codecs
+import ctypes
+import logging
+import queue
+import random
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from llmspell.errors import Cancelled, GenerationError, InsufficientResources, LLMSpellError, ModelFileCorrupt
+from llmspell.types import Chunk, Options, Stats, StopReason
+
+log = logging.getLogger(__name__)
+
+# Sampling defaults when a request leaves an option unset (Ollama's defaults, so both backends agree).
+DEFAULTS = {"temperature": 0.8, "top_k": 40, "top_p": 0.9, "min_p": 0.0, "repeat_penalty": 1.1}
+#: restoring a saved state only pays off when it saves this many prompt tokens over what is in the context
+_MIN_RESTORE_GAIN = 16
+#: contexts shorter than this are cheaper to re-read than to save
+_MIN_SAVE_TOKENS = 64
+
+Emit = Callable[[Any], None]
+
+
+@dataclass
+class Job:
+    """One request for the worker: how to build the prompt tokens, the options, and where chunks go."""
+
+    prompt: str
+    #: True for a chat prompt rendered from a template (special tokens parsed, BOS as the template says)
+    chat: bool
+    add_bos: bool
+    options: Options
+    stop: tuple[str, ...]
+    grammar: Any
+    emit: Emit
+    model_name: str
+    num_ctx: int
+    threads: int
+    cancel: threading.Event = field(default_factory=threading.Event)
+    submitted: float = field(default_factory=time.perf_counter)
+
+
+@dataclass
+class Report:
+    """What the last job did, for stats and for checking cancellation from outside."""
+
+    phase: str = "idle"  # prefill, generate, done
+    prompt_tokens: int = 0
+    prompt_eval_tokens: int = 0
+    evaluated_at_abort: int | None = None
+    generated_tokens: int = 0
+    stop_reason: str = ""
+    restored_state: bool = False
+    saved_state: bool = False
+
+
+@dataclass
+class _SavedState:
+    ids: np.ndarray
+    data: Any  # ctypes buffer
+    nbytes: int
+
+
+def _common_prefix(a: np.ndarray, b: np.ndarray) -> int:
+    n = min(len(a), len(b))
+    if n == 0:
+        return 0
+    neq = np.flatnonzero(a[:n] != b[:n])
+    return int(neq[0]) if len(neq) else n
+
+
+class ModelWorker:
+    """Owns one ``Llama``; the only thread that ever touches it."""
+
+    def __init__(
+        self,
+        path: Path,
+        *,
+        n_ctx: int,
+        threads: int,
+        gpu_layers: int,
+        keep_alive: float,
+        state_cache_bytes: int,
+        on_exit: Callable[[ModelWorker], None],
+        name: str = "",
+    ) -> None:
+        self.path = path
+        #: the name users gave the model, shown by `loaded()`
+        self.name = name or path.stem
+        self.n_ctx = n_ctx
+        self.threads = threads
+        self.gpu_layers = gpu_layers
+        self.keep_alive = keep_alive
+        self.state_cache_bytes = state_cache_bytes
+        self.on_exit = on_exit
+        self.llama: Any = None
+        self.load_time = 0.0
+        self.last_used = time.monotonic()
+        self.report = Report()
+        self.alive = True
+        self.busy = False
+        #: held by the backend while it decides whether to submit to this worker or retire it
+        self.lock = threading.Lock()
+        self._q: queue.Queue[Job | None] = queue.Queue()
+        self._states: OrderedDict[int, _SavedState] = OrderedDict()
+        self._state_seq = 0
+        self._pending_load = 0.0
+        self._cancel_event: threading.Event | None = None
+        self._abort_cb: Any = None
+        self._null_cb: Any = None
+        self._thread = threading.Thread(target=self._run, name=f"llama:{path.name}", daemon=True)
+        self._thread.start()
+
+    # ----- called from other threads -------------------------------------------------
+
+    def submit(self, job: Job) -> bool:
+        """Queue a job; False when the worker is retiring (the caller makes a new one)."""
+        with self.lock:
+            if not self.alive:
+                return False
+            self._q.put(job)
+            return True
+
+    def stop(self, wait: bool = True) -> None:
+        """Ask the worker to unload after the queued jobs; optionally wait for it."""
+        with self.lock:
+            self.alive = False
+            self._q.put(None)
+        if wait and threading.current_thread() is not self._thread:
+            self._thread.join(timeout=60)
+
+    @property
+    def pending(self) -> int:
+        """Jobs waiting in the queue."""
+        return self._q.qsize()
+
+    # ----- the worker thread ---------------------------------------------------------
+
+    def _run(self) -> None:
+        try:
+            self._load(self.n_ctx)
+        except BaseException as exc:  # a failed load must reach every waiting caller, not kill the thread silently
+            with self.lock:
+                self.alive = False
+            self._drain(exc)
+            self.on_exit(self)
+            return
+        while True:
+            timeout = None if self.keep_alive < 0 else max(self.keep_alive, 0.0)
+            try:
+                job = self._q.get(timeout=timeout) if timeout else self._q.get_nowait()
+            except queue.Empty:
+                with self.lock:
+                    if not self._q.empty():
+                        continue
+                    self.alive = False
+                break
+            if job is None:
+                break
+            self.busy = True
+            try:
+                self._serve(job)
+            except BaseException as exc:
+                log.debug("job failed", exc_info=True)
+                self._send(job, exc if isinstance(exc, LLMSpellError) else GenerationError(f"generation failed: {exc}"))
+            finally:
+                self.busy = False
+                self.last_used = time.monotonic()
+        self._drain(Cancelled("the model was unloaded before this request ran"))
+        self._close()
+        self.on_exit(self)
+
+    def _drain(self, exc: BaseException) -> None:
+        while True:
+            try:
+                job = self._q.get_nowait()
+            except queue.Empty:
+                return
+            if job is not None:
+                self._send(job, exc)
+
+    @staticmethod
+    def _send(job: Job, item: Any) -> bool:
+        try:
+            job.emit(item)
+            return True
+        except RuntimeError:  # the consumer's event loop is closed: nobody is listening any more
+            job.cancel.set()
+            return False
+
+    def _load(self, n_ctx: int) -> None:
+        from llama_cpp import Llama
+
+        self._close()
+        start = time.perf_counter()
+        try:
+            self.llama = Llama(
+                model_path=str(self.path),
+                n_ctx=n_ctx,
+                n_batch=min(512, n_ctx),
+                n_threads=self.threads,
+                n_threads_batch=self.threads,
+                n_gpu_layers=self.gpu_layers,
+                verbose=False,
+            )
+        except MemoryError:
+            raise InsufficientResources(
+                f"not enough memory to load {self.path.name} with a {n_ctx}-token context",
+                hint="close other programs, lower num_ctx, or choose a smaller quantization",
+            ) from None
+        except ValueError as exc:
+            raise ModelFileCorrupt(
+                f"llama.cpp could not load {self.path}: {exc}",
+                hint="the file was not changed; re-download it or pull the model again",
+            ) from None
+        self.n_ctx = n_ctx
+        self.load_time = time.perf_counter() - start
+        self._pending_load += self.load_time
+        self._states.clear()
+        import llama_cpp
+
+        @llama_cpp.ggml_abort_callback
+        def _abort(_data: Any) -> bool:
+            event = self._cancel_event
+            return event is not None and event.is_set()
+
+        self._abort_cb = _abort  # kept referenced: llama.cpp holds only the raw pointer
+        self._null_cb = llama_cpp.ggml_abort_callback()
+
+    def _close(self) -> None:
+        if self.llama is not None:
+            self.llama.close()
+            self.llama = None
+            self._states.clear()
+
+    def _set_abort_callback(self, on: bool) -> None:
+        import llama_cpp
+
+        # installed only while a prompt is evaluated: during generation a per-token check is enough and the
+        # callback (hundreds of calls per token) would cost throughput
+        llama_cpp.llama_set_abort_callback(self.llama._ctx.ctx, self._abort_cb if on else self._null_cb, None)
+
+    # ----- prefix reuse across conversations -----------------------------------------
+
+    def _save_current(self) -> None:
+        import llama_cpp
+
+        llm = self.llama
+        n = llm.n_tokens
+        ids = np.array(llm.input_ids[:n], dtype=np.intc)
+        for key, st in list(self._states.items()):
+            # a state that is a prefix of the one being saved is superseded by it
+            if len(st.ids) <= n and _common_prefix(st.ids, ids) == len(st.ids):
+                del self._states[key]
+        ctx = llm._ctx.ctx
+        size = llama_cpp.llama_state_get_size(ctx)
+        buf = (ctypes.c_uint8 * size)()
+        written = llama_cpp.llama_state_get_data(ctx, buf, size)
+        self._state_seq += 1
+        self._states[self._state_seq] = _SavedState(ids=ids, data=buf, nbytes=int(written))
+        self.report.saved_state = True
+        total = sum(s.nbytes for s in self._states.values())
+        while total > self.state_cache_bytes and len(self._states) > 1:
+            _, old = self._states.popitem(last=False)
+            total -= old.nbytes
+
+    def _restore(self, key: int) -> None:
+        import llama_cpp
+
+        st = self._states.pop(key)
+        llm = self.llama
+        if llama_cpp.llama_state_set_data(llm._ctx.ctx, st.data, st.nbytes) != st.nbytes:
+            raise GenerationError("restoring a saved conversation state failed")
+        llm.input_ids[: len(st.ids)] = st.ids
+        llm.n_tokens = len(st.ids)
+        llm._requires_eval = True
+        self.report.restored_state = True
+
+    def _prepare_context(self, tokens: np.ndarray) -> int:
+        """Make the context hold the longest available prefix of ``tokens``; return how many are reused."""
+        llm = self.llama
+        current = np.asarray(llm.input_ids[: llm.n_tokens])
+        have = _common_prefix(current, tokens)
+        best_key, best = None, have
+        for key, st in self._states.items():
+            lp = _common_prefix(st.ids, tokens)
+            if lp > best:
+                best_key, best = key, lp
+        diverging = llm.n_tokens - have >= _MIN_SAVE_TOKENS and llm.n_tokens >= _MIN_SAVE_TOKENS
+        if best_key is not None and best - have >= _MIN_RESTORE_GAIN:
+            if diverging:
+                self._save_current()
+            self._restore(best_key)
+            have = best
+        elif diverging and self.state_cache_bytes > 0:
+            self._save_current()
+        # llama-cpp-python re-evaluates the last prompt token when the whole prompt is cached
+        return have - 1 if have == len(tokens) else have
+
+    # ----- generation --------------------------------------------------------------------
+
+    def _serve(self, job: Job) -> None:
+        import llama_cpp
+
+        if job.cancel.is_set():
+            return
+        self.report = Report(phase="prefill")
+        if job.num_ctx != self.n_ctx:
+            self._load(job.num_ctx)
+        llm = self.llama
+        if job.threads != llm.n_threads:
+            llm._ctx.set_n_threads(job.threads, job.threads)
+            llm.n_threads = llm.n_threads_batch = job.threads
+        load_time, self._pending_load = self._pending_load, 0.0
+        start = time.perf_counter()
+        try:
+            prompt_tokens = llm.tokenize(job.prompt.encode("utf-8"), add_bos=job.add_bos, special=job.chat)
+        except RuntimeError as exc:
+            raise GenerationError(f"could not tokenize the prompt: {exc}") from None
+        n_prompt = len(prompt_tokens)
+        if n_prompt == 0:
+            raise GenerationError("the prompt is empty", hint="send some text")
+        if n_prompt >= self.n_ctx:
+            raise GenerationError(
+                f"the prompt is {n_prompt} tokens but the context window is {self.n_ctx}",
+                hint="raise num_ctx (e.g. --num-ctx 8192) or start a new conversation",
+            )
+        room = self.n_ctx - n_prompt
+        max_new = min(job.options.max_tokens or room, room)
+        reused = self._prepare_context(np.asarray(prompt_tokens, dtype=np.intc))
+        self.report.prompt_tokens = n_prompt
+        self.report.prompt_eval_tokens = n_prompt - reused
+
+        opts = job.options
+        seed = opts.seed if opts.seed is not None and opts.seed >= 0 else random.getrandbits(32)
+        llm.set_seed(seed)
+        get = lambda name: getattr(opts, name) if getattr(opts, name) is not None else DEFAULTS[name]  # noqa: E731
+        vocab = llm._model.vocab
+        stop_ids = self._stop_token_ids(job.stop)
+        text_stops = tuple(s for s in job.stop if s)
+        hold = max((len(s) for s in text_stops), default=0)
+        decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        pending = ""
+        generated = 0
+        first_at: float | None = None
+        reason: StopReason = "length"
+        self._cancel_event = job.cancel
+        self._set_abort_callback(True)
+        gen = llm.generate(
+            prompt_tokens,
+            temp=float(get("temperature")),
+            top_k=int(get("top_k")),
+            top_p=float(get("top_p")),
+            min_p=float(get("min_p")),
+            repeat_penalty=float(get("repeat_penalty")),
+            grammar=job.grammar,
+        )
+        try:
+            for token in gen:
+                if first_at is None:
+                    first_at = time.perf_counter()
+                    self._set_abort_callback(False)
+                    self.report.phase = "generate"
+                if job.cancel.is_set():
+                    reason = "cancelled"
+                    break
+                if llama_cpp.llama_token_is_eog(vocab, token) or token in stop_ids:
+                    reason = "stop"
+                    break
+                generated += 1
+                text = decoder.decode(llm._model.detokenize([token], special=False))
+                if text_stops:
+                    pending += text
+                    cut = min((i for i in (pending.find(s) for s in text_stops) if i >= 0), default=-1)
+                    if cut >= 0:
+                        pending = pending[:cut]
+                        reason = "stop"
+                        break
+                    safe = _safe_prefix(pending, text_stops, hold)
+                    text, pending = pending[:safe], pending[safe:]
+                if text and not self._send(job, Chunk(text=text, model=job.model_name)):
+                    reason = "cancelled"
+                    break
+                if generated >= max_new:
+                    reason = "length"
+                    break
+                if job.cancel.is_set():
+                    reason = "cancelled"
+                    break
+        except RuntimeError as exc:
+            if job.cancel.is_set():
+                reason = "cancelled"
+                self.report.evaluated_at_abort = llm.n_tokens
+                # an aborted decode may leave cells past n_tokens; drop them so the next request starts clean
+                llm._ctx.kv_cache_seq_rm(-1, llm.n_tokens, -1)
+            else:
+                raise GenerationError(f"llama.cpp failed while generating: {exc}") from None
+        finally:
+            gen.close()
+            self._set_abort_callback(False)
+            self._cancel_event = None
+        end = time.perf_counter()
+        tail = pending + decoder.decode(b"", final=True) if reason != "cancelled" else ""
+        first = first_at if first_at is not None else end
+        stats = Stats(
+            prompt_tokens=n_prompt,
+            prompt_eval_tokens=n_prompt - reused,
+            generated_tokens=generated,
+            load_time=load_time,
+            # from the request to its first token, waiting in the queue included, loading the model not
+            time_to_first_token=max(0.0, first - job.submitted - load_time),
+            prompt_eval_time=first - start,
+            generation_time=end - first if first_at is not None else 0.0,
+            total_time=end - job.submitted,
+            stop_reason=reason,
+        )
+        self.report.phase = "done"
+        self.report.generated_tokens = generated
+        self.report.stop_reason = reason
+        self._send(job, Chunk(text=tail, done=True, stats=stats, model=job.model_name))
+
+    def _stop_token_ids(self, stops: tuple[str, ...]) -> set[int]:
+        """Stop strings that are single special tokens (e.g. <end_of_turn>) are matched by id."""
+        ids = set()
+        for s in stops:
+            toks = self.llama.tokenize(s.encode("utf-8"), add_bos=False, special=True)
+            if len(toks) == 1:
+                ids.add(toks[0])
+        return ids
+
+
+def _safe_prefix(text: str, stops: tuple[str, ...], hold: int) -> int:
+    """How much of ``text`` can be sent without possibly splitting a stop sequence."""
+    for k in range(min(hold - 1, len(text)), 0, -1):
+        tail = text[-k:]
+        if any(s.startswith(tail) for s in stops):
+            return len(text) - k
+    return len(text)

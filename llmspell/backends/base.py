@@ -1,0 +1,69 @@
+"""The Backend contract every engine implements; faces and the hub only ever see this."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import AsyncIterator, Sequence
+from typing import ClassVar
+
+from llmspell.spec import ModelSpec
+from llmspell.types import BackendStatus, Chunk, Message, ModelInfo, Options, PullProgress
+
+
+class Backend(ABC):
+    """One kind of engine (and one endpoint of it). All methods are async and never block the loop."""
+
+    #: the backend kind, as written after '@' in a spec
+    kind: ClassVar[str]
+    #: capability flags, so faces can hide what a backend cannot do
+    IMPLEMENTS_CANCEL: ClassVar[bool] = True
+    IMPLEMENTS_PULL: ClassVar[bool] = True
+    IMPLEMENTS_DELETE: ClassVar[bool] = True
+    IMPLEMENTS_FORMAT: ClassVar[bool] = True
+
+    def __init__(self, name: str | None = None) -> None:
+        #: the instance name; equals ``kind`` unless several endpoints of one kind are configured
+        self.name = name or self.kind
+
+    @abstractmethod
+    async def status(self) -> BackendStatus:
+        """Ready or not (with the reason), version, device, model count, loaded models. Never raises."""
+
+    @abstractmethod
+    async def list_models(self) -> list[ModelInfo]:
+        """Every model this backend can run now."""
+
+    @abstractmethod
+    async def has_model(self, spec: ModelSpec) -> bool:
+        """Whether the model is available here without a pull."""
+
+    @abstractmethod
+    async def info(self, spec: ModelSpec) -> ModelInfo:
+        """Everything known about one model; raises ModelNotFound."""
+
+    @abstractmethod
+    def pull(self, spec: ModelSpec) -> AsyncIterator[PullProgress]:
+        """Fetch a model, yielding progress; closing the iterator cancels the pull."""
+
+    @abstractmethod
+    async def delete(self, spec: ModelSpec) -> None:
+        """Remove a model this backend owns; raises ModelNotFound."""
+
+    @abstractmethod
+    async def loaded(self) -> list[str]:
+        """Names of the models in memory now."""
+
+    @abstractmethod
+    async def unload(self, spec: ModelSpec) -> bool:
+        """Free a loaded model; False when it was not loaded."""
+
+    @abstractmethod
+    def chat(self, spec: ModelSpec, messages: Sequence[Message], options: Options | None = None) -> AsyncIterator[Chunk]:
+        """Stream the answer to a conversation; the last chunk has ``done`` and ``stats``. Closing cancels."""
+
+    @abstractmethod
+    def complete(self, spec: ModelSpec, prompt: str, options: Options | None = None) -> AsyncIterator[Chunk]:
+        """Stream a plain continuation of ``prompt`` (no chat template). Closing cancels."""
+
+    async def close(self) -> None:  # noqa: B027 - optional hook, most backends hold nothing
+        """Release what the backend holds (loaded models, connections)."""

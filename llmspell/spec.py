@@ -1,0 +1,123 @@
+"""ModelSpec: parse and format ``local/NAME:VARIANT@BACKEND`` and bare ``.gguf`` paths."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from llmspell.errors import InvalidSpec
+
+#: backend kinds the core knows, and the aliases users may type for them
+BACKENDS = ("llamacpp", "ollama")
+BACKEND_ALIASES = {"gguf": "llamacpp", "embedded": "llamacpp", "llama.cpp": "llamacpp", "llama-cpp": "llamacpp"}
+
+_EXAMPLE = "a valid spec looks like smollm2:135m, local/qwen2.5:0.5b@ollama, tinyllama:Q4_K_M@llamacpp or ./model.gguf"
+_SEGMENT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+_VARIANT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A parsed model reference: a catalog/backend name with optional variant and backend, or a GGUF path."""
+
+    name: str
+    variant: str | None = None
+    backend: str | None = None
+    path: Path | None = None
+
+    @property
+    def is_path(self) -> bool:
+        """True for a bare ``.gguf`` file spec."""
+        return self.path is not None
+
+    @property
+    def tag(self) -> str:
+        """``NAME:VARIANT`` (or ``NAME`` / the path), without the backend."""
+        if self.path is not None:
+            return str(self.path)
+        return f"{self.name}:{self.variant}" if self.variant else self.name
+
+    def with_backend(self, backend: str | None) -> ModelSpec:
+        """The same spec bound to another backend."""
+        return ModelSpec(self.name, self.variant, backend, self.path)
+
+    def __str__(self) -> str:
+        return f"{self.tag}@{self.backend}" if self.backend else self.tag
+
+
+def canonical_backend(name: str) -> str:
+    """Map an alias (gguf, embedded) to its backend kind; reject unknown names."""
+    key = name.strip().lower()
+    key = BACKEND_ALIASES.get(key, key)
+    if key not in BACKENDS:
+        raise InvalidSpec(
+            f"unknown backend {name!r}",
+            hint=f"backends are {', '.join(BACKENDS)} (aliases: {', '.join(BACKEND_ALIASES)}); {_EXAMPLE}",
+        )
+    return key
+
+
+def _looks_like_path(text: str) -> bool:
+    return text.lower().endswith(".gguf") or text.startswith(("/", "./", "../", "~/", "~\\")) or "\\" in text
+
+
+def parse_spec(text: str) -> ModelSpec:
+    """Parse a spec string; every malformed input raises InvalidSpec saying what is wrong and what is valid."""
+    if not isinstance(text, str):
+        raise InvalidSpec(f"a model spec must be a string, not {type(text).__name__}", hint=_EXAMPLE)
+    raw = text.strip()
+    if not raw:
+        raise InvalidSpec("the model spec is empty", hint=_EXAMPLE)
+    body, backend = raw, None
+    if "@" in raw:
+        body, _, backend_text = raw.rpartition("@")
+        if not backend_text:
+            raise InvalidSpec(f"model spec {text!r} ends with '@' but names no backend", hint=_EXAMPLE)
+        if "@" in body:
+            raise InvalidSpec(f"model spec {text!r} has more than one '@'", hint=_EXAMPLE)
+        if not body:
+            raise InvalidSpec(f"model spec {text!r} names a backend but no model", hint=_EXAMPLE)
+        backend = canonical_backend(backend_text)
+
+    if _looks_like_path(body):
+        if not body.lower().endswith(".gguf"):
+            raise InvalidSpec(f"{body!r} looks like a path but is not a .gguf file", hint=_EXAMPLE)
+        if backend not in (None, "llamacpp"):
+            raise InvalidSpec(f"a .gguf file runs on the llamacpp backend, not {backend!r}", hint=_EXAMPLE)
+        return ModelSpec(name=Path(body).stem, backend="llamacpp", path=Path(body).expanduser())
+
+    if any(c.isspace() for c in raw):
+        raise InvalidSpec(f"model spec {text!r} contains whitespace", hint=_EXAMPLE)
+    if body.lower().startswith("local/"):
+        body = body[len("local/") :]
+        if not body:
+            raise InvalidSpec(f"model spec {text!r} has the local/ prefix but no model name", hint=_EXAMPLE)
+
+    name, variant = body, None
+    if ":" in body:
+        name, _, variant = body.partition(":")
+        if ":" in variant:
+            raise InvalidSpec(f"model spec {text!r} has more than one ':'", hint=_EXAMPLE)
+        if not variant:
+            raise InvalidSpec(f"model spec {text!r} ends with ':' but names no variant", hint=_EXAMPLE)
+        if not _VARIANT.match(variant):
+            raise InvalidSpec(
+                f"variant {variant!r} in {text!r} may contain only letters, digits, '.', '_' and '-'", hint=_EXAMPLE
+            )
+    if not name:
+        raise InvalidSpec(f"model spec {text!r} has no model name before ':'", hint=_EXAMPLE)
+    for segment in name.split("/"):
+        if not segment:
+            raise InvalidSpec(f"model name {name!r} in {text!r} has an empty path segment", hint=_EXAMPLE)
+        if not _SEGMENT.match(segment):
+            raise InvalidSpec(
+                f"model name {name!r} in {text!r} may contain only letters, digits, '.', '_', '-' and '/'",
+                hint=_EXAMPLE,
+            )
+    return ModelSpec(name=name, variant=variant, backend=backend)
+
+
+def format_spec(spec: ModelSpec) -> str:
+    """The canonical text form of a spec (``parse_spec(format_spec(s)) == s``)."""
+    return str(spec)

@@ -1,0 +1,245 @@
+"""The typed values that cross the core's contract: messages, options, chunks, stats, status."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from llmspell.errors import InvalidOptions
+
+Role = Literal["system", "user", "assistant"]
+StopReason = Literal["stop", "length", "cancelled", "error"]
+
+
+@dataclass(frozen=True)
+class Message:
+    """One turn of a conversation."""
+
+    role: Role
+    content: str
+
+    @classmethod
+    def coerce(cls, value: Message | dict[str, Any]) -> Message:
+        """Accept a Message or an OpenAI-style ``{"role", "content"}`` dict."""
+        if isinstance(value, Message):
+            return value
+        if not isinstance(value, dict):
+            raise InvalidOptions(f"a message must be a dict with 'role' and 'content', not {type(value).__name__}")
+        unknown = set(value) - {"role", "content"}
+        if unknown:
+            raise InvalidOptions(f"unknown message field(s): {', '.join(sorted(unknown))}")
+        role, content = value.get("role"), value.get("content")
+        if role not in ("system", "user", "assistant"):
+            raise InvalidOptions(f"message role must be system, user or assistant, not {role!r}")
+        if not isinstance(content, str):
+            raise InvalidOptions("message content must be a string")
+        return cls(role=role, content=content)
+
+    def to_dict(self) -> dict[str, str]:
+        """The OpenAI-style dict form."""
+        return {"role": self.role, "content": self.content}
+
+
+_RANGES: dict[str, tuple[float, float]] = {
+    "temperature": (0.0, 5.0),
+    "top_k": (0, 100_000),
+    "top_p": (0.0, 1.0),
+    "min_p": (0.0, 1.0),
+    "repeat_penalty": (0.0, 10.0),
+    "seed": (-1, 2**32 - 1),
+    "max_tokens": (1, 1_000_000),
+    "num_ctx": (16, 1_048_576),
+    "num_threads": (1, 1024),
+}
+
+
+@dataclass(frozen=True)
+class Options:
+    """Generation options; ``None`` means the backend's default. Unknown keys are rejected."""
+
+    temperature: float | None = None
+    top_k: int | None = None
+    top_p: float | None = None
+    min_p: float | None = None
+    repeat_penalty: float | None = None
+    seed: int | None = None
+    stop: tuple[str, ...] = ()
+    max_tokens: int | None = None
+    num_ctx: int | None = None
+    num_threads: int | None = None
+    #: a JSON schema the answer must satisfy, or the string "json" for any JSON value
+    format: dict[str, Any] | str | None = None
+
+    def __post_init__(self) -> None:
+        for name, (lo, hi) in _RANGES.items():
+            value = getattr(self, name)
+            if value is None:
+                continue
+            want_int = name in ("top_k", "seed", "max_tokens", "num_ctx", "num_threads")
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or (want_int and not isinstance(value, int)):
+                kind = "an integer" if want_int else "a number"
+                raise InvalidOptions(f"option {name} must be {kind}, not {value!r}")
+            if not lo <= value <= hi:
+                raise InvalidOptions(f"option {name}={value} is out of range; use a value from {lo} to {hi}")
+        if isinstance(self.stop, str):
+            object.__setattr__(self, "stop", (self.stop,))
+        elif not all(isinstance(s, str) and s for s in self.stop):
+            raise InvalidOptions("option stop must be a list of non-empty strings")
+        else:
+            object.__setattr__(self, "stop", tuple(self.stop))
+        fmt = self.format
+        if isinstance(fmt, str) and fmt != "json":
+            try:
+                fmt = json.loads(fmt)
+            except json.JSONDecodeError as exc:
+                raise InvalidOptions(f'option format must be "json" or a JSON schema; {exc}') from None
+            object.__setattr__(self, "format", fmt)
+        if fmt is not None and not isinstance(fmt, (str, dict)):
+            raise InvalidOptions('option format must be "json" or a JSON schema object')
+
+    @classmethod
+    def names(cls) -> list[str]:
+        """Every option name, in declaration order."""
+        return [f.name for f in dataclasses.fields(cls)]
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any] | None = None, **kwargs: Any) -> Options:
+        """Build from a mapping (config file, HTTP body, keyword arguments); unknown keys are errors."""
+        merged = {**(data or {}), **kwargs}
+        unknown = sorted(set(merged) - set(cls.names()))
+        if unknown:
+            raise InvalidOptions(
+                f"unknown option(s): {', '.join(unknown)}", hint=f"valid options: {', '.join(cls.names())}"
+            )
+        if merged.get("stop") is None:
+            merged.pop("stop", None)
+        return cls(**merged)
+
+    def merged(self, other: Options | None) -> Options:
+        """These options with every value set in ``other`` taking precedence."""
+        if other is None:
+            return self
+        changes = {f.name: getattr(other, f.name) for f in dataclasses.fields(other) if getattr(other, f.name) not in (None, ())}
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Only the options that are set."""
+        return {k: v for k, v in dataclasses.asdict(self).items() if v not in (None, ())}
+
+
+@dataclass(frozen=True)
+class Stats:
+    """What a finished (or stopped) generation measured. Times in seconds."""
+
+    prompt_tokens: int = 0
+    #: prompt tokens actually evaluated; the rest came from the reused prefix
+    prompt_eval_tokens: int = 0
+    generated_tokens: int = 0
+    load_time: float = 0.0
+    time_to_first_token: float = 0.0
+    prompt_eval_time: float = 0.0
+    generation_time: float = 0.0
+    total_time: float = 0.0
+    stop_reason: StopReason = "stop"
+
+    @property
+    def cached_tokens(self) -> int:
+        """Prompt tokens that were not evaluated again thanks to prefix reuse."""
+        return self.prompt_tokens - self.prompt_eval_tokens
+
+    @property
+    def prompt_tokens_per_s(self) -> float:
+        """Prompt evaluation speed."""
+        return self.prompt_eval_tokens / self.prompt_eval_time if self.prompt_eval_time > 0 else 0.0
+
+    @property
+    def generation_tokens_per_s(self) -> float:
+        """Generation speed, tokens after the first over the time after the first."""
+        n = self.generated_tokens - 1
+        return n / self.generation_time if n > 0 and self.generation_time > 0 else 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        """All fields plus the derived rates."""
+        d = dataclasses.asdict(self)
+        d["cached_tokens"] = self.cached_tokens
+        d["prompt_tokens_per_s"] = round(self.prompt_tokens_per_s, 2)
+        d["generation_tokens_per_s"] = round(self.generation_tokens_per_s, 2)
+        return d
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """One piece of a streamed answer; the last chunk has ``done`` set and carries ``stats``."""
+
+    text: str = ""
+    done: bool = False
+    stats: Stats | None = None
+    model: str = ""
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What is known about one model of one backend."""
+
+    name: str
+    backend: str
+    #: where it lives: a file path, or a server address for remote backends
+    location: str = ""
+    #: "pypi", "pulled", "hf-cache", "ollama-store", "path", "server"
+    source: str = ""
+    size_bytes: int | None = None
+    quantization: str | None = None
+    family: str | None = None
+    parameters: str | None = None
+    context_length: int | None = None
+    chat_template: str | None = None
+    has_chat_template: bool | None = None
+    license: str | None = None
+    sha256: str | None = None
+    loaded: bool = False
+    description: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form."""
+        return dataclasses.asdict(self)
+
+
+@dataclass(frozen=True)
+class BackendStatus:
+    """Whether a backend can be used, and if not, why."""
+
+    backend: str
+    ready: bool
+    version: str | None = None
+    device: str | None = None
+    model_count: int = 0
+    loaded: tuple[str, ...] = ()
+    error: str | None = None
+    address: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form."""
+        d = dataclasses.asdict(self)
+        d["loaded"] = list(self.loaded)
+        return d
+
+
+@dataclass(frozen=True)
+class PullProgress:
+    """One step of a pull: a status line, and bytes done of total when downloading."""
+
+    status: str
+    completed: int = 0
+    total: int = 0
+    digest: str | None = None
+    done: bool = False
+    path: Path | None = None
+
+    @property
+    def fraction(self) -> float:
+        """Completed over total, 0 when the total is unknown."""
+        return self.completed / self.total if self.total else 0.0

@@ -1,0 +1,122 @@
+"""Options validation, Stats arithmetic, and config.toml loading with its errors."""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from llmspell import config
+from llmspell.errors import ConfigError, InvalidOptions
+from llmspell.types import Message, Options, Stats
+
+
+def test_options_reject_unknown_keys_naming_them_and_the_valid_ones() -> None:
+    with pytest.raises(InvalidOptions) as err:
+        Options.from_dict({"temprature": 0.1})
+    assert "temprature" in str(err.value) and "temperature" in str(err.value.hint)
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "fragment"),
+    [
+        ("temperature", -1, "out of range"),
+        ("top_p", 1.5, "out of range"),
+        ("top_k", 1.5, "must be an integer"),
+        ("seed", "x", "must be an integer"),
+        ("max_tokens", 0, "out of range"),
+        ("temperature", True, "must be a number"),
+        ("format", "{not json", "JSON schema"),
+        ("format", 3, "JSON schema"),
+        ("stop", ["", "x"], "non-empty strings"),
+    ],
+)
+def test_options_reject_bad_values(key: str, value: object, fragment: str) -> None:
+    with pytest.raises(InvalidOptions, match=fragment):
+        Options.from_dict({key: value})
+
+
+def test_options_merge_and_format_parsing() -> None:
+    base = Options(temperature=0.8, top_k=40, stop=("a",))
+    merged = base.merged(Options(temperature=0.0, seed=3))
+    assert (merged.temperature, merged.top_k, merged.seed, merged.stop) == (0.0, 40, 3, ("a",))
+    assert Options(format='{"type": "object"}').format == {"type": "object"}
+    assert Options(format="json").format == "json"
+    assert Options(stop="END").stop == ("END",)  # type: ignore[arg-type]
+    assert Options(temperature=0).to_dict() == {"temperature": 0}
+
+
+def test_stats_rates() -> None:
+    s = Stats(prompt_tokens=100, prompt_eval_tokens=20, generated_tokens=11, prompt_eval_time=0.1,
+              generation_time=0.5)
+    assert s.cached_tokens == 80
+    assert s.prompt_tokens_per_s == pytest.approx(200)
+    assert s.generation_tokens_per_s == pytest.approx(20)
+    assert Stats().generation_tokens_per_s == 0.0
+    assert s.to_dict()["generation_tokens_per_s"] == 20.0
+
+
+def test_message_coercion_rejects_bad_roles_and_fields() -> None:
+    assert Message.coerce({"role": "user", "content": "hi"}) == Message("user", "hi")
+    with pytest.raises(InvalidOptions, match="role"):
+        Message.coerce({"role": "robot", "content": "hi"})
+    with pytest.raises(InvalidOptions, match="unknown message field"):
+        Message.coerce({"role": "user", "content": "hi", "name": "x"})
+    with pytest.raises(InvalidOptions, match="content must be a string"):
+        Message.coerce({"role": "user", "content": 3})
+
+
+def test_llmspell_home_relocates_every_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LLMSPELL_HOME", str(tmp_path / "h"))
+    monkeypatch.delenv("LLMSPELL_MODELS", raising=False)
+    assert config.config_path() == tmp_path / "h" / "config.toml"
+    assert config.models_dir() == tmp_path / "h" / "models"
+    assert config.history_path().parent == tmp_path / "h"
+
+
+def test_ollama_url_forms(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("OLLAMA_HOST", raising=False)
+    assert config.ollama_url() == "http://127.0.0.1:11434"
+    assert config.ollama_url("localhost") == "http://localhost:11434"
+    monkeypatch.setenv("OLLAMA_HOST", "0.0.0.0:8080")
+    assert config.ollama_url("ignored") == "http://127.0.0.1:8080"
+
+
+def test_init_config_template_is_valid_and_not_overwritten(tmp_path: Path) -> None:
+    path = config.write_config_template(tmp_path / "config.toml")
+    tomllib.loads(path.read_text())
+    cfg = config.load_config(path)
+    assert cfg.default_model == "smollm2:135m" and cfg.keep_alive == 300
+    with pytest.raises(ConfigError, match="already exists"):
+        config.write_config_template(path)
+    config.write_config_template(path, force=True)
+
+
+def test_config_values_are_read(tmp_path: Path) -> None:
+    path = tmp_path / "config.toml"
+    path.write_text('default_model = "gemma3:270m"\nkeep_alive = 0\n[options]\ntemperature = 0.2\n'
+                    '[llamacpp]\nthreads = 1\n[providers.ollama]\nurl = "http://127.0.0.1:1"\n')
+    cfg = config.load_config(path)
+    assert (cfg.default_model, cfg.keep_alive, cfg.options.temperature, cfg.threads, cfg.ollama_url) == (
+        "gemma3:270m", 0.0, 0.2, 1, "http://127.0.0.1:1")
+
+
+@pytest.mark.parametrize(
+    ("text", "fragment"),
+    [
+        ("defualt_model = 'x'", "unknown key(s) defualt_model in the top level"),
+        ("[llamacpp]\nthreds = 2", "unknown key(s) threds in [llamacpp]"),
+        ("[providers.ollama]\nadress = 'x'", "unknown key(s) adress in [providers.ollama]"),
+        ("[llamacpp]\nthreads = 'two'", "llamacpp.threads must be int"),
+        ("keep_alive = true", "keep_alive must be"),
+        ("[options]\ntemperature = 9", "out of range"),
+        ("this is not toml", "not valid TOML"),
+    ],
+)
+def test_bad_config_files_name_the_key(tmp_path: Path, text: str, fragment: str) -> None:
+    path = tmp_path / "config.toml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as err:
+        config.load_config(path)
+    assert fragment in str(err.value) and str(path) in str(err.value)

@@ -1,0 +1,1 @@
+"""llmspell-tui: the full-screen Textual face (import name llmspell_tui)."""
