@@ -85,14 +85,16 @@ async def stream(
         await gen.aclose()
 
 
-async def acomplete(model: str | ModelSpec | None, prompt: str | Sequence[Message | dict[str, Any]], *,
-                    raw: bool = False, **opts: Any) -> str:
+async def acomplete(
+    model: str | ModelSpec | None, prompt: str | Sequence[Message | dict[str, Any]], *, raw: bool = False, **opts: Any
+) -> str:
     """The whole answer as one string (async)."""
     return "".join([c.text async for c in stream(model, prompt, raw=raw, **opts)])
 
 
-def complete(model: str | ModelSpec | None, prompt: str | Sequence[Message | dict[str, Any]], *,
-             raw: bool = False, **opts: Any) -> str:
+def complete(
+    model: str | ModelSpec | None, prompt: str | Sequence[Message | dict[str, Any]], *, raw: bool = False, **opts: Any
+) -> str:
     """The whole answer as one string; a chat turn by default, plain completion with ``raw=True``."""
     return _run_sync(acomplete(model, prompt, raw=raw, **opts))
 
@@ -108,8 +110,9 @@ class LocalLLM:
         """The whole answer of this model."""
         return complete(self.model, prompt, raw=raw, **{**self.options.to_dict(), **opts})
 
-    def stream(self, prompt: str | Sequence[Message | dict[str, Any]], *, raw: bool = False,
-               **opts: Any) -> AsyncIterator[Chunk]:
+    def stream(
+        self, prompt: str | Sequence[Message | dict[str, Any]], *, raw: bool = False, **opts: Any
+    ) -> AsyncIterator[Chunk]:
         """Stream this model's answer."""
         return stream(self.model, prompt, raw=raw, **{**self.options.to_dict(), **opts})
 

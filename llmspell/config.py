@@ -122,7 +122,9 @@ def load_config(path: Path | None = None) -> Config:
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{path} is not valid TOML: {exc}", hint="fix the file or run `llmspell init-config --force`") from None
+        raise ConfigError(
+            f"{path} is not valid TOML: {exc}", hint="fix the file or run `llmspell init-config --force`"
+        ) from None
     _check_keys(data, "", path)
     if "default_model" in data:
         cfg.default_model = _typed(data["default_model"], str, "default_model", path)
@@ -156,7 +158,9 @@ def load_config(path: Path | None = None) -> Config:
     if "enabled" in ol:
         cfg.ollama_enabled = _typed(ol["enabled"], bool, "providers.ollama.enabled", path)
     if "connect_timeout" in ol:
-        cfg.ollama_connect_timeout = float(_typed(ol["connect_timeout"], (int, float), "providers.ollama.connect_timeout", path))
+        cfg.ollama_connect_timeout = float(
+            _typed(ol["connect_timeout"], (int, float), "providers.ollama.connect_timeout", path)
+        )
     if "read_timeout" in ol:
         cfg.ollama_read_timeout = float(_typed(ol["read_timeout"], (int, float), "providers.ollama.read_timeout", path))
     return cfg

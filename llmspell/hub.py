@@ -105,8 +105,9 @@ class Hub:
             raise BackendUnavailable(f"no backend can run {parsed}", hint="enable the llamacpp or ollama backend")
         return self.backends["llamacpp"], parsed.with_backend("llamacpp")
 
-    async def chat(self, spec: str | ModelSpec | None, messages: Sequence[Message | dict[str, Any]],
-                   options: Options | None = None) -> AsyncIterator[Chunk]:
+    async def chat(
+        self, spec: str | ModelSpec | None, messages: Sequence[Message | dict[str, Any]], options: Options | None = None
+    ) -> AsyncIterator[Chunk]:
         """Stream a chat answer from whichever backend serves ``spec``; closing the stream cancels it."""
         backend, parsed = await self.resolve(spec)
         stream = backend.chat(parsed, [Message.coerce(m) for m in messages], options)
@@ -116,8 +117,9 @@ class Hub:
         finally:
             await stream.aclose()
 
-    async def complete(self, spec: str | ModelSpec | None, prompt: str,
-                       options: Options | None = None) -> AsyncIterator[Chunk]:
+    async def complete(
+        self, spec: str | ModelSpec | None, prompt: str, options: Options | None = None
+    ) -> AsyncIterator[Chunk]:
         """Stream a plain completion (no chat template)."""
         backend, parsed = await self.resolve(spec)
         stream = backend.complete(parsed, prompt, options)

@@ -79,7 +79,11 @@ class Options:
             if value is None:
                 continue
             want_int = name in ("top_k", "seed", "max_tokens", "num_ctx", "num_threads")
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or (want_int and not isinstance(value, int)):
+            if (
+                isinstance(value, bool)
+                or not isinstance(value, (int, float))
+                or (want_int and not isinstance(value, int))
+            ):
                 kind = "an integer" if want_int else "a number"
                 raise InvalidOptions(f"option {name} must be {kind}, not {value!r}")
             if not lo <= value <= hi:
@@ -122,7 +126,11 @@ class Options:
         """These options with every value set in ``other`` taking precedence."""
         if other is None:
             return self
-        changes = {f.name: getattr(other, f.name) for f in dataclasses.fields(other) if getattr(other, f.name) not in (None, ())}
+        changes = {
+            f.name: getattr(other, f.name)
+            for f in dataclasses.fields(other)
+            if getattr(other, f.name) not in (None, ())
+        }
         return dataclasses.replace(self, **changes)
 
     def to_dict(self) -> dict[str, Any]:

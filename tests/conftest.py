@@ -2,7 +2,18 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING
+
 import pytest
+
+from llmspell.config import Config
+
+if TYPE_CHECKING:
+    from llmspell.backends.llamacpp import LlamaCppBackend
+
+pytest_plugins = ["hfserver"]
 
 
 @pytest.fixture(autouse=True)
@@ -17,3 +28,20 @@ def isolated_home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.
     # Ollama's default port; nothing listens there in tests, which is the "unreachable" case
     monkeypatch.setenv("OLLAMA_HOST", "http://127.0.0.1:9")
     return root
+
+
+@pytest.fixture(scope="session")
+def shared_models(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One models folder for the session, so gemma3's chunks are assembled once, not per test."""
+    return tmp_path_factory.mktemp("models")
+
+
+@pytest.fixture
+def backend(shared_models: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[LlamaCppBackend]:
+    """A fresh embedded backend (models stay loaded for the test, then are unloaded)."""
+    from llmspell.backends.llamacpp import LlamaCppBackend
+
+    monkeypatch.setenv("LLMSPELL_MODELS", str(shared_models))
+    b = LlamaCppBackend(Config(keep_alive=300, num_ctx=2048))
+    yield b
+    b.close_sync()

@@ -58,8 +58,9 @@ class LLMSpellApp(App[None]):
         table = self.query_one(DataTable)
         table.clear()
         for m in models:
-            table.add_row(m.name, m.backend, human_bytes(m.size_bytes), m.quantization or "-", m.source,
-                          "●" if m.loaded else "")
+            table.add_row(
+                m.name, m.backend, human_bytes(m.size_bytes), m.quantization or "-", m.source, "●" if m.loaded else ""
+            )
 
     async def on_unmount(self) -> None:
         await self.hub.close()

@@ -58,7 +58,9 @@ class Backend(ABC):
         """Free a loaded model; False when it was not loaded."""
 
     @abstractmethod
-    def chat(self, spec: ModelSpec, messages: Sequence[Message], options: Options | None = None) -> AsyncIterator[Chunk]:
+    def chat(
+        self, spec: ModelSpec, messages: Sequence[Message], options: Options | None = None
+    ) -> AsyncIterator[Chunk]:
         """Stream the answer to a conversation; the last chunk has ``done`` and ``stats``. Closing cancels."""
 
     @abstractmethod

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import hashlib
+import importlib
 import importlib.util
 import json
 import os
@@ -132,19 +133,29 @@ class LlamaCppBackend(Backend):
         if quant.pypi_package:
             module_dir = _module_dir(quant.pypi_module or quant.pypi_package.replace("-", "_"))
             if quant.pypi_assemble:
-                return LocalModel(tag, cfgmod.models_dir() / "pypi" / quant.file, "pypi-assembled", resolved,
-                                  quant.name, quant.size_bytes)
+                return LocalModel(
+                    tag,
+                    cfgmod.models_dir() / "pypi" / quant.file,
+                    "pypi-assembled",
+                    resolved,
+                    quant.name,
+                    quant.size_bytes,
+                )
             if module_dir is not None:
-                return LocalModel(tag, module_dir / (quant.pypi_file or quant.file), "pypi", resolved, quant.name,
-                                  quant.size_bytes)
-        pulled = self.pulled_path(variant.hf_repo, quant.file)
+                return LocalModel(
+                    tag, module_dir / (quant.pypi_file or quant.file), "pypi", resolved, quant.name, quant.size_bytes
+                )
+        pulled = self.pulled_path(resolved.hf_repo, quant.file)
         if pulled.is_file():
             return LocalModel(tag, pulled, "pulled", resolved, quant.name, quant.size_bytes)
         # a model already fetched by Ollama or the Hugging Face CLI is read where it is
         for found in self._discovered():
-            if (found.source == "ollama-store" and variant.ollama and found.name == variant.ollama
-                    and quant.name == variant.default_quant) or (
-                    found.source == "hf-cache" and found.repo == variant.hf_repo and found.path.name == quant.file):
+            if (
+                found.source == "ollama-store"
+                and variant.ollama
+                and found.name == variant.ollama
+                and quant.name == variant.default_quant
+            ) or (found.source == "hf-cache" and found.repo == resolved.hf_repo and found.path.name == quant.file):
                 return LocalModel(tag, found.path, found.source, resolved, quant.name, found.size_bytes)
         return LocalModel(tag, pulled, "pulled", resolved, quant.name, quant.size_bytes)
 
@@ -188,8 +199,10 @@ class LlamaCppBackend(Backend):
         if model.source == "pypi-assembled":
             return self._assemble(model, progress)
         if model.source == "pypi":
-            raise ModelNotFound(f"the file of {model.name} is missing from its package: {model.path}",
-                                hint="reinstall llmspell (pip install --force-reinstall llmspell)")
+            raise ModelNotFound(
+                f"the file of {model.name} is missing from its package: {model.path}",
+                hint="reinstall llmspell (pip install --force-reinstall llmspell)",
+            )
         raise ModelNotFound(
             f"{model.name} is not downloaded yet",
             hint=f"pull it first: llmspell model pull {model.name}@llamacpp",
@@ -206,16 +219,18 @@ class LlamaCppBackend(Backend):
                 return target
             module = importlib.util.find_spec(quant.pypi_module or "")
             if module is None:
-                raise ModelNotFound(f"{model.name} comes from the PyPI package {quant.pypi_package}, not installed",
-                                    hint=f"pip install {quant.pypi_package}")
-            import importlib
-
+                raise ModelNotFound(
+                    f"{model.name} comes from the PyPI package {quant.pypi_package}, not installed",
+                    hint=f"pip install {quant.pypi_package}",
+                )
             pkg = importlib.import_module(quant.pypi_module or "")
             chunks = [Path(p) for p in pkg.chunk_paths()]
             missing = [str(c) for c in chunks if not c.is_file()]
             if missing:
-                raise ModelFileMissing(f"chunks of {model.name} are missing: {', '.join(missing)}",
-                                       hint=f"pip install --force-reinstall {quant.pypi_package}")
+                raise ModelFileMissing(
+                    f"chunks of {model.name} are missing: {', '.join(missing)}",
+                    hint=f"pip install --force-reinstall {quant.pypi_package}",
+                )
             total = sum(c.stat().st_size for c in chunks)
             target.parent.mkdir(parents=True, exist_ok=True)
             import shutil
@@ -224,7 +239,9 @@ class LlamaCppBackend(Backend):
             if free < total + 64 * 1024**2:
                 raise InsufficientResources(
                     f"assembling {model.name} needs {human_bytes(total)} in {target.parent}, "
-                    f"only {human_bytes(free)} free", hint="free some disk space or set LLMSPELL_MODELS elsewhere")
+                    f"only {human_bytes(free)} free",
+                    hint="free some disk space or set LLMSPELL_MODELS elsewhere",
+                )
             partial = target.with_name(f".{target.name}.partial")
             h = hashlib.sha256()
             done = 0
@@ -242,8 +259,10 @@ class LlamaCppBackend(Backend):
             digest = h.hexdigest()
             if quant.sha256 and digest != quant.sha256:
                 partial.unlink(missing_ok=True)
-                raise IntegrityError(f"assembled {quant.file} has sha256 {digest}, expected {quant.sha256}",
-                                     hint=f"pip install --force-reinstall {quant.pypi_package}")
+                raise IntegrityError(
+                    f"assembled {quant.file} has sha256 {digest}, expected {quant.sha256}",
+                    hint=f"pip install --force-reinstall {quant.pypi_package}",
+                )
             os.replace(partial, target)
             sidecar.write_text(digest + "\n")
             return target
@@ -261,7 +280,11 @@ class LlamaCppBackend(Backend):
         except LLMSpellError as exc:
             return BackendStatus(self.name, False, version=llama_cpp.__version__, error=str(exc))
         return BackendStatus(
-            self.name, True, version=llama_cpp.__version__, device=self.device(), model_count=len(models),
+            self.name,
+            True,
+            version=llama_cpp.__version__,
+            device=self.device(),
+            model_count=len(models),
             loaded=tuple(await self.loaded()),
         )
 
@@ -287,9 +310,9 @@ class LlamaCppBackend(Backend):
         for entry in self.catalog.entries.values():
             for variant in entry.variants.values():
                 for quant in variant.quants.values():
-                    if not (quant.pypi_package or self.pulled_path(variant.hf_repo, quant.file).is_file()):
-                        continue
                     resolved = self.catalog.resolve(entry.name, f"{variant.name}-{quant.name}")
+                    if not (quant.pypi_package or self.pulled_path(resolved.hf_repo, quant.file).is_file()):
+                        continue
                     model = self._catalog_model(resolved)
                     if model.source == "pypi" and not model.present:
                         continue
@@ -306,8 +329,7 @@ class LlamaCppBackend(Backend):
                     seen.add(f)
         for found in self._discovered():
             if found.path not in seen:
-                out.append(LocalModel(found.name, found.path, found.source, None, found.quantization,
-                                      found.size_bytes))
+                out.append(LocalModel(found.name, found.path, found.source, None, found.quantization, found.size_bytes))
                 seen.add(found.path)
         return out
 
@@ -384,7 +406,7 @@ class LlamaCppBackend(Backend):
             yield PullProgress(f"{spec.tag} is already on disk", done=True)
             return
         model = self._catalog_model(self.catalog.resolve(spec.name, spec.variant))
-        quant, variant = model.resolved.quant, model.resolved.variant  # type: ignore[union-attr]
+        quant = model.resolved.quant  # type: ignore[union-attr]
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[Any] = asyncio.Queue()
         cancel = threading.Event()
@@ -401,8 +423,15 @@ class LlamaCppBackend(Backend):
                 return model.path
             from llmspell.pull import download_file
 
-            return download_file(variant.hf_repo, quant.file, self.pulled_path(variant.hf_repo, quant.file),
-                                 expected_sha256=quant.sha256, progress=report, cancel=cancel)
+            repo = model.resolved.hf_repo  # type: ignore[union-attr]
+            return download_file(
+                repo,
+                quant.file,
+                self.pulled_path(repo, quant.file),
+                expected_sha256=quant.sha256,
+                progress=report,
+                cancel=cancel,
+            )
 
         yield PullProgress(f"pulling {model.name} ({quant.name})")
         task = loop.run_in_executor(None, work)
@@ -421,8 +450,7 @@ class LlamaCppBackend(Backend):
                     await asyncio.shield(task)
                 except (Cancelled, LLMSpellError):
                     pass
-        yield PullProgress("success", done=True, path=path, total=path.stat().st_size,
-                           completed=path.stat().st_size)
+        yield PullProgress("success", done=True, path=path, total=path.stat().st_size, completed=path.stat().st_size)
 
     async def delete(self, spec: ModelSpec) -> None:
         """Remove a pulled or assembled file; files owned by a package, Ollama or the HF cache are refused."""
@@ -559,16 +587,29 @@ class LlamaCppBackend(Backend):
                         del self._workers[key]
 
             worker = ModelWorker(
-                model.path, n_ctx=n_ctx, threads=self.threads(),
+                model.path,
+                n_ctx=n_ctx,
+                threads=self.threads(),
                 gpu_layers=self.config.gpu_layers if _gpu_offload() else 0,
                 keep_alive=self.config.keep_alive,
-                state_cache_bytes=self.config.state_cache_mb * 1024**2, on_exit=on_exit, name=model.name,
+                state_cache_bytes=self.config.state_cache_mb * 1024**2,
+                on_exit=on_exit,
+                name=model.name,
             )
             self._workers[key] = worker
             return worker
 
-    async def _stream(self, model: LocalModel, prompt: str, *, chat: bool, add_bos: bool, stop: tuple[str, ...],
-                      opts: Options, n_ctx: int) -> AsyncIterator[Chunk]:
+    async def _stream(
+        self,
+        model: LocalModel,
+        prompt: str,
+        *,
+        chat: bool,
+        add_bos: bool,
+        stop: tuple[str, ...],
+        opts: Options,
+        n_ctx: int,
+    ) -> AsyncIterator[Chunk]:
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[Any] = asyncio.Queue()
 
@@ -576,8 +617,15 @@ class LlamaCppBackend(Backend):
             loop.call_soon_threadsafe(queue.put_nowait, item)
 
         job = Job(
-            prompt=prompt, chat=chat, add_bos=add_bos, options=opts, stop=tuple(dict.fromkeys((*stop, *opts.stop))),
-            grammar=self._grammar(opts.format), emit=emit, model_name=model.name, num_ctx=n_ctx,
+            prompt=prompt,
+            chat=chat,
+            add_bos=add_bos,
+            options=opts,
+            stop=tuple(dict.fromkeys((*stop, *opts.stop))),
+            grammar=self._grammar(opts.format),
+            emit=emit,
+            model_name=model.name,
+            num_ctx=n_ctx,
             threads=opts.num_threads or self.threads(),
         )
         for _ in range(3):
@@ -597,16 +645,19 @@ class LlamaCppBackend(Backend):
             # closing the stream is how a caller cancels: the worker sees this before its next token
             job.cancel.set()
 
-    async def chat(self, spec: ModelSpec, messages: Sequence[Message | dict], options: Options | None = None,
-                   ) -> AsyncIterator[Chunk]:
+    async def chat(
+        self,
+        spec: ModelSpec,
+        messages: Sequence[Message | dict],
+        options: Options | None = None,
+    ) -> AsyncIterator[Chunk]:
         """Stream a chat answer through the model's own template (or the catalog's, never a wrong one)."""
         msgs = [Message.coerce(m) for m in messages]
         if not msgs:
             raise InvalidOptions("a chat needs at least one message")
         model, info, opts, n_ctx = await self._prepare(spec, options)
         prompt, add_bos, stops = self.render_chat(model, info, msgs)
-        async for chunk in self._stream(model, prompt, chat=True, add_bos=add_bos, stop=stops, opts=opts,
-                                        n_ctx=n_ctx):
+        async for chunk in self._stream(model, prompt, chat=True, add_bos=add_bos, stop=stops, opts=opts, n_ctx=n_ctx):
             yield chunk
 
     async def complete(self, spec: ModelSpec, prompt: str, options: Options | None = None) -> AsyncIterator[Chunk]:

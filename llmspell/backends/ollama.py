@@ -18,9 +18,17 @@ _NS = 1e9
 
 
 def _ollama_options(opts: Options) -> dict[str, Any]:
-    mapping = {"temperature": "temperature", "top_k": "top_k", "top_p": "top_p", "min_p": "min_p",
-               "repeat_penalty": "repeat_penalty", "seed": "seed", "max_tokens": "num_predict",
-               "num_ctx": "num_ctx", "num_threads": "num_thread"}
+    mapping = {
+        "temperature": "temperature",
+        "top_k": "top_k",
+        "top_p": "top_p",
+        "min_p": "min_p",
+        "repeat_penalty": "repeat_penalty",
+        "seed": "seed",
+        "max_tokens": "num_predict",
+        "num_ctx": "num_ctx",
+        "num_threads": "num_thread",
+    }
     out = {dst: getattr(opts, src) for src, dst in mapping.items() if getattr(opts, src) is not None}
     if opts.stop:
         out["stop"] = list(opts.stop)
@@ -40,8 +48,9 @@ class OllamaBackend(Backend):
     def _client(self, read_timeout: float | None = None) -> Any:
         import ollama
 
-        timeout = httpx.Timeout(read_timeout or self.config.ollama_read_timeout,
-                                connect=self.config.ollama_connect_timeout)
+        timeout = httpx.Timeout(
+            read_timeout or self.config.ollama_read_timeout, connect=self.config.ollama_connect_timeout
+        )
         return ollama.AsyncClient(host=self.url, timeout=timeout)
 
     def _error(self, exc: BaseException, what: str, spec: ModelSpec | None = None) -> LLMSpellError:
@@ -51,14 +60,18 @@ class OllamaBackend(Backend):
             return exc
         if isinstance(exc, ollama.ResponseError):
             if exc.status_code == 404 and spec is not None:
-                return ModelNotFound(f"Ollama at {self.url} has no model {spec.tag}",
-                                     hint=f"pull it: llmspell model pull {spec.tag}@ollama")
+                return ModelNotFound(
+                    f"Ollama at {self.url} has no model {spec.tag}",
+                    hint=f"pull it: llmspell model pull {spec.tag}@ollama",
+                )
             if exc.status_code == -1:
                 return GenerationError(f"Ollama at {self.url} failed while {what}: {exc.error}")
             return BackendUnavailable(f"Ollama at {self.url} answered {exc.status_code} while {what}: {exc.error}")
         if isinstance(exc, (ConnectionError, httpx.ConnectError)):
-            return BackendUnavailable(f"Ollama is not reachable at {self.url} ({what})",
-                                      hint="start it with `ollama serve` or `llmspell serve`, or set OLLAMA_HOST")
+            return BackendUnavailable(
+                f"Ollama is not reachable at {self.url} ({what})",
+                hint="start it with `ollama serve` or `llmspell serve`, or set OLLAMA_HOST",
+            )
         if isinstance(exc, httpx.TimeoutException):
             return BackendUnavailable(f"Ollama at {self.url} did not answer in time ({what})")
         if isinstance(exc, httpx.HTTPError):
@@ -78,8 +91,15 @@ class OllamaBackend(Backend):
         except Exception as exc:  # any failure is a status, not a crash
             err = self._error(exc, "checking its status")
             return BackendStatus(self.name, False, error=err.message, address=self.url)
-        return BackendStatus(self.name, True, version=version, device="server", model_count=len(models),
-                             loaded=tuple(loaded), address=self.url)
+        return BackendStatus(
+            self.name,
+            True,
+            version=version,
+            device="server",
+            model_count=len(models),
+            loaded=tuple(loaded),
+            address=self.url,
+        )
 
     async def list_models(self) -> list[ModelInfo]:
         """The server's models (``/api/tags``)."""
@@ -91,12 +111,20 @@ class OllamaBackend(Backend):
         out = []
         for m in resp.models:
             d = m.details
-            out.append(ModelInfo(
-                name=m.model or "", backend=self.name, location=self.url, source="server", size_bytes=m.size,
-                quantization=d.quantization_level if d else None, family=d.family if d else None,
-                parameters=d.parameter_size if d else None, loaded=m.model in running,
-                sha256=(m.digest or None),
-            ))
+            out.append(
+                ModelInfo(
+                    name=m.model or "",
+                    backend=self.name,
+                    location=self.url,
+                    source="server",
+                    size_bytes=m.size,
+                    quantization=d.quantization_level if d else None,
+                    family=d.family if d else None,
+                    parameters=d.parameter_size if d else None,
+                    loaded=m.model in running,
+                    sha256=(m.digest or None),
+                )
+            )
         return out
 
     def _tag(self, spec: ModelSpec) -> str:
@@ -120,10 +148,17 @@ class OllamaBackend(Backend):
         mi = r.modelinfo or {}
         arch = mi.get("general.architecture")
         return ModelInfo(
-            name=self._tag(spec), backend=self.name, location=self.url, source="server",
-            quantization=d.quantization_level if d else None, family=d.family if d else None,
-            parameters=d.parameter_size if d else None, context_length=mi.get(f"{arch}.context_length"),
-            chat_template=r.template, has_chat_template=bool(r.template), license=r.license,
+            name=self._tag(spec),
+            backend=self.name,
+            location=self.url,
+            source="server",
+            quantization=d.quantization_level if d else None,
+            family=d.family if d else None,
+            parameters=d.parameter_size if d else None,
+            context_length=mi.get(f"{arch}.context_length"),
+            chat_template=r.template,
+            has_chat_template=bool(r.template),
+            license=r.license,
             loaded=self._tag(spec) in await self.loaded(),
         )
 
@@ -169,15 +204,23 @@ class OllamaBackend(Backend):
                 message = getattr(part, "message", None)
                 text = message.content if message is not None else getattr(part, "response", "")
                 if part.done:
-                    yield Chunk(text=text or "", done=True, model=spec.tag, stats=Stats(
-                        prompt_tokens=part.prompt_eval_count or 0, prompt_eval_tokens=part.prompt_eval_count or 0,
-                        generated_tokens=part.eval_count or 0, load_time=(part.load_duration or 0) / _NS,
-                        prompt_eval_time=(part.prompt_eval_duration or 0) / _NS,
-                        generation_time=(part.eval_duration or 0) / _NS,
-                        # Ollama reports no first-token time; prompt evaluation is what precedes the first token
-                        time_to_first_token=(part.prompt_eval_duration or 0) / _NS,
-                        total_time=(part.total_duration or 0) / _NS,
-                        stop_reason="length" if part.done_reason == "length" else "stop"))
+                    yield Chunk(
+                        text=text or "",
+                        done=True,
+                        model=spec.tag,
+                        stats=Stats(
+                            prompt_tokens=part.prompt_eval_count or 0,
+                            prompt_eval_tokens=part.prompt_eval_count or 0,
+                            generated_tokens=part.eval_count or 0,
+                            load_time=(part.load_duration or 0) / _NS,
+                            prompt_eval_time=(part.prompt_eval_duration or 0) / _NS,
+                            generation_time=(part.eval_duration or 0) / _NS,
+                            # Ollama reports no first-token time; prompt evaluation is what precedes the first token
+                            time_to_first_token=(part.prompt_eval_duration or 0) / _NS,
+                            total_time=(part.total_duration or 0) / _NS,
+                            stop_reason="length" if part.done_reason == "length" else "stop",
+                        ),
+                    )
                     return
                 if text:
                     yield Chunk(text=text, model=spec.tag)
@@ -189,21 +232,36 @@ class OllamaBackend(Backend):
             if stream is not None and hasattr(stream, "aclose"):
                 await stream.aclose()
 
-    async def chat(self, spec: ModelSpec, messages: Sequence[Message], options: Options | None = None,
-                   ) -> AsyncIterator[Chunk]:
+    async def chat(
+        self,
+        spec: ModelSpec,
+        messages: Sequence[Message],
+        options: Options | None = None,
+    ) -> AsyncIterator[Chunk]:
         """``/api/chat`` streaming; closing this stream closes the HTTP response, which cancels on the server."""
         opts = options or Options()
-        call = self._client().chat(self._tag(spec), messages=[Message.coerce(m).to_dict() for m in messages],
-                                   stream=True, options=_ollama_options(opts), format=opts.format,
-                                   keep_alive=self.config.keep_alive)
+        call = self._client().chat(
+            self._tag(spec),
+            messages=[Message.coerce(m).to_dict() for m in messages],
+            stream=True,
+            options=_ollama_options(opts),
+            format=opts.format,
+            keep_alive=self.config.keep_alive,
+        )
         async for chunk in self._stream(spec, call):
             yield chunk
 
     async def complete(self, spec: ModelSpec, prompt: str, options: Options | None = None) -> AsyncIterator[Chunk]:
         """``/api/generate`` with raw=True (no template)."""
         opts = options or Options()
-        call = self._client().generate(self._tag(spec), prompt=prompt, raw=True, stream=True,
-                                       options=_ollama_options(opts), format=opts.format,
-                                       keep_alive=self.config.keep_alive)
+        call = self._client().generate(
+            self._tag(spec),
+            prompt=prompt,
+            raw=True,
+            stream=True,
+            options=_ollama_options(opts),
+            format=opts.format,
+            keep_alive=self.config.keep_alive,
+        )
         async for chunk in self._stream(spec, call):
             yield chunk

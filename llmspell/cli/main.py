@@ -35,11 +35,25 @@ def _hub() -> Any:
 async def cmd_list(args: argparse.Namespace) -> int:
     models, failed = await _hub().list_all(args.backend)
     if args.json:
-        print(json.dumps({"models": [m.to_dict() for m in models],
-                          "unavailable": [s.to_dict() for s in failed]}, indent=2, default=str))
+        print(
+            json.dumps(
+                {"models": [m.to_dict() for m in models], "unavailable": [s.to_dict() for s in failed]},
+                indent=2,
+                default=str,
+            )
+        )
         return 0
-    rows = [[f"{m.name}@{m.backend}", human_bytes(m.size_bytes), m.quantization or "-", m.source,
-             "yes" if m.loaded else "", m.location] for m in models]
+    rows = [
+        [
+            f"{m.name}@{m.backend}",
+            human_bytes(m.size_bytes),
+            m.quantization or "-",
+            m.source,
+            "yes" if m.loaded else "",
+            m.location,
+        ]
+        for m in models
+    ]
     if rows:
         _table(rows, ["NAME", "SIZE", "QUANT", "SOURCE", "LOADED", "WHERE"], sys.stdout)
     else:
@@ -66,25 +80,62 @@ async def cmd_available(args: argparse.Namespace) -> int:
             for q in quants:
                 tag = f"{entry.name}:{variant.name}" + ("" if q.name == variant.default_quant else f"-{q.name}")
                 on_disk = False
+                resolved = catalog.resolve(entry.name, f"{variant.name}-{q.name}")
                 if llama is not None:
-                    model = llama._catalog_model(catalog.resolve(entry.name, f"{variant.name}-{q.name}"))
+                    model = llama._catalog_model(resolved)
                     on_disk = model.present or model.source == "pypi"
                 fit = check_fit(int(q.ram_gb * GIB), q.size_bytes, machine, on_disk=on_disk)
-                records.append({"name": tag, "family": entry.family, "parameters": variant.parameters,
-                                "quantization": q.name, "size_bytes": q.size_bytes, "ram_gb": q.ram_gb,
-                                "context": variant.context, "license": entry.license, "on_disk": on_disk,
-                                "fits": fit.fits, "reason": fit.reason, "ollama": variant.ollama,
-                                "hf_repo": variant.hf_repo, "file": q.file})
-                rows.append([tag, variant.parameters, q.name, human_bytes(q.size_bytes), f"{q.ram_gb:.1f} GB",
-                             "yes" if on_disk else "", fit.reason])
+                records.append(
+                    {
+                        "name": tag,
+                        "family": entry.family,
+                        "parameters": variant.parameters,
+                        "quantization": q.name,
+                        "size_bytes": q.size_bytes,
+                        "ram_gb": q.ram_gb,
+                        "context": variant.context,
+                        "license": entry.license,
+                        "on_disk": on_disk,
+                        "fits": fit.fits,
+                        "reason": fit.reason,
+                        "ollama": variant.ollama,
+                        "hf_repo": resolved.hf_repo,
+                        "file": q.file,
+                    }
+                )
+                rows.append(
+                    [
+                        tag,
+                        variant.parameters,
+                        q.name,
+                        human_bytes(q.size_bytes),
+                        f"{q.ram_gb:.1f} GB",
+                        "yes" if on_disk else "",
+                        fit.reason,
+                    ]
+                )
     if args.json:
-        print(json.dumps({"machine": {"ram_total": machine.ram_total, "ram_available": machine.ram_available,
-                                      "disk_free": machine.disk_free, "cores": machine.cores,
-                                      "gpus": [g.__dict__ for g in machine.gpus]}, "models": records}, indent=2))
+        print(
+            json.dumps(
+                {
+                    "machine": {
+                        "ram_total": machine.ram_total,
+                        "ram_available": machine.ram_available,
+                        "disk_free": machine.disk_free,
+                        "cores": machine.cores,
+                        "gpus": [g.__dict__ for g in machine.gpus],
+                    },
+                    "models": records,
+                },
+                indent=2,
+            )
+        )
         return 0
     vram = ", ".join(f"{g.name} {human_bytes(g.free_bytes)} free" for g in machine.gpus) or "no GPU"
-    print(f"this machine: {human_bytes(machine.ram_total)} RAM ({human_bytes(machine.ram_available)} available), "
-          f"{vram}, {human_bytes(machine.disk_free)} free disk, {machine.cores} cores\n")
+    print(
+        f"this machine: {human_bytes(machine.ram_total)} RAM ({human_bytes(machine.ram_available)} available), "
+        f"{vram}, {human_bytes(machine.disk_free)} free disk, {machine.cores} cores\n"
+    )
     _table(rows, ["NAME", "PARAMS", "QUANT", "DOWNLOAD", "RAM/VRAM", "ON DISK", "FITS"], sys.stdout)
     print("\npull one with: llmspell model pull NAME@llamacpp")
     return 0
@@ -96,9 +147,21 @@ async def cmd_status(args: argparse.Namespace) -> int:
     statuses = await _hub().status_all()
     machine = await asyncio.to_thread(machine_info)
     if args.json:
-        print(json.dumps({"backends": [s.to_dict() for s in statuses], "machine": {
-            "ram_total": machine.ram_total, "ram_available": machine.ram_available, "disk_free": machine.disk_free,
-            "cores": machine.cores, "gpus": [g.__dict__ for g in machine.gpus]}}, indent=2))
+        print(
+            json.dumps(
+                {
+                    "backends": [s.to_dict() for s in statuses],
+                    "machine": {
+                        "ram_total": machine.ram_total,
+                        "ram_available": machine.ram_available,
+                        "disk_free": machine.disk_free,
+                        "cores": machine.cores,
+                        "gpus": [g.__dict__ for g in machine.gpus],
+                    },
+                },
+                indent=2,
+            )
+        )
         return 0
     for s in statuses:
         state = "ready" if s.ready else "not ready"
@@ -111,19 +174,30 @@ async def cmd_status(args: argparse.Namespace) -> int:
         if s.ready:
             print(f"  models:  {s.model_count}")
             print(f"  loaded:  {', '.join(s.loaded) or 'none'}")
-    gpus = ", ".join(f"{g.name} ({human_bytes(g.free_bytes)} of {human_bytes(g.total_bytes)} free)"
-                     for g in machine.gpus) or "none visible"
-    print(f"machine: {human_bytes(machine.ram_available)} of {human_bytes(machine.ram_total)} RAM available, "
-          f"GPU: {gpus}, {human_bytes(machine.disk_free)} free disk at {machine.disk_path}")
+    gpus = (
+        ", ".join(f"{g.name} ({human_bytes(g.free_bytes)} of {human_bytes(g.total_bytes)} free)" for g in machine.gpus)
+        or "none visible"
+    )
+    print(
+        f"machine: {human_bytes(machine.ram_available)} of {human_bytes(machine.ram_total)} RAM available, "
+        f"GPU: {gpus}, {human_bytes(machine.disk_free)} free disk at {machine.disk_path}"
+    )
     return 0
 
 
 def _info_rows(info: ModelInfo) -> list[tuple[str, Any]]:
     return [
-        ("name", f"{info.name}@{info.backend}"), ("family", info.family), ("parameters", info.parameters),
-        ("quantization", info.quantization), ("context", info.context_length), ("license", info.license),
-        ("size", human_bytes(info.size_bytes) if info.size_bytes else None), ("source", info.source),
-        ("file", info.location), ("sha256", info.sha256), ("loaded", "yes" if info.loaded else "no"),
+        ("name", f"{info.name}@{info.backend}"),
+        ("family", info.family),
+        ("parameters", info.parameters),
+        ("quantization", info.quantization),
+        ("context", info.context_length),
+        ("license", info.license),
+        ("size", human_bytes(info.size_bytes) if info.size_bytes else None),
+        ("source", info.source),
+        ("file", info.location),
+        ("sha256", info.sha256),
+        ("loaded", "yes" if info.loaded else "no"),
         ("chat template", "yes" if info.has_chat_template else "none (plain completion only)"),
     ]
 
@@ -166,8 +240,10 @@ class _Progress:
             rate = p.completed / max(now - self.start, 1e-6)
             eta = (p.total - p.completed) / rate if rate > 0 else 0
             bar = "█" * int(p.fraction * 30)
-            line = (f"{p.status} {p.fraction:4.0%} ▕{bar:<30}▏ {human_bytes(p.completed)}/{human_bytes(p.total)} "
-                    f"{human_bytes(rate)}/s {eta:4.0f}s")
+            line = (
+                f"{p.status} {p.fraction:4.0%} ▕{bar:<30}▏ {human_bytes(p.completed)}/{human_bytes(p.total)} "
+                f"{human_bytes(rate)}/s {eta:4.0f}s"
+            )
             self.out.write(("\r" + line + "\033[K") if self.tty else line + "\n")
         else:
             if self.tty and self.last:
@@ -203,24 +279,29 @@ def _fmt_s(seconds: float) -> str:
 
 def format_stats(stats: Stats) -> str:
     """Ollama's --verbose block, plus the first-token time and stop reason."""
-    return "\n".join([
-        f"total duration:       {_fmt_s(stats.total_time)}",
-        f"load duration:        {_fmt_s(stats.load_time)}",
-        f"prompt eval count:    {stats.prompt_eval_tokens} token(s)"
-        + (f" ({stats.cached_tokens} reused)" if stats.cached_tokens else ""),
-        f"prompt eval duration: {_fmt_s(stats.prompt_eval_time)}",
-        f"prompt eval rate:     {stats.prompt_tokens_per_s:.2f} tokens/s",
-        f"eval count:           {stats.generated_tokens} token(s)",
-        f"eval duration:        {_fmt_s(stats.generation_time)}",
-        f"eval rate:            {stats.generation_tokens_per_s:.2f} tokens/s",
-        f"time to first token:  {_fmt_s(stats.time_to_first_token)}",
-        f"stop reason:          {stats.stop_reason}",
-    ])
+    return "\n".join(
+        [
+            f"total duration:       {_fmt_s(stats.total_time)}",
+            f"load duration:        {_fmt_s(stats.load_time)}",
+            f"prompt eval count:    {stats.prompt_eval_tokens} token(s)"
+            + (f" ({stats.cached_tokens} reused)" if stats.cached_tokens else ""),
+            f"prompt eval duration: {_fmt_s(stats.prompt_eval_time)}",
+            f"prompt eval rate:     {stats.prompt_tokens_per_s:.2f} tokens/s",
+            f"eval count:           {stats.generated_tokens} token(s)",
+            f"eval duration:        {_fmt_s(stats.generation_time)}",
+            f"eval rate:            {stats.generation_tokens_per_s:.2f} tokens/s",
+            f"time to first token:  {_fmt_s(stats.time_to_first_token)}",
+            f"stop reason:          {stats.stop_reason}",
+        ]
+    )
 
 
 def _options(args: argparse.Namespace) -> Options:
-    raw = {k: getattr(args, k) for k in ("temperature", "top_k", "top_p", "min_p", "repeat_penalty", "seed",
-                                         "max_tokens", "num_ctx") if getattr(args, k) is not None}
+    raw = {
+        k: getattr(args, k)
+        for k in ("temperature", "top_k", "top_p", "min_p", "repeat_penalty", "seed", "max_tokens", "num_ctx")
+        if getattr(args, k) is not None
+    }
     if args.stop:
         raw["stop"] = tuple(args.stop)
     if args.format:
@@ -244,7 +325,7 @@ async def cmd_run(args: argparse.Namespace) -> int:
     if args.raw:
         stream = hub.complete(args.model, prompt, opts)
     else:
-        messages = ([{"role": "system", "content": args.system}] if args.system else [])
+        messages = [{"role": "system", "content": args.system}] if args.system else []
         messages.append({"role": "user", "content": prompt})
         stream = hub.chat(args.model, messages, opts)
     stats = None
@@ -275,9 +356,12 @@ async def cmd_init_config(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser (also used by tests and docs to check the README's commands)."""
-    p = argparse.ArgumentParser(prog="llmspell", description="Local LLMs: Ollama and embedded llama.cpp models.",
-                                epilog="Model syntax: local/NAME:VARIANT@BACKEND (e.g. smollm2:135m, "
-                                "tinyllama:Q4_K_M@llamacpp, qwen2.5:0.5b@ollama) or a path to a .gguf file.")
+    p = argparse.ArgumentParser(
+        prog="llmspell",
+        description="Local LLMs: Ollama and embedded llama.cpp models.",
+        epilog="Model syntax: local/NAME:VARIANT@BACKEND (e.g. smollm2:135m, "
+        "tinyllama:Q4_K_M@llamacpp, qwen2.5:0.5b@ollama) or a path to a .gguf file.",
+    )
     p.add_argument("--version", action="version", version=f"llmspell {__version__}")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -357,8 +441,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as exc:  # an unexpected failure still gets one readable line, not a traceback
         if os.environ.get("LLMSPELL_DEBUG"):
             raise
-        print(f"internal error: {type(exc).__name__}: {exc}\n  set LLMSPELL_DEBUG=1 to see the traceback "
-              "and please report it", file=sys.stderr)
+        print(
+            f"internal error: {type(exc).__name__}: {exc}\n  set LLMSPELL_DEBUG=1 to see the traceback "
+            "and please report it",
+            file=sys.stderr,
+        )
         return 2
 
 

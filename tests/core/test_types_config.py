@@ -48,8 +48,7 @@ def test_options_merge_and_format_parsing() -> None:
 
 
 def test_stats_rates() -> None:
-    s = Stats(prompt_tokens=100, prompt_eval_tokens=20, generated_tokens=11, prompt_eval_time=0.1,
-              generation_time=0.5)
+    s = Stats(prompt_tokens=100, prompt_eval_tokens=20, generated_tokens=11, prompt_eval_time=0.1, generation_time=0.5)
     assert s.cached_tokens == 80
     assert s.prompt_tokens_per_s == pytest.approx(200)
     assert s.generation_tokens_per_s == pytest.approx(20)
@@ -95,11 +94,18 @@ def test_init_config_template_is_valid_and_not_overwritten(tmp_path: Path) -> No
 
 def test_config_values_are_read(tmp_path: Path) -> None:
     path = tmp_path / "config.toml"
-    path.write_text('default_model = "gemma3:270m"\nkeep_alive = 0\n[options]\ntemperature = 0.2\n'
-                    '[llamacpp]\nthreads = 1\n[providers.ollama]\nurl = "http://127.0.0.1:1"\n')
+    path.write_text(
+        'default_model = "gemma3:270m"\nkeep_alive = 0\n[options]\ntemperature = 0.2\n'
+        '[llamacpp]\nthreads = 1\n[providers.ollama]\nurl = "http://127.0.0.1:1"\n'
+    )
     cfg = config.load_config(path)
     assert (cfg.default_model, cfg.keep_alive, cfg.options.temperature, cfg.threads, cfg.ollama_url) == (
-        "gemma3:270m", 0.0, 0.2, 1, "http://127.0.0.1:1")
+        "gemma3:270m",
+        0.0,
+        0.2,
+        1,
+        "http://127.0.0.1:1",
+    )
 
 
 @pytest.mark.parametrize(

