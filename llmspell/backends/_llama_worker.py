@@ -22,8 +22,8 @@ from llmspell.types import Chunk, Options, Stats, StopReason
 
 log = logging.getLogger(__name__)
 
-# Sampling defaults when a request leaves an option unset (Ollama's defaults, so both backends agree).
-DEFAULTS = {"temperature": 0.8, "top_k": 40, "top_p": 0.9, "min_p": 0.0, "repeat_penalty": 1.1}
+# Sampling defaults when a request leaves an option unset: llama.cpp's own (llama-server, llama-cli).
+DEFAULTS = {"temperature": 0.8, "top_k": 40, "top_p": 0.95, "min_p": 0.05, "repeat_penalty": 1.0}
 #: restoring a saved state only pays off when it saves this many prompt tokens over what is in the context
 _MIN_RESTORE_GAIN = 16
 #: contexts shorter than this are cheaper to re-read than to save
@@ -70,6 +70,27 @@ class _SavedState:
     ids: np.ndarray
     data: Any  # ctypes buffer
     nbytes: int
+
+
+_log_callback: Any = None
+
+
+def quiet_engine() -> None:
+    """Send llama.cpp's own log lines to Python logging (debug) instead of stderr, where they garble faces."""
+    global _log_callback
+    if _log_callback is not None:
+        return
+    import llama_cpp
+    import llama_cpp._logger
+
+    engine_log = logging.getLogger("llmspell.llama_cpp")
+
+    @llama_cpp.llama_log_callback
+    def _forward(level: int, text: bytes, _user: Any) -> None:
+        engine_log.debug(text.decode("utf-8", errors="replace").rstrip())
+
+    _log_callback = _forward  # referenced for the life of the process: llama.cpp keeps the raw pointer
+    llama_cpp.llama_log_set(_forward, ctypes.c_void_p(0))
 
 
 def _common_prefix(a: np.ndarray, b: np.ndarray) -> int:
@@ -200,10 +221,11 @@ class ModelWorker:
             return False
 
     def _load(self, n_ctx: int) -> None:
+        start = time.perf_counter()  # the first import of the engine is part of what loading costs
         from llama_cpp import Llama
 
+        quiet_engine()
         self._close()
-        start = time.perf_counter()
         try:
             self.llama = Llama(
                 model_path=str(self.path),
@@ -375,7 +397,7 @@ class ModelWorker:
                 if job.cancel.is_set():
                     reason = "cancelled"
                     break
-                if llama_cpp.llama_token_is_eog(vocab, token) or token in stop_ids:
+                if llama_cpp.llama_vocab_is_eog(vocab, token) or token in stop_ids:
                     reason = "stop"
                     break
                 generated += 1

@@ -554,8 +554,9 @@ class LlamaCppBackend(Backend):
         if info.context_length:
             n_ctx = min(n_ctx, info.context_length) if not opts.num_ctx else n_ctx
         with self._lock:
-            loaded = str(model.path) in self._workers
-        if not loaded:
+            worker = self._workers.get(str(model.path))
+        # a loaded model asked for another context size is reloaded, so it needs the memory check too
+        if worker is None or worker.n_ctx != n_ctx:
             self._check_memory(model, info, n_ctx)
         return model, info, opts, n_ctx
 

@@ -415,6 +415,17 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """Parse a command line; words of a prompt may come after options (``run M --raw Once upon a time``)."""
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        if args.command != "run" or any(word.startswith("-") for word in extra):
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
+        args.prompt = [*args.prompt, *extra]
+    return args
+
+
 async def _main(args: argparse.Namespace) -> int:
     try:
         return await args.func(args)
@@ -427,7 +438,7 @@ async def _main(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``llmspell`` script; returns the exit code."""
-    args = build_parser().parse_args(argv)
+    args = parse_args(argv)
     try:
         return asyncio.run(_main(args))
     except LLMSpellError as exc:

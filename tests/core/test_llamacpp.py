@@ -25,7 +25,7 @@ from llmspell.machine import physical_cores
 from llmspell.spec import parse_spec
 from llmspell.types import Message, Options
 
-HI = [Message("user", "What is the capital of France?")]
+HI = [Message("user", "Name the capital of France.")]
 GREEDY = Options(temperature=0, max_tokens=24)
 
 
@@ -98,14 +98,15 @@ async def test_json_schema_format_output_parses_and_validates(backend: LlamaCppB
     value = json.loads(text)
     jsonschema.validate(value, schema)
     assert last.stats.stop_reason == "stop"
-    text, _ = await collect(
+    text, last = await collect(
         backend.chat(
             parse_spec(SMOL),
-            [Message("user", "List three colours as JSON.")],
-            Options(temperature=0, max_tokens=60, format="json"),
+            [Message("user", 'Reply with a JSON object with one key "colour".')],
+            Options(temperature=0, max_tokens=200, format="json"),
         )
     )
-    json.loads(text)
+    assert last.stats.stop_reason == "stop", text
+    assert isinstance(json.loads(text), dict)
 
 
 async def test_unusable_schema_is_a_clear_error(backend: LlamaCppBackend) -> None:
@@ -187,7 +188,9 @@ async def test_two_alternating_conversations_keep_their_prefix(backend: LlamaCpp
 
 async def test_gemma_base_model_completes_and_chats_through_the_catalog_template(backend: LlamaCppBackend) -> None:
     text, last = await collect(
-        backend.complete(parse_spec(GEMMA), "The capital of France is", Options(temperature=0, max_tokens=8))
+        backend.complete(
+            parse_spec(GEMMA), "The capital of France is the city of", Options(temperature=0, max_tokens=8)
+        )
     )
     assert "Paris" in text and last.stats.generated_tokens > 0
     info = await backend.info(parse_spec(GEMMA))
