@@ -59,7 +59,7 @@ def raw_engine(
     tokens = llm.tokenize(prompt.encode(), add_bos=add_bos, special=special)
     first = None
     n = 0
-    for tok in llm.generate(tokens, temp=0.0, top_k=40, top_p=0.9, min_p=0.0, repeat_penalty=1.1):
+    for tok in llm.generate(tokens, temp=0.0, top_k=40, top_p=0.95, min_p=0.05, repeat_penalty=1.0):
         if first is None:
             first = time.perf_counter()
         if llama_cpp.llama_token_is_eog(llm._model.vocab, tok):
@@ -81,7 +81,7 @@ async def ours(spec: str, prompt: str, n_tokens: int, *, chat: bool) -> tuple[fl
     start = time.perf_counter()
     first = None
     stats = None
-    kwargs = dict(temperature=0, max_tokens=n_tokens, repeat_penalty=1.1, top_k=40, top_p=0.9, min_p=0.0)
+    kwargs = dict(temperature=0, max_tokens=n_tokens, repeat_penalty=1.0, top_k=40, top_p=0.95, min_p=0.05)
     async for chunk in llmspell.stream(
         spec, prompt if not chat else [{"role": "user", "content": prompt}], raw=not chat, **kwargs
     ):
@@ -158,12 +158,14 @@ async def bench_model(spec: str, repeats: int, n_tokens: int) -> dict[str, float
         "our_tokens": statistics.median(r[2] for r in our_runs),
     }
     if chat:
-        await backend.unload(parse_spec(spec))
-        await ours(spec, "hi", 1, chat=True)
-        one = await conversation_ttft(spec, 1)
-        await backend.unload(parse_spec(spec))
-        await ours(spec, "hi", 1, chat=True)
-        two = await conversation_ttft(spec, 2)
+        runs: dict[int, list[list[float]]] = {1: [], 2: []}
+        for _ in range(repeats):
+            for convos in (1, 2):
+                await backend.unload(parse_spec(spec))  # no state left over from the previous run
+                await ours(spec, "hi", 1, chat=True)
+                runs[convos].append(await conversation_ttft(spec, convos))
+        one = [statistics.median(r[i] for r in runs[1]) for i in range(len(TURNS))]
+        two = [statistics.median(r[i] for r in runs[2]) for i in range(len(TURNS))]
         result.update(
             {
                 "turn1_ms": one[0] * 1000,

@@ -297,7 +297,7 @@ def _parse(buf: Any, size: int, path: Path) -> GGUFInfo:
     if version == 1:
         raise ModelFileCorrupt(
             f"{path} is GGUF version 1, too old for llama.cpp",
-            hint="convert it again or download a current GGUF of this model",
+            hint="the file was not changed; re-download a current GGUF of this model or convert it again",
         )
     if version not in (2, 3):
         raise r.fail(f"unsupported GGUF version {version} (llama.cpp reads versions 2 and 3)")

@@ -78,9 +78,24 @@ class OllamaBackend(Backend):
             return BackendUnavailable(f"the connection to Ollama at {self.url} failed while {what}: {exc}")
         return GenerationError(f"Ollama at {self.url}: {type(exc).__name__}: {exc}")
 
+    async def _port_open(self) -> bool:
+        """A bare TCP connect: answers 'nobody listens' in about a millisecond, before any HTTP client is built."""
+        url = httpx.URL(self.url)
+        port = url.port or (443 if url.scheme == "https" else 80)
+        try:
+            _, writer = await asyncio.wait_for(asyncio.open_connection(url.host, port),
+                                               self.config.ollama_connect_timeout)
+        except (OSError, TimeoutError):
+            return False
+        writer.close()
+        return True
+
     async def status(self) -> BackendStatus:
         """Reachable? version, model count, loaded models; never raises."""
         timeout = httpx.Timeout(5.0, connect=self.config.ollama_connect_timeout)
+        if not await self._port_open():
+            err = self._error(ConnectionError("connection refused"), "checking its status")
+            return BackendStatus(self.name, False, error=err.message, address=self.url)
         try:
             async with httpx.AsyncClient(timeout=timeout) as http:
                 resp = await http.get(f"{self.url}/api/version")
