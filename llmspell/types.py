@@ -228,11 +228,14 @@ class BackendStatus:
     loaded: tuple[str, ...] = ()
     error: str | None = None
     address: str | None = None
+    #: things worth knowing that do not make the backend unusable
+    notes: tuple[str, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form."""
         d = dataclasses.asdict(self)
         d["loaded"] = list(self.loaded)
+        d["notes"] = list(self.notes)
         return d
 
 

@@ -279,6 +279,12 @@ class LlamaCppBackend(Backend):
             models = await self.list_models()
         except LLMSpellError as exc:
             return BackendStatus(self.name, False, version=llama_cpp.__version__, error=str(exc))
+        notes = []
+        if engine_uses_openmp():
+            notes.append(
+                "this llama-cpp-python build uses OpenMP: two models loaded at once slow each other down; "
+                "rebuild it with CMAKE_ARGS=-DGGML_OPENMP=OFF (./dev setup does)"
+            )
         return BackendStatus(
             self.name,
             True,
@@ -286,6 +292,7 @@ class LlamaCppBackend(Backend):
             device=self.device(),
             model_count=len(models),
             loaded=tuple(await self.loaded()),
+            notes=tuple(notes),
         )
 
     def threads(self) -> int:
@@ -671,6 +678,14 @@ def _formatter(template: str, eos: str, bos: str) -> Any:
     from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
     return Jinja2ChatFormatter(template, eos_token=eos, bos_token=bos)
+
+
+@functools.cache
+def engine_uses_openmp() -> bool:
+    """Whether llama.cpp was built with OpenMP (each thread driving a model then gets its own spinning pool)."""
+    import llama_cpp
+
+    return b"OPENMP = 1" in llama_cpp.llama_print_system_info()
 
 
 @functools.cache

@@ -83,8 +83,9 @@ class OllamaBackend(Backend):
         url = httpx.URL(self.url)
         port = url.port or (443 if url.scheme == "https" else 80)
         try:
-            _, writer = await asyncio.wait_for(asyncio.open_connection(url.host, port),
-                                               self.config.ollama_connect_timeout)
+            _, writer = await asyncio.wait_for(
+                asyncio.open_connection(url.host, port), self.config.ollama_connect_timeout
+            )
         except (OSError, TimeoutError):
             return False
         writer.close()

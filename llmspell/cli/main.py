@@ -174,6 +174,8 @@ async def cmd_status(args: argparse.Namespace) -> int:
         if s.ready:
             print(f"  models:  {s.model_count}")
             print(f"  loaded:  {', '.join(s.loaded) or 'none'}")
+        for note in s.notes:
+            print(f"  note:    {note}")
     gpus = (
         ", ".join(f"{g.name} ({human_bytes(g.free_bytes)} of {human_bytes(g.total_bytes)} free)" for g in machine.gpus)
         or "none visible"
