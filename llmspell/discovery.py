@@ -185,11 +185,11 @@ def discover(hf: bool = True, ollama: bool = True) -> list[DiscoveredModel]:
     return sorted(found, key=lambda m: m.name)
 
 
-def find(name: str) -> DiscoveredModel | None:
-    """The discovered model a user named (the quant part is case-insensitive); ``NAME`` means ``NAME:latest``."""
+def find(name: str, models: list[DiscoveredModel] | None = None) -> DiscoveredModel | None:
+    """The discovered model a user named (case-insensitive); ``NAME`` means ``NAME:latest``."""
     want = name if ":" in name else f"{name}:latest"
     want_lower = want.lower()
-    for m in discover():
+    for m in discover() if models is None else models:
         if m.name == want or m.name.lower() == want_lower:
             return m
     return None

@@ -26,8 +26,9 @@ log = logging.getLogger(__name__)
 DEFAULTS = {"temperature": 0.8, "top_k": 40, "top_p": 0.95, "min_p": 0.05, "repeat_penalty": 1.0}
 #: restoring a saved state only pays off when it saves this many prompt tokens over what is in the context
 _MIN_RESTORE_GAIN = 16
-#: contexts shorter than this are cheaper to re-read than to save
-_MIN_SAVE_TOKENS = 64
+#: a context is saved before being overwritten when it would lose at least this many tokens (a save of a few
+#: hundred tokens takes about 3 ms on smollm2, re-reading them 100 ms or more)
+_MIN_SAVE_TOKENS = 16
 
 Emit = Callable[[Any], None]
 
@@ -134,6 +135,7 @@ class ModelWorker:
         #: held by the backend while it decides whether to submit to this worker or retire it
         self.lock = threading.Lock()
         self._q: queue.Queue[Job | None] = queue.Queue()
+        self._current: Job | None = None
         self._states: OrderedDict[int, _SavedState] = OrderedDict()
         self._state_seq = 0
         self._pending_load = 0.0
@@ -154,9 +156,13 @@ class ModelWorker:
             return True
 
     def stop(self, wait: bool = True) -> None:
-        """Ask the worker to unload after the queued jobs; optionally wait for it."""
+        """Unload now: the answer in progress is cancelled, queued requests fail with Cancelled; optionally wait."""
         with self.lock:
             self.alive = False
+            current = self._current
+            if current is not None:
+                current.cancel.set()
+            self._drain(Cancelled("the model was unloaded before this request ran"))
             self._q.put(None)
         if wait and threading.current_thread() is not self._thread:
             self._thread.join(timeout=60)
@@ -190,12 +196,14 @@ class ModelWorker:
             if job is None:
                 break
             self.busy = True
+            self._current = job
             try:
                 self._serve(job)
             except BaseException as exc:
                 log.debug("job failed", exc_info=True)
                 self._send(job, exc if isinstance(exc, LLMSpellError) else GenerationError(f"generation failed: {exc}"))
             finally:
+                self._current = None
                 self.busy = False
                 self.last_used = time.monotonic()
         self._drain(Cancelled("the model was unloaded before this request ran"))
@@ -319,7 +327,7 @@ class ModelWorker:
             lp = _common_prefix(st.ids, tokens)
             if lp > best:
                 best_key, best = key, lp
-        diverging = llm.n_tokens - have >= _MIN_SAVE_TOKENS and llm.n_tokens >= _MIN_SAVE_TOKENS
+        diverging = llm.n_tokens - have >= _MIN_SAVE_TOKENS
         if best_key is not None and best - have >= _MIN_RESTORE_GAIN:
             if diverging:
                 self._save_current()

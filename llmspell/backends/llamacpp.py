@@ -174,7 +174,7 @@ class LlamaCppBackend(Backend):
         if self.catalog.get(spec.name) is None:
             from llmspell.discovery import find
 
-            found = find(spec.tag)
+            found = find(spec.tag, self._discovered())
             if found is not None:
                 return LocalModel(found.name, found.path, found.source, None, found.quantization, found.size_bytes)
             self._not_found(spec)

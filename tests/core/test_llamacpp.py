@@ -356,3 +356,18 @@ async def test_gguf_in_hf_cache_and_ollama_store_load_in_place(
         assert "Paris" in text
         worker = backend.worker_for(name)
         assert worker is not None and str(worker.path).startswith(str(tmp_path)), "read in place, not copied"
+
+
+async def test_unload_during_an_answer_ends_it_as_cancelled(backend: LlamaCppBackend) -> None:
+    story = [Message("user", "Write a very long story about a dragon.")]
+    stream = backend.chat(parse_spec(SMOL), story, Options(temperature=0, max_tokens=400))
+    pieces = []
+    async for chunk in stream:
+        pieces.append(chunk)
+        if len(pieces) == 3:
+            assert await backend.unload(parse_spec(SMOL)) is True
+    last = pieces[-1]
+    assert last.done and last.stats.stop_reason == "cancelled" and last.stats.generated_tokens < 400
+    assert await backend.loaded() == []
+    text, _ = await collect(backend.chat(parse_spec(SMOL), HI, GREEDY))
+    assert "Paris" in text, "the model loads again on the next request"
