@@ -54,7 +54,6 @@ def raw_engine(
     if llm is None:
         llm = Llama(str(path), n_ctx=n_ctx, n_threads=threads, n_threads_batch=threads, verbose=False)
         _RAW[path] = llm
-    llm.reset()
     start = time.perf_counter()
     tokens = llm.tokenize(prompt.encode(), add_bos=add_bos, special=special)
     first = None
@@ -149,28 +148,28 @@ async def bench_model(spec: str, repeats: int, n_tokens: int) -> dict[str, float
     path = backend.ensure_file(model)
     info = gguf_info(path)
     chat = bool(info.chat_template) or bool(model.resolved and model.resolved.variant.chat_template)
-    if chat:
-        prompt_text, add_bos, _ = backend.render_chat(model, info, [Message("user", PROMPT)])
-    else:
-        prompt_text, add_bos = PROMPT, bool(info.metadata.get("tokenizer.ggml.add_bos_token", True))
     threads = backend.threads()
     n_ctx = backend.config.num_ctx
-    raw_engine(path, prompt_text, add_bos, chat, 4, threads, n_ctx)
+
+    def rendered(prompt: str) -> tuple[str, bool]:
+        if chat:
+            text, add_bos, _ = backend.render_chat(model, info, [Message("user", prompt)])
+            return text, add_bos
+        return prompt, bool(info.metadata.get("tokenizer.ggml.add_bos_token", True))
+
+    raw_engine(path, *rendered(PROMPT), chat, 4, threads, n_ctx)  # both engines loaded before timing
     await ours(spec, PROMPT, 4, chat=chat)
     raw_runs, our_runs = [], []
-    for _ in range(repeats):  # interleaved, so drift of the machine hits both sides alike
-        raw_runs.append(raw_engine(path, prompt_text, add_bos, chat, n_tokens, threads, n_ctx))
-        await backend.unload(parse_spec(spec))  # same cold-context start as the raw engine's reset()
-        await ours(spec, PROMPT, 1, chat=chat)  # reload outside the timed run
-        await backend.unload(parse_spec(spec))
-        our_runs.append(await ours(spec, PROMPT, n_tokens, chat=chat))
-    # the timed run above includes loading; time again on a warm model with a fresh context instead
-    our_runs = []
-    for _ in range(repeats):
-        worker = backend.worker_for(spec)
-        if worker is not None:
-            worker.llama.reset()
-        our_runs.append(await ours(spec, PROMPT, n_tokens, chat=chat))
+    for i in range(repeats):
+        # a new story each time, so neither side finds the whole prompt cached; both keep what they can reuse
+        # (the template's system prompt); the order alternates so drift of a shared machine hits both alike
+        prompt = f"Story number {i + 1}. {PROMPT}"
+        if i % 2:
+            our_runs.append(await ours(spec, prompt, n_tokens, chat=chat))
+            raw_runs.append(raw_engine(path, *rendered(prompt), chat, n_tokens, threads, n_ctx))
+        else:
+            raw_runs.append(raw_engine(path, *rendered(prompt), chat, n_tokens, threads, n_ctx))
+            our_runs.append(await ours(spec, prompt, n_tokens, chat=chat))
     raw_ttft = statistics.median(r[0] for r in raw_runs)
     raw_tps = statistics.median(r[1] for r in raw_runs)
     our_ttft = statistics.median(r[0] for r in our_runs)
@@ -220,8 +219,20 @@ async def main() -> None:
     args = ap.parse_args()
     import llama_cpp
 
+    cpu = (
+        next(
+            (
+                ln.split(":", 1)[1].strip()
+                for ln in Path("/proc/cpuinfo").read_text().splitlines()
+                if ln.startswith("model name")
+            ),
+            platform.processor(),
+        )
+        if Path("/proc/cpuinfo").exists()
+        else ""
+    )
     print(
-        f"# bench/engine.py  {date.today()}  {platform.machine()} {platform.processor() or ''}  "
+        f"# bench/engine.py  {date.today()}  {platform.machine()} {cpu}  "
         f"{os.cpu_count()} logical cores, {physical_cores()} threads  llama-cpp-python {llama_cpp.__version__}  "
         f"Python {sys.version.split()[0]}"
     )
