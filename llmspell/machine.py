@@ -72,6 +72,17 @@ class MachineInfo:
     disk_path: Path
     gpus: tuple[GPU, ...]
 
+    def to_dict(self) -> dict[str, object]:
+        """JSON-ready form, as `model status --json` and `model available --json` print it."""
+        return {
+            "ram_total": self.ram_total,
+            "ram_available": self.ram_available,
+            "disk_free": self.disk_free,
+            "disk_path": str(self.disk_path),
+            "cores": self.cores,
+            "gpus": [{"name": g.name, "total_bytes": g.total_bytes, "free_bytes": g.free_bytes} for g in self.gpus],
+        }
+
     @property
     def vram_free(self) -> int:
         """Free memory on the largest GPU (0 without one)."""

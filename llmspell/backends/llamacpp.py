@@ -553,9 +553,8 @@ class LlamaCppBackend(Backend):
         if path != model.path:
             model = LocalModel(model.name, path, model.source, model.resolved, model.quantization, model.size_bytes)
         info = await asyncio.to_thread(gguf_info, model.path)
-        n_ctx = opts.num_ctx or self.config.num_ctx
-        if info.context_length:
-            n_ctx = min(n_ctx, info.context_length) if not opts.num_ctx else n_ctx
+        # an explicit num_ctx is honoured; the configured default never exceeds what the model was trained for
+        n_ctx = opts.num_ctx or min(self.config.num_ctx, info.context_length or self.config.num_ctx)
         with self._lock:
             worker = self._workers.get(str(model.path))
         # a loaded model asked for another context size is reloaded, so it needs the memory check too

@@ -118,13 +118,7 @@ async def cmd_available(args: argparse.Namespace) -> int:
         print(
             json.dumps(
                 {
-                    "machine": {
-                        "ram_total": machine.ram_total,
-                        "ram_available": machine.ram_available,
-                        "disk_free": machine.disk_free,
-                        "cores": machine.cores,
-                        "gpus": [g.__dict__ for g in machine.gpus],
-                    },
+                    "machine": machine.to_dict(),
                     "models": records,
                 },
                 indent=2,
@@ -151,13 +145,7 @@ async def cmd_status(args: argparse.Namespace) -> int:
             json.dumps(
                 {
                     "backends": [s.to_dict() for s in statuses],
-                    "machine": {
-                        "ram_total": machine.ram_total,
-                        "ram_available": machine.ram_available,
-                        "disk_free": machine.disk_free,
-                        "cores": machine.cores,
-                        "gpus": [g.__dict__ for g in machine.gpus],
-                    },
+                    "machine": machine.to_dict(),
                 },
                 indent=2,
             )
