@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import builtins
 import concurrent.futures
 import threading
-from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
+from collections.abc import AsyncGenerator, Callable, Coroutine, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -67,7 +68,7 @@ async def stream(
     options: Options | None = None,
     raw: bool = False,
     **opts: Any,
-) -> AsyncIterator[Chunk]:
+) -> AsyncGenerator[Chunk, None]:
     """Stream an answer as Chunks; the last has ``done`` and ``stats``. ``raw`` = plain completion of a string."""
     merged = Options.from_dict(opts) if opts else None
     options = (options or Options()).merged(merged) if (options or merged) else None
@@ -112,18 +113,18 @@ class LocalLLM:
 
     def stream(
         self, prompt: str | Sequence[Message | dict[str, Any]], *, raw: bool = False, **opts: Any
-    ) -> AsyncIterator[Chunk]:
+    ) -> AsyncGenerator[Chunk, None]:
         """Stream this model's answer."""
         return stream(self.model, prompt, raw=raw, **{**self.options.to_dict(), **opts})
 
     @staticmethod
-    def list(backend: str | None = None) -> list[ModelInfo]:
+    def list(backend: str | None = None) -> builtins.list[ModelInfo]:
         """Every model of every backend (or of one)."""
         models, _ = _run_sync(get_hub().list_all(backend))
         return models
 
     @staticmethod
-    def status() -> list[BackendStatus]:
+    def status() -> builtins.list[BackendStatus]:
         """Each backend: ready or not, why, version, device, models."""
         return _run_sync(get_hub().status_all())
 

@@ -100,7 +100,7 @@ def scan_hf_cache(root: Path | None = None, skipped: list[tuple[Path, str]] | No
                     continue
                 files[rel] = (f, rev.name)
         quants = [quant_from_filename(Path(rel).name) for rel in files]
-        for (rel, (f, rev)), quant in zip(files.items(), quants, strict=True):
+        for (rel, (f, revision)), quant in zip(files.items(), quants, strict=True):
             unique = quant is not None and quants.count(quant) == 1
             tag = quant if unique else Path(rel).name[: -len(".gguf")]
             try:
@@ -112,7 +112,14 @@ def scan_hf_cache(root: Path | None = None, skipped: list[tuple[Path, str]] | No
             digest = target.name if re.fullmatch(r"[0-9a-f]{64}", target.name) else None
             out.append(
                 DiscoveredModel(
-                    f"hf.co/{repo}:{tag}", f, "hf-cache", size, quant, repo, rev, f"sha256:{digest}" if digest else None
+                    f"hf.co/{repo}:{tag}",
+                    f,
+                    "hf-cache",
+                    size,
+                    quant,
+                    repo,
+                    revision,
+                    f"sha256:{digest}" if digest else None,
                 )
             )
     return out

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, Sequence
 from typing import Any
 
 from llmspell import config as cfgmod
@@ -107,7 +107,7 @@ class Hub:
 
     async def chat(
         self, spec: str | ModelSpec | None, messages: Sequence[Message | dict[str, Any]], options: Options | None = None
-    ) -> AsyncIterator[Chunk]:
+    ) -> AsyncGenerator[Chunk, None]:
         """Stream a chat answer from whichever backend serves ``spec``; closing the stream cancels it."""
         backend, parsed = await self.resolve(spec)
         stream = backend.chat(parsed, [Message.coerce(m) for m in messages], options)
@@ -119,7 +119,7 @@ class Hub:
 
     async def complete(
         self, spec: str | ModelSpec | None, prompt: str, options: Options | None = None
-    ) -> AsyncIterator[Chunk]:
+    ) -> AsyncGenerator[Chunk, None]:
         """Stream a plain completion (no chat template)."""
         backend, parsed = await self.resolve(spec)
         stream = backend.complete(parsed, prompt, options)
@@ -134,7 +134,7 @@ class Hub:
         backend, parsed = await self.resolve(spec)
         return await backend.info(parsed)
 
-    async def pull(self, spec: str | ModelSpec) -> AsyncIterator[PullProgress]:
+    async def pull(self, spec: str | ModelSpec) -> AsyncGenerator[PullProgress, None]:
         """Pull a model; without '@' it goes to the embedded backend (Hugging Face)."""
         parsed = self.spec(spec)
         backend = self.backend(parsed.backend or "llamacpp")

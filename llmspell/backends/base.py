@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, Sequence
 from typing import ClassVar
 
 from llmspell.spec import ModelSpec
@@ -42,7 +42,7 @@ class Backend(ABC):
         """Everything known about one model; raises ModelNotFound."""
 
     @abstractmethod
-    def pull(self, spec: ModelSpec) -> AsyncIterator[PullProgress]:
+    def pull(self, spec: ModelSpec) -> AsyncGenerator[PullProgress, None]:
         """Fetch a model, yielding progress; closing the iterator cancels the pull."""
 
     @abstractmethod
@@ -60,11 +60,11 @@ class Backend(ABC):
     @abstractmethod
     def chat(
         self, spec: ModelSpec, messages: Sequence[Message], options: Options | None = None
-    ) -> AsyncIterator[Chunk]:
+    ) -> AsyncGenerator[Chunk, None]:
         """Stream the answer to a conversation; the last chunk has ``done`` and ``stats``. Closing cancels."""
 
     @abstractmethod
-    def complete(self, spec: ModelSpec, prompt: str, options: Options | None = None) -> AsyncIterator[Chunk]:
+    def complete(self, spec: ModelSpec, prompt: str, options: Options | None = None) -> AsyncGenerator[Chunk, None]:
         """Stream a plain continuation of ``prompt`` (no chat template). Closing cancels."""
 
     async def close(self) -> None:  # noqa: B027 - optional hook, most backends hold nothing

