@@ -356,7 +356,8 @@ class LlamaCppBackend(Backend):
             name=model.name,
             backend=self.name,
             location=str(model.path),
-            source=model.source,
+            # a catalog model that is not on disk yet is only a name and a place it would go
+            source=model.source if model.present or model.source.startswith("pypi") else "not downloaded",
             size_bytes=size,
             quantization=(info.quantization if info and info.quantization else model.quantization),
             family=resolved.entry.family if resolved else (info.architecture if info else None),

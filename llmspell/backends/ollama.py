@@ -70,7 +70,7 @@ class OllamaBackend(Backend):
         if isinstance(exc, (ConnectionError, httpx.ConnectError)):
             return BackendUnavailable(
                 f"Ollama is not reachable at {self.url} ({what})",
-                hint="start it with `ollama serve` or `llmspell serve`, or set OLLAMA_HOST",
+                hint="start it with `ollama serve`, or set OLLAMA_HOST to where it runs",
             )
         if isinstance(exc, httpx.TimeoutException):
             return BackendUnavailable(f"Ollama at {self.url} did not answer in time ({what})")

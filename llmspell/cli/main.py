@@ -200,6 +200,8 @@ async def cmd_info(args: argparse.Namespace) -> int:
     for label, value in _info_rows(info):
         if value not in (None, ""):
             print(f"{label + ':':15} {value}")
+    if info.source == "not downloaded":
+        print(f"{'status:':15} not downloaded; pull it with: llmspell model pull {info.name}@{info.backend}")
     if info.chat_template:
         print("\nchat template:")
         text = info.chat_template if args.template else _shorten(info.chat_template, 400)

@@ -181,6 +181,10 @@ def test_model_info_shows_the_facts(cli) -> None:
         "chat template:",
     ):
         assert fragment in proc.stdout
+    missing = cli("model", "info", "tinyllama")
+    assert missing.returncode == 0 and "not downloaded; pull it with: llmspell model pull tinyllama:1.1b" in (
+        missing.stdout
+    )
     data = json.loads(cli("model", "info", "smollm2:135m", "--json").stdout)
     assert data["quantization"] == "Q4_1" and data["has_chat_template"] is True
 
