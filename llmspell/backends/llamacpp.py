@@ -86,6 +86,30 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
+def file_sha256(path: Path) -> str:
+    """The sha256 of a model file, remembered in LLMSPELL_HOME by path, size and mtime (hashing GBs takes seconds).
+
+    Files in other tools' folders (Ollama, the HF cache, a package) are never written to, so the cache lives here.
+    """
+    st = path.stat()
+    cache_file = cfgmod.home() / "cache" / "sha256.json"
+    key = f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}"
+    try:
+        cache = json.loads(cache_file.read_text())
+    except (OSError, ValueError):
+        cache = {}
+    if isinstance(cache, dict) and isinstance(cache.get(key), str):
+        return cache[key]
+    digest = _sha256(path)
+    cache = {k: v for k, v in (cache.items() if isinstance(cache, dict) else []) if Path(k.split("|")[0]).exists()}
+    cache[key] = digest
+    cache_file.parent.mkdir(parents=True, exist_ok=True)
+    tmp = cache_file.with_suffix(f".{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(cache, indent=1))
+    os.replace(tmp, cache_file)
+    return digest
+
+
 def estimate_ram(info: GGUFInfo, n_ctx: int) -> int:
     """Bytes needed to run a model: its weights plus an f16 KV cache for ``n_ctx`` tokens plus overhead."""
     arch = info.architecture or ""
@@ -401,7 +425,7 @@ class LlamaCppBackend(Backend):
             await asyncio.to_thread(self.ensure_file, model)
         info = await asyncio.to_thread(self._model_info, model, read_header=True)
         if info.sha256 is None and model.present:
-            digest = await asyncio.to_thread(_sha256, model.path)
+            digest = await asyncio.to_thread(file_sha256, model.path)
             info = ModelInfo(**{**info.to_dict(), "sha256": digest})
         return info
 

@@ -371,3 +371,19 @@ async def test_unload_during_an_answer_ends_it_as_cancelled(backend: LlamaCppBac
     assert await backend.loaded() == []
     text, _ = await collect(backend.chat(parse_spec(SMOL), HI, GREEDY))
     assert "Paris" in text, "the model loads again on the next request"
+
+
+async def test_sha256_of_a_file_without_a_known_hash_is_computed_once(backend: LlamaCppBackend, tmp_path: Path) -> None:
+    import hashlib
+    import os
+
+    model = tmp_path / "copy.gguf"
+    shutil.copyfile(smollm2_file(), model)
+    info = await backend.info(parse_spec(str(model)))
+    assert info.sha256 == hashlib.sha256(model.read_bytes()).hexdigest()
+    cache = json.loads((Path(os.environ["LLMSPELL_HOME"]) / "cache" / "sha256.json").read_text())
+    assert list(cache.values()) == [info.sha256], "remembered, so the next info does not read the file again"
+    with model.open("ab") as f:
+        f.write(b"\0" * 32)
+    changed = await backend.info(parse_spec(str(model)))
+    assert changed.sha256 == hashlib.sha256(model.read_bytes()).hexdigest() != info.sha256
