@@ -375,7 +375,11 @@ class ModelWorker:
         opts = job.options
         seed = opts.seed if opts.seed is not None and opts.seed >= 0 else random.getrandbits(32)
         llm.set_seed(seed)
-        get = lambda name: getattr(opts, name) if getattr(opts, name) is not None else DEFAULTS[name]  # noqa: E731
+
+        def get(name: str) -> float:
+            value = getattr(opts, name)
+            return DEFAULTS[name] if value is None else value
+
         vocab = llm._model.vocab
         stop_ids = self._stop_token_ids(job.stop)
         text_stops = tuple(s for s in job.stop if s)
