@@ -27,6 +27,8 @@ def test_core_modules_import_no_face_framework() -> None:
         "llmspell.catalog",
         "llmspell.config",
         "llmspell.spec",
+        "llmspell.chat",
+        "llmspell.store",
         "llmspell.types",
         "llmspell.pull",
         "llmspell.ggufcheck",

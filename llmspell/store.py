@@ -1,0 +1,194 @@
+"""SQLite history of conversations: every message is written as it happens, so a crash loses nothing.
+
+One file (``config.history_path()``), WAL journal, one short transaction per change. An answer being
+streamed is a row from its first token on (``begin_answer`` / ``update_answer`` / ``finish_answer``), so
+a face killed mid-answer leaves the partial text, marked unfinished, for the next start to show.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from llmspell import config
+from llmspell.chat import Conversation, Entry
+from llmspell.errors import LLMSpellError
+from llmspell.types import Options, Stats
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS conversations (
+    id TEXT PRIMARY KEY,
+    title TEXT NOT NULL,
+    model TEXT NOT NULL,
+    system TEXT,
+    options TEXT NOT NULL,
+    created REAL NOT NULL,
+    updated REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS messages (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    conversation_id TEXT NOT NULL REFERENCES conversations(id) ON DELETE CASCADE,
+    role TEXT NOT NULL,
+    content TEXT NOT NULL,
+    model TEXT,
+    stats TEXT,
+    -- 'done', 'streaming' (the writer stopped mid-answer), 'cancelled'
+    state TEXT NOT NULL DEFAULT 'done',
+    created REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS messages_by_conversation ON messages(conversation_id, id);
+"""
+
+
+class StoreError(LLMSpellError):
+    """The history file cannot be read or written."""
+
+    kind = "store_error"
+
+
+def _stats_json(stats: Stats | None) -> str | None:
+    if stats is None:
+        return None
+    return json.dumps({k: v for k, v in stats.to_dict().items() if k in Stats.__dataclass_fields__})
+
+
+def _stats_from(text: str | None) -> Stats | None:
+    return Stats(**json.loads(text)) if text else None
+
+
+class Store:
+    """The conversation history; safe to use from several threads (one connection, one lock)."""
+
+    def __init__(self, path: Path | None = None) -> None:
+        self.path = path or config.history_path()
+        self._lock = threading.Lock()
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA foreign_keys=ON")
+            self._db.executescript(_SCHEMA)
+        except sqlite3.DatabaseError as exc:
+            raise StoreError(
+                f"the history file {self.path} cannot be used: {exc}",
+                hint="move it aside (it is only history) and start again",
+            ) from None
+
+    def close(self) -> None:
+        """Close the database."""
+        with self._lock:
+            self._db.close()
+
+    @contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            try:
+                self._db.execute("BEGIN IMMEDIATE")
+                yield self._db
+                self._db.execute("COMMIT")
+            except sqlite3.DatabaseError as exc:
+                self._db.execute("ROLLBACK")
+                raise StoreError(f"writing the history {self.path} failed: {exc}") from None
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+
+    def save(self, conv: Conversation) -> None:
+        """Create or update a conversation's own fields (not its messages)."""
+        conv.updated = time.time()
+        if not conv.title:
+            first = next((e.content for e in conv.entries if e.role == "user"), "")
+            conv.title = (first.splitlines()[0][:60] if first else "") or "New conversation"
+        with self._tx() as db:
+            db.execute(
+                "INSERT INTO conversations (id, title, model, system, options, created, updated) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT(id) DO UPDATE SET title=excluded.title, "
+                "model=excluded.model, system=excluded.system, options=excluded.options, updated=excluded.updated",
+                (
+                    conv.id,
+                    conv.title,
+                    conv.model,
+                    conv.system,
+                    json.dumps(conv.options.to_dict()),
+                    conv.created,
+                    conv.updated,
+                ),
+            )
+
+    def add(self, conv: Conversation, entry: Entry) -> Entry:
+        """Append a finished message to a conversation (saving the conversation first if new)."""
+        conv.entries.append(entry)
+        self.save(conv)
+        with self._tx() as db:
+            cur = db.execute(
+                "INSERT INTO messages (conversation_id, role, content, model, stats, state, created) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (conv.id, entry.role, entry.content, entry.model, _stats_json(entry.stats), entry.state, entry.created),
+            )
+            entry.id = cur.lastrowid
+        return entry
+
+    def begin_answer(self, conv: Conversation, model: str) -> Entry:
+        """Start an assistant message that will grow while it streams."""
+        return self.add(conv, Entry("assistant", "", model=model, state="streaming"))
+
+    def update_answer(self, entry: Entry, text: str) -> None:
+        """Store the text received so far (call every few hundred milliseconds, not per token)."""
+        entry.content = text
+        with self._tx() as db:
+            db.execute("UPDATE messages SET content=? WHERE id=?", (text, entry.id))
+
+    def finish_answer(self, entry: Entry, text: str, stats: Stats | None, *, cancelled: bool = False) -> None:
+        """Store the whole answer and its stats; a cancelled one keeps its partial text, marked so."""
+        entry.content, entry.stats = text, stats
+        entry.state = "cancelled" if cancelled else "done"
+        with self._tx() as db:
+            db.execute(
+                "UPDATE messages SET content=?, stats=?, state=? WHERE id=?",
+                (text, _stats_json(stats), entry.state, entry.id),
+            )
+
+    def list(self, limit: int = 100) -> list[dict[str, Any]]:
+        """The most recently updated conversations: id, title, model, updated, message count."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT c.id, c.title, c.model, c.updated, COUNT(m.id) FROM conversations c "
+                "LEFT JOIN messages m ON m.conversation_id = c.id GROUP BY c.id ORDER BY c.updated DESC LIMIT ?",
+                (limit,),
+            ).fetchall()
+        return [{"id": r[0], "title": r[1], "model": r[2], "updated": r[3], "messages": r[4]} for r in rows]
+
+    def load(self, conv_id: str) -> Conversation:
+        """A conversation with all its messages; an id prefix of 6+ characters is enough."""
+        with self._lock:
+            query = "SELECT id, title, model, system, options, created, updated FROM conversations WHERE id "
+            rows = self._db.execute(query + "= ?", (conv_id,)).fetchall()
+            if not rows and len(conv_id) >= 6:
+                rows = self._db.execute(query + "LIKE ?", (conv_id + "%",)).fetchall()
+            if len(rows) != 1:
+                raise StoreError(
+                    f"no conversation {conv_id!r}" if not rows else f"{conv_id!r} matches several conversations",
+                    hint="list them with the history command of your face",
+                )
+            cid, title, model, system, options, created, updated = rows[0]
+            msgs = self._db.execute(
+                "SELECT id, role, content, model, stats, state, created FROM messages "
+                "WHERE conversation_id=? ORDER BY id",
+                (cid,),
+            ).fetchall()
+        entries = [Entry(r[1], r[2], r[3], _stats_from(r[4]), r[5], r[0], r[6]) for r in msgs]
+        return Conversation(
+            model, system, Options.from_dict(json.loads(options)), title, entries, cid, created, updated
+        )
+
+    def delete(self, conv_id: str) -> None:
+        """Remove a conversation and its messages."""
+        conv = self.load(conv_id)
+        with self._tx() as db:
+            db.execute("DELETE FROM conversations WHERE id=?", (conv.id,))
