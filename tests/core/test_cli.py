@@ -8,6 +8,7 @@ import re
 import shlex
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -245,8 +246,8 @@ def test_interrupted_pull_leaves_no_file_where_the_model_belongs(cli, local_hub,
     assert any("bytes=" in h for h in local_hub.range_headers)
 
 
-def _interrupt_after(proc: subprocess.Popen, stream: str, needle: str) -> tuple[str, str]:
-    """Send Ctrl-C (SIGINT) once ``needle`` shows on the process's stdout or stderr; return both outputs."""
+def _interrupt_after(proc: subprocess.Popen, stream: str, needle: str, ready=lambda: True) -> tuple[str, str]:
+    """Send Ctrl-C (SIGINT) once ``needle`` shows on stdout or stderr and ``ready()`` holds; return both outputs."""
     import selectors
     import signal
 
@@ -259,6 +260,10 @@ def _interrupt_after(proc: subprocess.Popen, stream: str, needle: str) -> tuple[
         chunk = os.read(pipe.fileno(), 4096)
         assert chunk, f"the process ended before {needle!r}: {seen[-500:]!r}"
         seen += chunk
+    for _ in range(6000):
+        if ready():
+            break
+        time.sleep(0.01)
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=120)
     if stream == "stdout":
@@ -304,8 +309,9 @@ def test_ctrl_c_during_a_pull_keeps_the_partial_for_resume(local_hub, tmp_path: 
         stderr=subprocess.PIPE,
         env=env,
     )
-    _, err = _interrupt_after(proc, "stderr", "downloading")
-    assert proc.returncode == 130 and "cancelled" in err and "Traceback" not in err
     folder = tmp_path / "models" / "hf" / "QuantFactory" / "SmolLM2-135M-Instruct-GGUF"
+    partial = folder / ".SmolLM2-135M-Instruct.Q8_0.gguf.partial"
+    _, err = _interrupt_after(proc, "stderr", "downloading", lambda: partial.exists() and partial.stat().st_size > 0)
+    assert proc.returncode == 130 and "cancelled" in err and "Traceback" not in err
     assert not (folder / "SmolLM2-135M-Instruct.Q8_0.gguf").exists()
     assert (folder / ".SmolLM2-135M-Instruct.Q8_0.gguf.partial").stat().st_size > 0
