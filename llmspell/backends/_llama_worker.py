@@ -47,7 +47,8 @@ class Job:
     emit: Emit
     model_name: str
     num_ctx: int
-    threads: int
+    #: threads asked for explicitly (Options.num_threads); None lets the budget split the cores
+    threads: int | None
     cancel: threading.Event = field(default_factory=threading.Event)
     submitted: float = field(default_factory=time.perf_counter)
 
@@ -64,6 +65,32 @@ class Report:
     stop_reason: str = ""
     restored_state: bool = False
     saved_state: bool = False
+    #: every thread count the job ran with (it changes when other models start or stop generating)
+    threads_used: set[int] = field(default_factory=set)
+
+
+class ThreadBudget:
+    """Splits the cores among the models generating at the same moment, so side-by-side streams never
+    oversubscribe a small CPU (two models with 2 threads each on 2 cores run slower than one alone)."""
+
+    def __init__(self, total: int) -> None:
+        self.total = total
+        self._active = 0
+        self._lock = threading.Lock()
+
+    def enter(self) -> None:
+        """A model starts generating."""
+        with self._lock:
+            self._active += 1
+
+    def leave(self) -> None:
+        """A model stopped generating."""
+        with self._lock:
+            self._active -= 1
+
+    def share(self) -> int:
+        """Threads each generating model should use now."""
+        return max(1, self.total // max(1, self._active))
 
 
 @dataclass
@@ -116,12 +143,14 @@ class ModelWorker:
         state_cache_bytes: int,
         on_exit: Callable[[ModelWorker], None],
         name: str = "",
+        budget: ThreadBudget | None = None,
     ) -> None:
         self.path = path
         #: the name users gave the model, shown by `loaded()`
         self.name = name or path.stem
         self.n_ctx = n_ctx
         self.threads = threads
+        self.budget = budget or ThreadBudget(threads)
         self.gpu_layers = gpu_layers
         self.keep_alive = keep_alive
         self.state_cache_bytes = state_cache_bytes
@@ -341,7 +370,6 @@ class ModelWorker:
     # ----- generation --------------------------------------------------------------------
 
     def _serve(self, job: Job) -> None:
-        import llama_cpp
 
         if job.cancel.is_set():
             return
@@ -349,9 +377,23 @@ class ModelWorker:
         if job.num_ctx != self.n_ctx:
             self._load(job.num_ctx)
         llm = self.llama
-        if job.threads != llm.n_threads:
-            llm._ctx.set_n_threads(job.threads, job.threads)
-            llm.n_threads = llm.n_threads_batch = job.threads
+        self.budget.enter()
+        try:
+            self._generate(job, llm)
+        finally:
+            self.budget.leave()
+
+    def _set_threads(self, job: Job, llm: Any) -> None:
+        n = job.threads or self.budget.share()
+        if n != llm.n_threads:
+            llm._ctx.set_n_threads(n, n)
+            llm.n_threads = llm.n_threads_batch = n
+        self.report.threads_used.add(n)
+
+    def _generate(self, job: Job, llm: Any) -> None:
+        import llama_cpp
+
+        self._set_threads(job, llm)
         load_time, self._pending_load = self._pending_load, 0.0
         start = time.perf_counter()
         try:
@@ -406,6 +448,7 @@ class ModelWorker:
                     first_at = time.perf_counter()
                     self._set_abort_callback(False)
                     self.report.phase = "generate"
+                self._set_threads(job, llm)  # another model may have started or finished meanwhile
                 if job.cancel.is_set():
                     reason = "cancelled"
                     break

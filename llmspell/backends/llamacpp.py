@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from llmspell import config as cfgmod
-from llmspell.backends._llama_worker import Job, ModelWorker
+from llmspell.backends._llama_worker import Job, ModelWorker, ThreadBudget
 from llmspell.backends.base import Backend
 from llmspell.catalog import Catalog, Resolved, Template, load_catalog
 from llmspell.errors import (
@@ -137,6 +137,8 @@ class LlamaCppBackend(Backend):
         self._workers: dict[str, ModelWorker] = {}
         self._lock = threading.Lock()
         self._assemble_lock = threading.Lock()
+        #: shared by every loaded model: the cores are split among those generating at once
+        self.budget = ThreadBudget(self.threads())
 
     @property
     def catalog(self) -> Catalog:
@@ -623,6 +625,7 @@ class LlamaCppBackend(Backend):
                 state_cache_bytes=self.config.state_cache_mb * 1024**2,
                 on_exit=on_exit,
                 name=model.name,
+                budget=self.budget,
             )
             self._workers[key] = worker
             return worker
@@ -654,7 +657,7 @@ class LlamaCppBackend(Backend):
             emit=emit,
             model_name=model.name,
             num_ctx=n_ctx,
-            threads=opts.num_threads or self.threads(),
+            threads=opts.num_threads,
         )
         for _ in range(3):
             if self._worker(model, n_ctx).submit(job):

@@ -387,3 +387,22 @@ async def test_sha256_of_a_file_without_a_known_hash_is_computed_once(backend: L
         f.write(b"\0" * 32)
     changed = await backend.info(parse_spec(str(model)))
     assert changed.sha256 == hashlib.sha256(model.read_bytes()).hexdigest() != info.sha256
+
+
+async def test_models_generating_at_once_split_the_cores(backend: LlamaCppBackend) -> None:
+    story = [Message("user", "Write a long story about a dragon.")]
+    opts = Options(temperature=0, max_tokens=64)
+    for name in (SMOL, GEMMA):  # both loaded first, so their answers overlap from the first token
+        await collect(backend.complete(parse_spec(name), "Hi", Options(max_tokens=1)))
+    await asyncio.gather(
+        collect(backend.chat(parse_spec(SMOL), story, opts)),
+        collect(backend.complete(parse_spec(GEMMA), "Once upon a time", opts)),
+    )
+    total = backend.budget.total
+    for name in (SMOL, GEMMA):
+        used = backend.worker_for(name).report.threads_used
+        assert max(1, total // 2) in used, f"{name} ran with {used} while the other model generated too"
+    await collect(backend.chat(parse_spec(SMOL), HI, GREEDY))
+    assert backend.worker_for(SMOL).report.threads_used == {total}, "alone again, it has every core"
+    await collect(backend.chat(parse_spec(SMOL), HI, Options(temperature=0, max_tokens=4, num_threads=1)))
+    assert backend.worker_for(SMOL).report.threads_used == {1}, "an explicit num_threads wins"
