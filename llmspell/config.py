@@ -34,6 +34,11 @@ def history_path() -> Path:
     return home() / "history.sqlite3"
 
 
+def repl_history_path() -> Path:
+    """The input history of ``llmspell chat`` (what was typed at its prompt, for up-arrow and Ctrl-R)."""
+    return home() / "repl_history"
+
+
 def hf_cache_dir() -> Path:
     """The Hugging Face hub cache, as huggingface_hub itself resolves it."""
     if os.environ.get("HF_HUB_CACHE"):

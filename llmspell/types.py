@@ -137,6 +137,79 @@ class Options:
         """Only the options that are set."""
         return {k: v for k, v in dataclasses.asdict(self).items() if v not in (None, ())}
 
+    def with_values(self, values: dict[str, Any]) -> Options:
+        """A copy with ``values`` set; a value of None (or an empty stop list) goes back to the default."""
+        unknown = sorted(set(values) - set(self.names()))
+        if unknown:
+            raise InvalidOptions(
+                f"unknown option(s): {', '.join(unknown)}", hint=f"valid options: {', '.join(self.names())}"
+            )
+        changes: dict[str, Any] = {k: (() if k == "stop" and v is None else v) for k, v in values.items()}
+        return dataclasses.replace(self, **changes)
+
+    def with_text(self, text: str) -> Options:
+        """A copy with ``key=value`` words applied, as typed in a face (``temperature=0.2 seed=1 stop=User:``)."""
+        return self.with_values(parse_option_words(text))
+
+
+_INT_OPTIONS = frozenset({"top_k", "seed", "max_tokens", "num_ctx", "num_threads"})
+_FLOAT_OPTIONS = frozenset({"temperature", "top_p", "min_p", "repeat_penalty"})
+#: words that put an option back to the backend's default
+_UNSET_WORDS = frozenset({"default", "none", "unset", ""})
+
+
+def parse_option_value(name: str, text: str) -> Any:
+    """One option's value typed as text: numbers checked by type, ``stop`` split on ``|``, ``format`` as JSON.
+
+    ``default`` (or ``none``) means "back to the backend's default" and returns None.
+    """
+    if name not in Options.names():
+        raise InvalidOptions(f"unknown option {name!r}", hint=f"valid options: {', '.join(Options.names())}")
+    text = text.strip()
+    if text.lower() in _UNSET_WORDS:
+        return None
+    if name in _INT_OPTIONS:
+        try:
+            return int(text)
+        except ValueError:
+            raise InvalidOptions(f"option {name} must be an integer, not {text!r}") from None
+    if name in _FLOAT_OPTIONS:
+        try:
+            return float(text)
+        except ValueError:
+            raise InvalidOptions(f"option {name} must be a number, not {text!r}") from None
+    if name == "stop":
+        return tuple(s for s in text.split("|") if s)
+    # format: "json" or a JSON schema; Options validates it
+    return text
+
+
+def parse_option_words(text: str) -> dict[str, Any]:
+    """``key=value`` words (shell-style quoting allowed) as a dict of typed option values.
+
+    ``format=`` takes the rest of the line as it is, so a JSON schema needs no quoting.
+    """
+    import re
+    import shlex
+
+    out: dict[str, Any] = {}
+    fmt = re.search(r"(?:^|\s)format=", text)
+    if fmt:
+        text, schema = text[: fmt.start()], text[fmt.end() :]
+        out["format"] = parse_option_value("format", schema)
+    try:
+        words = shlex.split(text)
+    except ValueError as exc:
+        raise InvalidOptions(f"cannot read the options {text!r}: {exc}") from None
+    for word in words:
+        key, sep, value = word.partition("=")
+        if not sep or not key:
+            raise InvalidOptions(f"expected key=value, not {word!r}", hint="e.g. temperature=0.2 seed=1 max_tokens=200")
+        name = key.strip().replace("-", "_")
+        out[name] = parse_option_value(name, value)
+    Options().with_values(out)  # validate ranges now, so the caller learns at once
+    return out
+
 
 @dataclass(frozen=True)
 class Stats:
@@ -168,6 +241,26 @@ class Stats:
         """Generation speed, tokens after the first over the time after the first."""
         n = self.generated_tokens - 1
         return n / self.generation_time if n > 0 and self.generation_time > 0 else 0.0
+
+    def summary(self) -> str:
+        """One line for a face's footer: first-token time, tokens/s, token counts and why it stopped."""
+        ttft = (
+            f"{self.time_to_first_token * 1000:.0f} ms"
+            if self.time_to_first_token < 1
+            else f"{self.time_to_first_token:.2f} s"
+        )
+        parts = [
+            f"TTFT {ttft}",
+            f"{self.generation_tokens_per_s:.1f} tok/s",
+            f"{self.prompt_tokens} prompt + {self.generated_tokens} generated tokens",
+        ]
+        if self.cached_tokens:
+            parts.append(f"{self.cached_tokens} reused")
+        if self.stop_reason != "stop":
+            parts.append(
+                {"length": "stopped at max tokens", "cancelled": "interrupted"}.get(self.stop_reason, self.stop_reason)
+            )
+        return " · ".join(parts)
 
     def to_dict(self) -> dict[str, Any]:
         """All fields plus the derived rates."""

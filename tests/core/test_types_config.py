@@ -56,6 +56,45 @@ def test_stats_rates() -> None:
     assert s.to_dict()["generation_tokens_per_s"] == 20.0
 
 
+def test_options_typed_as_text_as_faces_take_them() -> None:
+    opts = Options().with_text('temperature=0.2 seed=1 max-tokens=200 stop="User:|###"')
+    assert opts.temperature == 0.2 and opts.seed == 1 and opts.max_tokens == 200
+    assert opts.stop == ("User:", "###")
+    assert opts.with_text("temperature=default").temperature is None
+    schema = opts.with_text('seed=2 format={"type": "object", "required": ["x"]}')
+    assert schema.format == {"type": "object", "required": ["x"]} and schema.seed == 2
+
+
+@pytest.mark.parametrize(
+    ("text", "fragment"),
+    [
+        ("temperature", "expected key=value"),
+        ("temprature=1", "unknown option 'temprature'"),
+        ("seed=1.5", "seed must be an integer"),
+        ("top_p=2", "out of range"),
+        ("temperature=hot", "must be a number"),
+        ('stop="unclosed', "cannot read the options"),
+    ],
+)
+def test_options_text_errors_name_the_problem(text: str, fragment: str) -> None:
+    with pytest.raises(InvalidOptions, match=fragment):
+        Options().with_text(text)
+
+
+def test_stats_summary_line() -> None:
+    s = Stats(
+        prompt_tokens=12,
+        prompt_eval_tokens=2,
+        generated_tokens=11,
+        time_to_first_token=0.05,
+        generation_time=0.1,
+        stop_reason="length",
+    )
+    line = s.summary()
+    assert line == "TTFT 50 ms · 100.0 tok/s · 12 prompt + 11 generated tokens · 10 reused · stopped at max tokens"
+    assert "interrupted" in Stats(stop_reason="cancelled").summary()
+
+
 def test_message_coercion_rejects_bad_roles_and_fields() -> None:
     assert Message.coerce({"role": "user", "content": "hi"}) == Message("user", "hi")
     with pytest.raises(InvalidOptions, match="role"):
