@@ -161,6 +161,11 @@ class ModelWorker:
         self.report = Report()
         self.alive = True
         self.busy = False
+        #: True from taking a job until its last chunk is sent (``busy`` stays set a moment longer): a request
+        #: arriving after that answer ended is queued here rather than starting a second copy of the model
+        self.answering = False
+        #: the prompt of the last job submitted (the backend routes a conversation back to the instance holding it)
+        self.last_prompt = ""
         #: held by the backend while it decides whether to submit to this worker or retire it
         self.lock = threading.Lock()
         self._q: queue.Queue[Job | None] = queue.Queue()
@@ -181,6 +186,7 @@ class ModelWorker:
         with self.lock:
             if not self.alive:
                 return False
+            self.last_prompt = job.prompt
             self._q.put(job)
             return True
 
@@ -224,16 +230,17 @@ class ModelWorker:
                 break
             if job is None:
                 break
-            self.busy = True
+            self.busy = self.answering = True
             self._current = job
             try:
                 self._serve(job)
             except BaseException as exc:
                 log.debug("job failed", exc_info=True)
+                self.answering = False
                 self._send(job, exc if isinstance(exc, LLMSpellError) else GenerationError(f"generation failed: {exc}"))
             finally:
                 self._current = None
-                self.busy = False
+                self.busy = self.answering = False
                 self.last_used = time.monotonic()
         self._drain(Cancelled("the model was unloaded before this request ran"))
         self._close()
@@ -505,6 +512,7 @@ class ModelWorker:
         self.report.phase = "done"
         self.report.generated_tokens = generated
         self.report.stop_reason = reason
+        self.answering = False
         self._send(job, Chunk(text=tail, done=True, stats=stats, model=job.model_name))
 
     def _stop_token_ids(self, stops: tuple[str, ...]) -> set[int]:

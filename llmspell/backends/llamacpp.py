@@ -36,6 +36,8 @@ from llmspell.spec import ModelSpec, parse_spec
 from llmspell.types import BackendStatus, Chunk, Message, ModelInfo, Options, PullProgress
 
 _GIB = 1024**3
+#: the most copies of one model loaded at once (one chat screen shows at most four panes)
+MAX_INSTANCES = 4
 
 
 @dataclass(frozen=True)
@@ -506,16 +508,19 @@ class LlamaCppBackend(Backend):
     async def loaded(self) -> list[str]:
         """Names of loaded models (their file paths map back to names via the registry)."""
         with self._lock:
-            return [w.name for w in self._workers.values() if w.alive]
+            # a second instance of a model (two conversations at once) is still one loaded model
+            return list(dict.fromkeys(w.name for w in self._workers.values() if w.alive))
 
     async def unload(self, spec: ModelSpec) -> bool:
         """Free one loaded model; waits for its current answer to be cancelled."""
         model = await asyncio.to_thread(self.resolve, spec)
+        key = str(model.path)
         with self._lock:
-            worker = self._workers.pop(str(model.path), None)
-        if worker is None:
+            workers = [self._workers.pop(k) for k in list(self._workers) if k == key or k.startswith(key + "#")]
+        if not workers:
             return False
-        await asyncio.to_thread(worker.stop, True)
+        for worker in workers:
+            await asyncio.to_thread(worker.stop, True)
         return True
 
     async def close(self) -> None:
@@ -540,6 +545,13 @@ class LlamaCppBackend(Backend):
         model = self.resolve(spec)
         with self._lock:
             return self._workers.get(str(model.path))
+
+    def instances(self, spec: ModelSpec | str) -> list[ModelWorker]:
+        """Every loaded copy of a model: more than one after several conversations used it at the same time."""
+        spec = parse_spec(spec) if isinstance(spec, str) else spec
+        key = str(self.resolve(spec).path)
+        with self._lock:
+            return [w for k, w in self._workers.items() if (k == key or k.startswith(key + "#")) and w.alive]
 
     # ----- generation ----------------------------------------------------------------------
 
@@ -604,12 +616,35 @@ class LlamaCppBackend(Backend):
                 hint="close other programs, lower num_ctx, or choose a smaller quantization (e.g. :Q4_K_M)",
             )
 
-    def _worker(self, model: LocalModel, n_ctx: int) -> ModelWorker:
+    def max_instances(self) -> int:
+        """How many copies of one model may answer at the same moment (one per core, at least two, at most 4)."""
+        return min(MAX_INSTANCES, max(2, self.budget.total))
+
+    def _room_for_instance(self, model: LocalModel, n_ctx: int) -> bool:
+        import psutil
+
+        try:
+            need = estimate_ram(gguf_info(model.path), n_ctx)
+        except LLMSpellError:
+            return False
+        # the weights are memory-mapped and shared by the instances, but count them anyway: a margin
+        return bool(psutil.virtual_memory().available > 2 * need)
+
+    def _worker(self, model: LocalModel, n_ctx: int, prompt: str = "") -> ModelWorker:
+        """The worker that should serve a request: the model's own, or, when that one is answering someone
+        else, an idle second instance (started within the memory bound), so two conversations with one model
+        stream at the same time instead of queueing; the thread budget splits the cores among them."""
         key = str(model.path)
         with self._lock:
-            worker = self._workers.get(key)
-            if worker is not None and worker.alive:
-                return worker
+            instances = [w for k, w in self._workers.items() if (k == key or k.startswith(key + "#")) and w.alive]
+            idle = [w for w in instances if not (w.answering or w.pending)]
+            if idle:
+                # the instance that last saw the longest prefix of this prompt keeps its KV cache useful
+                return max(idle, key=lambda w: _shared_prefix(w.last_prompt, prompt))
+            if instances and (len(instances) >= self.max_instances() or not self._room_for_instance(model, n_ctx)):
+                return min(instances, key=lambda w: w.pending + int(w.answering))
+            taken = {k for k, w in self._workers.items() if w.alive}
+            key = next(k for k in (key, *(f"{key}#{n}" for n in range(2, MAX_INSTANCES + 2))) if k not in taken)
 
             def on_exit(w: ModelWorker) -> None:
                 with self._lock:
@@ -660,7 +695,7 @@ class LlamaCppBackend(Backend):
             threads=opts.num_threads,
         )
         for _ in range(3):
-            if self._worker(model, n_ctx).submit(job):
+            if self._worker(model, n_ctx, prompt).submit(job):
                 break
         else:
             raise BackendUnavailable(f"{model.name} is being unloaded; try again")
@@ -699,6 +734,15 @@ class LlamaCppBackend(Backend):
         add_bos = bool(info.metadata.get("tokenizer.ggml.add_bos_token", True))
         async for chunk in self._stream(model, prompt, chat=False, add_bos=add_bos, stop=(), opts=opts, n_ctx=n_ctx):
             yield chunk
+
+
+def _shared_prefix(a: str, b: str) -> int:
+    """How many leading characters two prompts share."""
+    n = min(len(a), len(b))
+    for i in range(n):
+        if a[i] != b[i]:
+            return i
+    return n
 
 
 @functools.lru_cache(maxsize=16)
