@@ -1,76 +1,148 @@
-"""llmspell-tui: the full-screen face. For now one screen: backend status and the model table."""
+"""llmspell-tui: the full-screen face. Three modes (chat, models, history) over one hub and one history store."""
 
 from __future__ import annotations
 
-from typing import ClassVar
+import dataclasses
+import sys
+from collections.abc import Awaitable, Callable, Iterable
+from typing import TYPE_CHECKING, ClassVar
 
 from textual import work
-from textual.app import App, ComposeResult
+from textual.app import App, SystemCommand
 from textual.binding import Binding, BindingType
-from textual.widgets import DataTable, Footer, Header, Static
+from textual.reactive import reactive
+from textual.screen import Screen
 
+from llmspell.errors import LLMSpellError
 from llmspell.hub import Hub
-from llmspell.machine import human_bytes
+from llmspell.store import Store
+from llmspell.types import BackendStatus
+from llmspell_tui.screens.history import HistoryScreen
+from llmspell_tui.screens.models import ModelsScreen
+
+if TYPE_CHECKING:
+    from textual.timer import Timer
+    from textual.worker import Worker
+
+#: the themes the theme key switches between
+DARK_THEME = "textual-dark"
+LIGHT_THEME = "textual-light"
+
+
+#: the screen keys, shown together in the footer as "f1 f2 f3 Screens"
+_SCREENS = Binding.Group("Screens")
+
+
+def _chat_screen() -> Screen[None]:
+    # imported when the chat mode is first shown, so the other screens never depend on it
+    from llmspell_tui.screens.chat import ChatScreen
+
+    return ChatScreen()
 
 
 class LLMSpellApp(App[None]):
-    """Backend status on top, every model below; the chat screens arrive with the TUI issue."""
+    """Chat, models and history screens; the backends' status is refreshed here, once, for every screen."""
 
     TITLE = "llmspell"
-    CSS = """
-    #status { height: auto; padding: 0 1; background: $boost; }
-    #models { height: 1fr; }
-    """
-    BINDINGS: ClassVar[list[BindingType]] = [Binding("r", "refresh", "Refresh"), Binding("q", "quit", "Quit")]
+    CSS_PATH = "app.tcss"
+    MODES: ClassVar[dict[str, str | object]] = {  # type: ignore[assignment]
+        "chat": _chat_screen,
+        "models": ModelsScreen,
+        "history": HistoryScreen,
+    }
+    DEFAULT_MODE = "chat"
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("f1", "show_mode('chat')", "Chat", priority=True, group=_SCREENS),
+        Binding("f2", "show_mode('models')", "Models", priority=True, group=_SCREENS),
+        Binding("f3", "show_mode('history')", "History", priority=True, group=_SCREENS),
+        Binding("f4", "toggle_theme", "Theme", priority=True, show=False),
+        Binding("ctrl+q", "quit", "Quit", priority=True, show=False),
+    ]
 
-    def __init__(self, hub: Hub | None = None) -> None:
+    #: the latest status of every backend; None until the first check answers
+    backend_statuses: reactive[tuple[BackendStatus, ...] | None] = reactive(None, init=False)
+
+    def __init__(self, hub: Hub | None = None, store: Store | None = None, *, mode: str = "chat") -> None:
+        # the first screen shown; tests of one screen start there directly
+        self.DEFAULT_MODE = mode  # type: ignore[misc]
         super().__init__()
         self.hub = hub or Hub()
-
-    def compose(self) -> ComposeResult:
-        yield Header()
-        yield Static("checking backends…", id="status")
-        yield DataTable(id="models", cursor_type="row", zebra_stripes=True)
-        yield Footer()
+        self.store = store or Store()
+        #: seconds between two status checks
+        self.status_interval = 5.0
+        #: seconds a backend has to answer a status check before it is shown as not answering
+        self.status_timeout = 5.0
+        self._status_timer: Timer | None = None
+        self._status_worker: Worker[None] | None = None
 
     def on_mount(self) -> None:
+        self.theme = DARK_THEME
         self.sub_title = f"default model: {self.hub.config.default_model}"
-        table = self.query_one(DataTable)
-        table.add_columns("Name", "Backend", "Size", "Quant", "Source", "Loaded")
-        self.action_refresh()
+        self.refresh_status()
+        self._status_timer = self.set_interval(self.status_interval, self.refresh_status)
 
-    def action_refresh(self) -> None:
-        """Re-read backend status and the model list in a worker, so the screen never freezes."""
-        self.load()
+    def refresh_status(self) -> None:
+        """Check every backend now, unless a check is still running (a slow backend is never asked twice at once)."""
+        if self._status_worker is None or self._status_worker.is_finished:
+            self._status_worker = self._check_status()
 
-    @work(exclusive=True, group="refresh")
-    async def load(self) -> None:
-        """Fetch status and models through the core and show them."""
-        statuses = await self.hub.status_all()
-        parts = []
-        for s in statuses:
-            if s.ready:
-                parts.append(f"[green]●[/] {s.backend} {s.version or ''} · {s.device or ''} · {s.model_count} models")
-            else:
-                parts.append(f"[red]●[/] {s.backend}: {s.error}")
-        self.query_one("#status", Static).update("\n".join(parts))
-        models, _ = await self.hub.list_all()
-        table = self.query_one(DataTable)
-        table.clear()
-        for m in models:
-            table.add_row(
-                m.name, m.backend, human_bytes(m.size_bytes), m.quantization or "-", m.source, "●" if m.loaded else ""
-            )
+    @work(group="status", exit_on_error=False)
+    async def _check_status(self) -> None:
+        # a worker, so a backend that is slow to answer never freezes the screen; each answers within the timeout
+        statuses = await self.hub.status_all(timeout=self.status_timeout)
+        self.backend_statuses = tuple(statuses)
+
+    # ----- modes, theme, commands -----------------------------------------------------------------
+
+    async def action_show_mode(self, mode: str) -> None:
+        """Show one of the app's screens (chat, models, history)."""
+        if self.current_mode == mode:
+            return
+        await self.switch_mode(mode)
+
+    def action_toggle_theme(self) -> None:
+        """Switch between the dark and the light theme."""
+        self.theme = LIGHT_THEME if self.theme == DARK_THEME else DARK_THEME
+
+    def get_system_commands(self, screen: Screen[object]) -> Iterable[SystemCommand]:
+        """The command palette: the screens, the theme, a status check, then the current screen's actions."""
+        yield SystemCommand("Chat screen (F1)", "Side-by-side chats with one or more models", self._go("chat"))
+        yield SystemCommand("Models screen (F2)", "Every model: pull, info, delete, unload", self._go("models"))
+        yield SystemCommand("History screen (F3)", "Saved conversations: reopen, export, delete", self._go("history"))
+        yield SystemCommand("Toggle light/dark theme (F4)", "Switch between light and dark", self.action_toggle_theme)
+        yield SystemCommand("Check backends now", "Refresh every backend's status", self.refresh_status)
+        commands = getattr(screen, "system_commands", None)
+        if callable(commands):
+            yield from commands()
+        yield from super().get_system_commands(screen)
+
+    def _go(self, mode: str) -> Callable[[], Awaitable[None]]:
+        async def go() -> None:
+            await self.action_show_mode(mode)
+
+        return go
 
     async def on_unmount(self) -> None:
         await self.hub.close()
+        self.store.close()
 
 
-def create_app(hub: Hub | None = None) -> LLMSpellApp:
-    """The app factory shared by the script and the tests."""
-    return LLMSpellApp(hub)
+def create_app(hub: Hub | None = None, store: Store | None = None, *, mode: str = "chat") -> LLMSpellApp:
+    """The app factory shared by the script and the tests; ``mode`` is the first screen shown."""
+    return LLMSpellApp(hub, store, mode=mode)
 
 
-def main() -> None:
-    """Entry point of ``llmspell-tui``."""
-    create_app().run()
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of ``llmspell-tui [MODEL]``: the optional model is the first chat pane's."""
+    args = sys.argv[1:] if argv is None else argv
+    try:
+        hub = Hub()
+        if args:
+            spec = hub.spec(args[0])  # a bad spec is refused here, with its message, before the screen opens
+            hub.config = dataclasses.replace(hub.config, default_model=str(spec))
+        app = create_app(hub)
+    except LLMSpellError as exc:
+        print(f"llmspell-tui: {exc}", file=sys.stderr)
+        return 2
+    app.run()
+    return 0

@@ -1,0 +1,428 @@
+"""The chat screen under App.run_test(): panes, compare mode, cancel, errors, settings, save and reopen.
+
+Behaviour is tested on the real embedded engine (smollm2:135m, gemma3:270m); the scripted backend is used
+only where a test needs exact text (the options a backend received, the exact stats line).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from helpers import GEMMA, SMOL
+from scripted import SCRIPTED_ANSWER, SCRIPTED_STATS, ScriptedBackend
+from textual.pilot import Pilot
+from textual.widgets import Input, Static, Switch
+
+from llmspell.config import Config
+from llmspell.hub import Hub
+from llmspell.store import Store
+from llmspell.types import Message, Options
+from llmspell_tui.app import create_app
+from llmspell_tui.screens.chat import ChatScreen
+from llmspell_tui.widgets.chat_answer import AnswerView
+from llmspell_tui.widgets.pane import ChatPane
+from llmspell_tui.widgets.settings import SettingsScreen
+
+STORY = "Write a very long story about a dragon who learns to paint, in many paragraphs."
+
+
+@pytest.fixture
+def real_hub(shared_models: Path, monkeypatch: pytest.MonkeyPatch) -> Hub:
+    """The real hub: the embedded engine (answers bounded to 32 greedy tokens unless a test asks for more)."""
+    monkeypatch.setenv("LLMSPELL_MODELS", str(shared_models))
+    return Hub(Config(keep_alive=300, num_ctx=2048, options=Options(temperature=0, max_tokens=32)))
+
+
+def scripted_hub(**kwargs: object) -> tuple[Hub, ScriptedBackend]:
+    """A hub over the scripted stand-in backend, for exact-text checks only."""
+    backend = ScriptedBackend(**kwargs)  # type: ignore[arg-type]
+    return Hub(Config(), backends=[backend]), backend
+
+
+async def until(pilot: Pilot, cond: Callable[[], object], what: str, limit: float = 240.0) -> None:
+    """Let the app run until ``cond()`` holds (bounded, so a hang fails instead of blocking the suite)."""
+    for _ in range(int(limit / 0.05)):
+        if cond():
+            return
+        await pilot.pause(0.05)
+    raise AssertionError(f"gave up waiting for {what}")
+
+
+def chat(pilot: Pilot) -> ChatScreen:
+    """The chat screen shown now."""
+    screen = pilot.app.screen
+    assert isinstance(screen, ChatScreen)
+    return screen
+
+
+async def send(pilot: Pilot, text: str, *, wait: bool = True) -> None:
+    """Type a prompt into the input and press Enter (and wait for the answers)."""
+    screen = chat(pilot)
+    screen.prompt.focus()
+    screen.prompt.text = text
+    await pilot.press("enter")
+    if wait:
+        await until(pilot, lambda: not screen.generating, "the answers")
+        await pilot.pause()
+
+
+async def choose_model(pilot: Pilot, pane: ChatPane, model: str) -> None:
+    """Type a model name in a pane's picker and press Enter."""
+    pane.model_input.focus()
+    pane.model_input.value = model
+    await pilot.press("enter")
+    await pilot.pause()
+
+
+async def apply_settings(pilot: Pilot, *, switches: dict[str, bool] | None = None, **values: str) -> None:
+    """Open the focused pane's settings form, fill it in and apply it."""
+    await pilot.press("ctrl+o")
+    await pilot.pause()
+    form = pilot.app.screen
+    assert isinstance(form, SettingsScreen)
+    for name, value in values.items():
+        form.query_one("#system" if name == "system" else f"#opt-{name}", Input).value = value
+    for name, on in (switches or {}).items():
+        form.query_one(f"#{name}", Switch).value = on
+    await pilot.press("ctrl+s")
+    await pilot.pause()
+    assert isinstance(pilot.app.screen, ChatScreen), "the form closed"
+
+
+def texts(pane: ChatPane, cls: str) -> list[str]:
+    """The plain text of the pane's messages of one kind (user, error, note)."""
+    return [str(w.render()) for w in pane.log_view.query(f"Static.{cls}")]
+
+
+def answers(pane: ChatPane) -> list[str]:
+    """The Markdown source of every answer shown in the pane (an answer may be several Markdown segments)."""
+    shown = []
+    for view in pane.log_view.query(AnswerView):
+        assert "".join(view.sources) == view.text, "what the Markdown widgets show is the whole answer"
+        shown.append(view.text)
+    return shown
+
+
+# ----- real engine ----------------------------------------------------------------------------
+
+
+async def test_prompt_goes_to_the_focused_pane_only(real_hub: Hub) -> None:
+    app = create_app(real_hub, Store())
+    async with app.run_test(size=(120, 36)) as pilot:
+        screen = chat(pilot)
+        await pilot.press("ctrl+n")
+        first, second = screen.panes
+        assert screen.active_pane is second, "a new pane takes the focus"
+        await pilot.press("alt+left")
+        assert screen.active_pane is first and first.has_class("-active") and not second.has_class("-active")
+        await send(pilot, "Name a colour.")
+        assert texts(first, "user") == ["Name a colour."]
+        assert answers(first)[0].strip() and "generated tokens" in str(first.stats_line.render())
+        assert answers(second) == [] and second.conv.entries == []
+        assert [e.role for e in app.store.load(first.conv.id).entries] == ["user", "assistant"]
+
+
+async def test_compare_mode_on_two_real_models(real_hub: Hub) -> None:
+    app = create_app(real_hub, Store())
+    async with app.run_test(size=(160, 48)) as pilot:
+        screen = chat(pilot)
+        await pilot.press("ctrl+n")
+        smol, gemma = screen.panes
+        await choose_model(pilot, gemma, GEMMA)
+        assert gemma.conv.model == GEMMA and smol.conv.model == SMOL
+        await pilot.press("ctrl+t")
+        assert screen.compare_mode and "compare: every pane (2), at once" in str(screen.query_one("#mode").render())
+        await send(pilot, "What is the capital of France?")
+        for pane, model in ((smol, SMOL), (gemma, GEMMA)):
+            assert texts(pane, "user") == ["What is the capital of France?"]
+            assert answers(pane)[0].strip(), f"{model} answered"
+            line = str(pane.stats_line.render())
+            assert line.startswith("TTFT ") and "tok/s" in line and "generated tokens" in line
+            stored = app.store.load(pane.conv.id)
+            assert stored.model == model and stored.entries[-1].content == answers(pane)[0]
+        assert [m.status for m in screen.last_metrics] == ["done", "done"]
+
+
+async def test_two_panes_of_one_model_stream_at_the_same_time(real_hub: Hub) -> None:
+    app = create_app(real_hub, Store())
+    async with app.run_test(size=(160, 48)) as pilot:
+        screen = chat(pilot)
+        await pilot.press("ctrl+n", "ctrl+t")
+        await apply_settings(pilot, max_tokens="48", switches={"same": True})
+        await send(pilot, "Hi")  # both copies of the model are loaded now
+        await send(pilot, STORY)
+        a, b = screen.last_metrics
+        assert a.status == b.status == "done" and a.stats and b.stats
+        # each pane had its own copy of the model (no queueing behind the other pane)
+        copies = real_hub.backends["llamacpp"].instances(SMOL)  # type: ignore[attr-defined]
+        assert len(copies) == 2
+        assert sorted(w.report.generated_tokens for w in copies) == sorted([a.generated_tokens, b.generated_tokens])
+        for pane in screen.panes:
+            assert "generated tokens" in str(pane.stats_line.render())
+
+
+async def test_one_after_another_when_parallel_is_off(real_hub: Hub) -> None:
+    app = create_app(real_hub, Store())
+    async with app.run_test(size=(160, 48)) as pilot:
+        screen = chat(pilot)
+        await pilot.press("ctrl+n")
+        await choose_model(pilot, screen.panes[1], GEMMA)
+        await apply_settings(pilot, switches={"compare": True, "parallel": False})
+        assert "one after another" in str(screen.query_one("#mode").render())
+        await send(pilot, "Name a fruit.")
+        a, b = screen.last_metrics
+        assert a.stats and b.stats and a.last_token_at and b.started
+        assert b.started >= a.last_token_at, "the second pane started after the first had finished"
+
+
+async def test_a_key_is_handled_while_a_pane_streams(real_hub: Hub) -> None:
+    """The UI thread never blocks: keys take effect while the real engine is still generating."""
+    app = create_app(real_hub, Store())
+    async with app.run_test(size=(120, 36)) as pilot:
+        screen = chat(pilot)
+        await apply_settings(pilot, max_tokens="400")
+        await send(pilot, STORY, wait=False)
+        await until(pilot, lambda: screen.last_metrics and screen.last_metrics[0].chunks >= 3, "the first tokens")
+        await pilot.press("ctrl+n")
+        assert len(screen.panes) == 2, "the key was handled"
+        assert screen.last_metrics[0].status == "streaming" and screen.panes[0].streaming, "…while still streaming"
+        screen.prompt.focus()
+        await pilot.press("o", "k")
+        assert screen.prompt.text == "ok" and screen.last_metrics[0].status == "streaming"
+        await pilot.press("escape")
+        await until(pilot, lambda: not screen.generating, "the cancel")
+
+
+async def test_escape_cancels_and_the_next_prompt_works(real_hub: Hub) -> None:
+    app = create_app(real_hub, Store())
+    async with app.run_test(size=(120, 36)) as pilot:
+        screen = chat(pilot)
+        pane = screen.panes[0]
+        await apply_settings(pilot, max_tokens="400")
+        await send(pilot, STORY, wait=False)
+        await until(pilot, lambda: screen.last_metrics and screen.last_metrics[0].chunks >= 5, "some tokens")
+        await pilot.press("escape")
+        await until(pilot, lambda: not screen.generating, "the cancel")
+        await pilot.pause()
+        partial = answers(pane)[0]
+        assert partial.strip() and texts(pane, "note") == ["(interrupted)"]
+        assert str(pane.stats_line.render()).startswith("interrupted · ")
+        stored = app.store.load(pane.conv.id).entries[-1]
+        assert stored.state == "cancelled" and stored.content == partial, "the partial answer is kept"
+        await apply_settings(pilot, max_tokens="16")
+        await send(pilot, "Say hello.")
+        assert len(answers(pane)) == 2 and answers(pane)[1].strip()
+        assert "generated tokens" in str(pane.stats_line.render())
+        assert app.store.load(pane.conv.id).entries[-1].state == "done"
+
+
+async def test_a_wrong_model_name_shows_one_message_and_keeps_the_prompt(real_hub: Hub) -> None:
+    app = create_app(real_hub, Store())
+    async with app.run_test(size=(100, 30)) as pilot:
+        screen = chat(pilot)
+        pane = screen.panes[0]
+        await choose_model(pilot, pane, "nosuchmodel:7b")
+        await send(pilot, "hello there")
+        errors = texts(pane, "error")
+        assert len(errors) == 1 and "nosuchmodel" in errors[0] and "Traceback" not in errors[0]
+        assert screen.prompt.text == "hello there", "the prompt is back in the input"
+        assert texts(pane, "user") == ["hello there"]
+        await choose_model(pilot, pane, SMOL)
+        await send(pilot, screen.prompt.text)
+        assert answers(pane)[0].strip() and texts(pane, "error") == []
+
+
+async def test_same_seed_and_settings_give_the_same_answer_in_two_panes(real_hub: Hub) -> None:
+    app = create_app(real_hub, Store())
+    async with app.run_test(size=(160, 48)) as pilot:
+        screen = chat(pilot)
+        await pilot.press("ctrl+n")
+        await apply_settings(
+            pilot,
+            temperature="0",
+            seed="42",
+            max_tokens="24",
+            system="You answer in one sentence.",
+            switches={"same": True, "compare": True},
+        )
+        left, right = screen.panes
+        assert left.conv.options == right.conv.options == Options(temperature=0.0, seed=42, max_tokens=24)
+        assert left.conv.system == right.conv.system == "You answer in one sentence."
+        await send(pilot, "Tell me about cats.")
+        assert answers(left)[0].strip() and answers(left) == answers(right)
+
+
+async def test_save_and_reopen_a_conversation(real_hub: Hub) -> None:
+    app = create_app(real_hub, Store())
+    async with app.run_test(size=(120, 36)) as pilot:
+        screen = chat(pilot)
+        await apply_settings(pilot, temperature="0", max_tokens="20", system="Be brief.")
+        await send(pilot, "Name a fruit.")
+        pane = screen.active_pane
+        conv_id, first_answer = pane.conv.id, answers(pane)[0]
+        await pilot.press("ctrl+r")
+        await pilot.pause()
+        assert pane.conv.id != conv_id and answers(pane) == [] and texts(pane, "user") == []
+        await choose_model(pilot, pane, GEMMA)
+        await screen.open_conversation(conv_id)
+        await pilot.pause()
+        assert pane.conv.id == conv_id and pane.conv.model == SMOL and pane.model_input.value == SMOL
+        assert pane.conv.system == "Be brief." and pane.conv.options.max_tokens == 20
+        assert texts(pane, "user") == ["Name a fruit."] and answers(pane) == [first_answer]
+        assert "generated tokens" in str(pane.stats_line.render())
+        await send(pilot, "And a vegetable?")
+        stored = app.store.load(conv_id)
+        assert [e.role for e in stored.entries] == ["user", "assistant", "user", "assistant"]
+        assert stored.entries[1].content == first_answer and stored.entries[3].content == answers(pane)[1]
+
+
+async def test_reopening_an_unknown_conversation_says_so(real_hub: Hub) -> None:
+    app = create_app(real_hub, Store())
+    async with app.run_test(size=(100, 30)) as pilot:
+        screen = chat(pilot)
+        before = screen.active_pane.conv
+        await screen.open_conversation("doesnotexist")
+        await pilot.pause()
+        assert screen.active_pane.conv is before
+        assert any("no conversation 'doesnotexist'" in str(n.message) for n in app._notifications)
+
+
+# ----- scripted backend: exact text -------------------------------------------------------------
+
+
+async def test_settings_form_options_reach_the_backend() -> None:
+    hub, backend = scripted_hub()
+    app = create_app(hub, Store())
+    async with app.run_test(size=(100, 30)) as pilot:
+        screen = chat(pilot)
+        await pilot.press("ctrl+o")
+        await pilot.pause()
+        assert isinstance(app.screen, SettingsScreen)
+        await pilot.press(*"Be brief.")
+        for name, value in (("temperature", "0.3"), ("top_k", "20"), ("top_p", "0.9"), ("seed", "7")):
+            app.screen.query_one(f"#opt-{name}", Input).focus()
+            await pilot.press(*value)
+        app.screen.query_one("#opt-max_tokens", Input).focus()
+        await pilot.press(*"50", "enter")
+        await pilot.pause()
+        assert isinstance(app.screen, ChatScreen)
+        assert "temperature=0.3" in str(screen.active_pane.stats_line.render())
+        await send(pilot, "hi")
+        spec, messages, options = backend.requests[-1]
+        assert spec.tag == SMOL
+        assert messages == [Message("system", "Be brief."), Message("user", "hi")]
+        assert options == Options(temperature=0.3, top_k=20, top_p=0.9, seed=7, max_tokens=50)
+
+
+async def test_a_bad_option_is_named_and_the_form_stays_open() -> None:
+    hub, backend = scripted_hub()
+    app = create_app(hub, Store())
+    async with app.run_test(size=(100, 30)) as pilot:
+        screen = chat(pilot)
+        await pilot.press("ctrl+o")
+        await pilot.pause()
+        form = app.screen
+        form.query_one("#opt-temperature", Input).value = "hot"
+        await pilot.press("ctrl+s")
+        await pilot.pause()
+        assert app.screen is form
+        assert "option temperature must be a number, not 'hot'" in str(form.query_one("#error", Static).render())
+        form.query_one("#opt-temperature", Input).value = "9"
+        await pilot.press("ctrl+s")
+        await pilot.pause()
+        assert "out of range" in str(form.query_one("#error", Static).render())
+        await pilot.press("escape")
+        await pilot.pause()
+        assert app.screen is screen and screen.active_pane.conv.options == Options()
+        await send(pilot, "hi")
+        assert backend.requests[-1][2] == Options()
+
+
+async def test_scripted_answer_is_shown_whole_with_its_stats() -> None:
+    hub, _ = scripted_hub(pieces=40)
+    app = create_app(hub, Store())
+    async with app.run_test(size=(100, 30)) as pilot:
+        screen = chat(pilot)
+        await send(pilot, "hi")
+        pane = screen.active_pane
+        assert answers(pane) == [SCRIPTED_ANSWER], "no token lost, the whole text ends in the Markdown"
+        assert str(pane.stats_line.render()) == SCRIPTED_STATS.summary()
+        assert pane.border_title == "hi", "the pane is titled after the conversation"
+
+
+async def test_deltas_are_batched_into_the_markdown_stream(monkeypatch: pytest.MonkeyPatch) -> None:
+    from textual.widgets._markdown import MarkdownStream
+
+    writes: list[str] = []
+    original = MarkdownStream.write
+
+    async def counting(self: MarkdownStream, fragment: str) -> None:
+        writes.append(fragment)
+        await original(self, fragment)
+
+    monkeypatch.setattr(MarkdownStream, "write", counting)
+    flushes: list[int] = []
+    original_flush = ChatPane._flush
+
+    async def counting_flush(self: ChatPane) -> None:
+        flushes.append(1)
+        await original_flush(self)
+
+    monkeypatch.setattr(ChatPane, "_flush", counting_flush)
+    hub, _ = scripted_hub(pieces=len(SCRIPTED_ANSWER), delay=0.002)
+    app = create_app(hub, Store())
+    async with app.run_test(size=(100, 30)) as pilot:
+        screen = chat(pilot)
+        await send(pilot, "hi")
+        assert answers(screen.active_pane) == [SCRIPTED_ANSWER]
+        assert 0 < len(writes) < len(SCRIPTED_ANSWER), "several deltas per write, not one write per token"
+        assert len(writes) <= len(flushes), "text reaches the Markdown only on the flush timer"
+        # what was streamed is a prefix of the answer; the final full update() brings the rest
+        assert SCRIPTED_ANSWER.startswith("".join(writes))
+
+
+async def test_one_to_four_panes() -> None:
+    hub, _ = scripted_hub()
+    app = create_app(hub, Store())
+    async with app.run_test(size=(160, 48)) as pilot:
+        screen = chat(pilot)
+        await pilot.press("ctrl+w")
+        assert len(screen.panes) == 1, "the last pane stays"
+        await pilot.press("ctrl+n", "ctrl+n", "ctrl+n", "ctrl+n")
+        await pilot.pause()
+        assert len(screen.panes) == 4
+        assert any("at most 4 panes" in str(n.message) for n in app._notifications)
+        await pilot.press("ctrl+t")
+        await send(pilot, "hi")
+        assert all(answers(p) == [SCRIPTED_ANSWER] for p in screen.panes)
+        closed = screen.active_pane
+        await pilot.press("ctrl+w")
+        await pilot.pause()
+        assert len(screen.panes) == 3 and closed not in screen.panes
+        assert app.store.load(closed.conv.id).entries[-1].content == SCRIPTED_ANSWER, "its history is kept"
+
+
+async def test_a_long_answer_streams_in_segments_and_arrives_whole() -> None:
+    from llmspell_tui.widgets.chat_answer import SEGMENT_CHARS, segments
+
+    para = "The dragon paints the sky with **bright** colours over the `hills` and the sea. " * 4
+    fence = "```python\n" + "\n\n".join(f"print({i})" for i in range(40)) + "\n```\n\n"
+    long = "\n\n".join([para] * 12) + "\n\n" + fence + "\n\n".join([para] * 12)
+    hub, _ = scripted_hub(answer=long, pieces=300)
+    app = create_app(hub, Store())
+    async with app.run_test(size=(100, 30)) as pilot:
+        screen = chat(pilot)
+        await send(pilot, "tell me a long story")
+        view = screen.active_pane.log_view.query_one(AnswerView)
+        assert view.text == long and "".join(view.sources) == long, "nothing lost across the segments"
+        assert len(view.sources) == len(segments(long)) > 2
+        assert all(src.count("```") % 2 == 0 for src in view.sources), "no code fence is cut in two"
+        assert all(len(src) < SEGMENT_CHARS + len(fence) + len(para) + 4 for src in view.sources)
+        # reopened from the store, the answer is shown in the same segments
+        shown, conv_id = view.sources, screen.active_pane.conv.id
+        await pilot.press("ctrl+r")
+        await screen.open_conversation(conv_id)
+        await pilot.pause()
+        assert screen.active_pane.log_view.query_one(AnswerView).sources == shown

@@ -1,0 +1,1 @@
+"""Widgets of llmspell-tui, grouped by feature."""

@@ -1,0 +1,246 @@
+"""One chat pane: a model picker, the conversation streamed as Markdown, and a live stats line."""
+
+from __future__ import annotations
+
+from textual import on
+from textual.app import ComposeResult
+from textual.containers import Vertical, VerticalScroll
+from textual.message import Message
+from textual.suggester import SuggestFromList
+from textual.timer import Timer
+from textual.widgets import Input, Static
+
+from llmspell.chat import Conversation, Entry
+from llmspell.compare import StreamMetrics
+from llmspell_tui.widgets.chat_answer import AnswerView
+
+#: how often streamed text is handed to the Markdown widget (batched: never a re-render per token)
+FLUSH_EVERY = 0.08
+
+
+class ChatPane(Vertical):
+    """A conversation with one model; the chat screen feeds it the events of the compare runner."""
+
+    DEFAULT_CSS = """
+    ChatPane {
+        width: 1fr;
+        height: 1fr;
+        border: round $panel-lighten-2;
+        border-title-color: $text-muted;
+        padding: 0 0;
+    }
+    ChatPane.-active {
+        border: round $accent;
+        border-title-color: $text;
+    }
+    ChatPane > Input.model {
+        border: none;
+        height: 1;
+        padding: 0 1;
+        background: $boost;
+    }
+    ChatPane > Input.model:focus {
+        background: $accent 30%;
+    }
+    ChatPane > VerticalScroll {
+        height: 1fr;
+        padding: 0 1;
+    }
+    ChatPane .user {
+        color: $text;
+        background: $primary 15%;
+        padding: 0 1;
+        margin: 1 0 0 0;
+    }
+    ChatPane .error {
+        color: $error;
+        padding: 0 1;
+    }
+    ChatPane .note {
+        color: $warning;
+        text-style: italic;
+        padding: 0 1;
+    }
+    ChatPane > .stats {
+        height: auto;
+        max-height: 3;
+        color: $text-muted;
+        padding: 0 1;
+        background: $boost;
+    }
+    """
+
+    class ModelChosen(Message):
+        """The user picked another model for this pane."""
+
+        def __init__(self, pane: ChatPane, model: str) -> None:
+            super().__init__()
+            self.pane = pane
+            self.model = model
+
+    def __init__(self, conv: Conversation, *, suggestions: list[str] | None = None, id: str | None = None) -> None:
+        super().__init__(id=id)
+        self.conv = conv
+        self._suggestions = suggestions or []
+        self._answer: AnswerView | None = None
+        self._pending: list[str] = []
+        self._parts: list[str] = []
+        self._timer: Timer | None = None
+        self._metrics: StreamMetrics | None = None
+        #: True while an answer streams into this pane
+        self.streaming = False
+
+    def compose(self) -> ComposeResult:
+        yield Input(
+            self.conv.model,
+            placeholder="model, e.g. smollm2:135m (Enter to switch)",
+            suggester=SuggestFromList(self._suggestions, case_sensitive=False),
+            classes="model",
+        )
+        yield VerticalScroll(classes="log")
+        yield Static("", classes="stats")
+
+    async def on_mount(self) -> None:
+        self._retitle()
+        await self._show_entries()
+
+    # ----- accessors ---------------------------------------------------------------------
+
+    @property
+    def log_view(self) -> VerticalScroll:
+        """The scrolling list of messages."""
+        return self.query_one(VerticalScroll)
+
+    @property
+    def model_input(self) -> Input:
+        """The model picker."""
+        return self.query_one("Input.model", Input)
+
+    @property
+    def stats_line(self) -> Static:
+        """The line under the messages: live metrics, the final stats, or the error."""
+        return self.query_one(".stats", Static)
+
+    @property
+    def answer_text(self) -> str:
+        """The text of the answer streaming now (or the last one)."""
+        return "".join(self._parts)
+
+    def _retitle(self) -> None:
+        self.border_title = self.conv.title or "new chat"
+
+    def set_suggestions(self, names: list[str]) -> None:
+        """Model names offered while typing in the picker."""
+        self._suggestions = names
+        self.model_input.suggester = SuggestFromList(names, case_sensitive=False)
+
+    # ----- conversation ------------------------------------------------------------------
+
+    async def load(self, conv: Conversation) -> None:
+        """Show another conversation in this pane (model, settings and every message)."""
+        self.conv = conv
+        self._retitle()
+        self.model_input.value = conv.model
+        await self.log_view.remove_children()
+        self.stats_line.update("")
+        await self._show_entries()
+
+    async def _show_entries(self) -> None:
+        widgets = []
+        last: Entry | None = None
+        for e in self.conv.entries:
+            if e.role == "user":
+                widgets.append(Static(e.content, classes="user", markup=False))
+            elif e.role == "assistant":
+                widgets.append(AnswerView(e.content))
+                if e.state != "done":
+                    widgets.append(
+                        Static("(interrupted)" if e.state == "cancelled" else "(unfinished)", classes="note")
+                    )
+                last = e
+        if widgets:
+            await self.log_view.mount_all(widgets)
+            self.call_after_refresh(self._follow)
+        if last is not None and last.stats is not None:
+            self.stats_line.update(last.stats.summary())
+        elif self.conv.system:
+            self.stats_line.update("system prompt set")
+
+    def new_conversation(self, model: str | None = None) -> Conversation:
+        """A fresh conversation in this pane, keeping the system prompt and options."""
+        self.conv = Conversation(model or self.conv.model, self.conv.system, self.conv.options)
+        return self.conv
+
+    @on(Input.Submitted, "Input.model")
+    def _model_submitted(self, event: Input.Submitted) -> None:
+        event.stop()
+        model = event.value.strip()
+        if model:
+            self.post_message(self.ModelChosen(self, model))
+
+    # ----- streaming ---------------------------------------------------------------------
+
+    async def begin(self, prompt: str, metrics: StreamMetrics | None = None) -> None:
+        """Show the prompt and an empty answer that text will stream into."""
+        self._parts, self._pending = [], []
+        self._metrics = metrics
+        self.streaming = True
+        self._answer = AnswerView()
+        await self.log_view.mount_all([Static(prompt, classes="user", markup=False), self._answer])
+        self.stats_line.update("waiting…")
+        self._timer = self.set_interval(FLUSH_EVERY, self._flush)
+
+    def feed(self, text: str, metrics: StreamMetrics | None = None) -> None:
+        """Take a delta; it reaches the screen at the next flush."""
+        if metrics is not None:
+            self._metrics = metrics
+        if text:
+            self._parts.append(text)
+            self._pending.append(text)
+
+    def _follow(self) -> None:
+        # anchored only once the messages overflow: an anchored log aligns short content to the bottom
+        log = self.log_view
+        if not log.is_anchored and log.max_scroll_y > 0:
+            log.anchor()
+
+    async def _flush(self) -> None:
+        if self._pending and self._answer is not None:
+            text = "".join(self._pending)
+            self._pending.clear()
+            await self._answer.write(text)
+        self._follow()
+        if self._metrics is not None and self.streaming:
+            self.stats_line.update(self._metrics.live_summary())
+
+    async def finish(self, metrics: StreamMetrics | None = None, *, error: str | None = None) -> None:
+        """End the answer: one full update with the whole text (so nothing is lost), then the stats or error."""
+        if not self.streaming:
+            return
+        self.streaming = False
+        self._retitle()
+        if self._timer is not None:
+            self._timer.stop()
+            self._timer = None
+        metrics = metrics or self._metrics
+        text = self.answer_text
+        if self._answer is not None:
+            await self._answer.finish("".join(self._pending))
+        self._pending.clear()
+        status = metrics.status if metrics is not None else "cancelled"
+        if error is None and metrics is not None and metrics.error:
+            error = metrics.error
+        if error is not None:
+            if not text and self._answer is not None:
+                await self._answer.remove()
+            await self.log_view.mount(Static(error, classes="error", markup=False))
+            self.stats_line.update("error: the prompt is kept in the input")
+        elif status == "cancelled" or metrics is None or metrics.stats is None:
+            await self.log_view.mount(Static("(interrupted)", classes="note"))
+            n = metrics.chunks if metrics is not None else len(self._parts)
+            self.stats_line.update(f"interrupted · {n} tokens received")
+        else:
+            assert metrics.stats is not None
+            self.stats_line.update(metrics.stats.summary())
+        self._answer = None
+        self.call_after_refresh(self._follow)

@@ -1,0 +1,68 @@
+"""The backend status bar every screen shows: one line per backend, fed by the app's single status refresh."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from rich.text import Text
+from textual.widgets import Static
+
+from llmspell.types import BackendStatus
+
+
+def describe_status(status: BackendStatus) -> Text:
+    """One backend as one line: ready or not reachable (and why), version, device, models, loaded models."""
+    line = Text(no_wrap=False)
+    if status.ready:
+        line.append("● ", style="bold green")
+        line.append(status.backend, style="bold")
+        line.append(" ready")
+        facts = [status.version or "", status.device or ""]
+        facts.append(f"{status.model_count} model{'s' if status.model_count != 1 else ''}")
+        facts.append(f"loaded: {', '.join(status.loaded)}" if status.loaded else "none loaded")
+        line.append(" · " + " · ".join(f for f in facts if f), style="dim")
+    else:
+        line.append("● ", style="bold red")
+        line.append(status.backend, style="bold")
+        line.append(" not reachable: ")
+        line.append(status.error or "no reason given", style="italic")
+    return line
+
+
+def describe_statuses(statuses: Sequence[BackendStatus] | None) -> Text:
+    """Every backend, one per line; a placeholder before the first check has answered."""
+    if statuses is None:
+        return Text("checking backends…", style="dim")
+    if not statuses:
+        return Text("no backend is enabled (see ~/.llmspell/config.toml)", style="bold red")
+    return Text("\n").join(describe_status(s) for s in statuses)
+
+
+class BackendStatusBar(Static):
+    """Each backend's state, kept current by watching ``app.backend_statuses`` (the app refreshes it)."""
+
+    DEFAULT_CSS = """
+    BackendStatusBar {
+        height: auto;
+        max-height: 4;
+        padding: 0 1;
+        background: $boost;
+    }
+    """
+
+    def __init__(self, *, id: str | None = None, classes: str | None = None) -> None:
+        self._text = describe_statuses(None)
+        super().__init__(self._text, id=id, classes=classes)
+
+    def on_mount(self) -> None:
+        if hasattr(self.app, "backend_statuses"):
+            self.watch(self.app, "backend_statuses", self._show, init=True)
+
+    def _show(self, statuses: tuple[BackendStatus, ...] | None) -> None:
+        self._text = describe_statuses(statuses)
+        self.update(self._text)
+
+    @property
+    def text(self) -> str:
+        """What the bar shows now, as plain text (for tests and screen readers)."""
+        return self._text.plain
