@@ -1,0 +1,627 @@
+"""The llmspell Jupyter kernel: a cell is a prompt; the answer streams in and ends as Markdown with its stats."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import time
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any, ClassVar
+
+from ipykernel.kernelbase import Kernel
+
+from llmspell import __version__ as core_version
+from llmspell.chat import Conversation, ask
+from llmspell.errors import InvalidOptions, LLMSpellError
+from llmspell.types import Chunk, Message, Options, Stats
+from llmspell_kernel import DEFAULT_MODEL_ENV, __version__
+from llmspell_kernel.magics import MAGICS, Cell, MagicError, completion_context, help_markdown, is_complete, parse_cell
+
+#: seconds between display updates while an answer streams (the first token is shown at once)
+UPDATE_EVERY = 0.05
+#: seconds the list of model names used for completion is trusted
+_NAMES_TTL = 30.0
+#: the cursor shown at the end of an answer still being written
+_CURSOR = " ▌"
+
+
+class Interrupted(Exception):
+    """The user pressed the stop button while this cell ran."""
+
+
+def _md_escape(text: str) -> str:
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
+def _table(headers: list[str], rows: list[list[str]]) -> tuple[str, str]:
+    """A Markdown table and its plain-text twin."""
+    md = "| " + " | ".join(headers) + " |\n|" + "---|" * len(headers) + "\n"
+    md += "".join("| " + " | ".join(_md_escape(c) for c in r) + " |\n" for r in rows)
+    widths = [max(len(str(r[i])) for r in [headers, *rows]) for i in range(len(headers))]
+    plain = "\n".join(
+        "  ".join(str(c).ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in [headers, *rows]
+    )
+    return md, plain
+
+
+def _human_bytes(n: int | None) -> str:
+    from llmspell.machine import human_bytes
+
+    return human_bytes(n)
+
+
+class LLMSpellKernel(Kernel):
+    """A Jupyter kernel whose cells are prompts to a local LLM, with %magics for models and options."""
+
+    implementation = "llmspell_kernel"
+    implementation_version = __version__
+    language = "markdown"
+    language_version = core_version
+    language_info: ClassVar[dict[str, Any]] = {
+        "name": "markdown",
+        "mimetype": "text/markdown",
+        "file_extension": ".md",
+        "pygments_lexer": "markdown",
+        "codemirror_mode": "markdown",
+    }
+    banner = (
+        f"llmspell {core_version}: a cell is a prompt to a local LLM; the conversation carries across cells. "
+        "%help lists the magics."
+    )
+    help_links: ClassVar[list[dict[str, str]]] = []
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._hub: Any = None
+        self._store: Any = None
+        self.conversation = Conversation(model=os.environ.get(DEFAULT_MODEL_ENV, ""))
+        self._cell_task: asyncio.Task[dict[str, Any]] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._names: tuple[float, list[str]] = (0.0, [])
+        #: outputs of the running cell that stay when the streamed answer is replaced by its final form
+        self._kept: list[tuple[str, dict[str, Any]]] = []
+        self._silent = False
+
+    # ----- the core, created on first use so a bad config.toml is an error in a cell, not a dead kernel ------
+
+    @property
+    def hub(self) -> Any:
+        """The core's Hub (backends), created on first use."""
+        if self._hub is None:
+            from llmspell.hub import Hub
+
+            self._hub = Hub()
+            if not self.conversation.model:
+                self.conversation.model = self._hub.config.default_model
+        return self._hub
+
+    @property
+    def store(self) -> Any:
+        """The conversation store shared with the TUI and the REPL."""
+        if self._store is None:
+            from llmspell.store import Store
+
+            self._store = Store()
+        return self._store
+
+    def _saved(self) -> bool:
+        return bool(self.conversation.entries)
+
+    def _persist(self) -> None:
+        if self._saved():
+            self.store.save(self.conversation)
+
+    # ----- output helpers ------------------------------------------------------------------------------------
+
+    def _send(self, msg_type: str, content: dict[str, Any], *, keep: bool = True) -> None:
+        if self._silent:
+            return
+        if keep:
+            self._kept.append((msg_type, content))
+        self.send_response(self.iopub_socket, msg_type, content)
+
+    def _print(self, text: str) -> None:
+        self._send("stream", {"name": "stdout", "text": text if text.endswith("\n") else text + "\n"})
+
+    def _warn(self, text: str) -> None:
+        self._send("stream", {"name": "stderr", "text": text + "\n"})
+
+    def _markdown(
+        self,
+        md: str,
+        plain: str | None = None,
+        display_id: str | None = None,
+        *,
+        update: bool = False,
+        keep: bool = True,
+    ) -> None:
+        content: dict[str, Any] = {
+            "data": {"text/markdown": md, "text/plain": plain if plain is not None else md},
+            "metadata": {},
+            "transient": {},
+        }
+        if display_id:
+            content["transient"] = {"display_id": display_id}
+        self._send("update_display_data" if update else "display_data", content, keep=keep and not update)
+
+    def _result(self, data: dict[str, Any], metadata: dict[str, Any] | None = None) -> None:
+        self._send(
+            "execute_result", {"execution_count": self.execution_count, "data": data, "metadata": metadata or {}}
+        )
+
+    def _error_reply(self, ename: str, message: str) -> dict[str, Any]:
+        lines = message.splitlines() or [ename]
+        tb = [f"\x1b[0;31m{ename}\x1b[0m: {lines[0]}", *lines[1:]]
+        content = {"ename": ename, "evalue": message, "traceback": tb}
+        self._send("error", content)
+        return {"status": "error", "execution_count": self.execution_count, **content}
+
+    # ----- execute -------------------------------------------------------------------------------------------
+
+    async def do_execute(  # type: ignore[override]
+        self,
+        code: str,
+        silent: bool,
+        store_history: bool = True,
+        user_expressions: dict[str, Any] | None = None,
+        allow_stdin: bool = False,
+        *,
+        cell_meta: dict[str, Any] | None = None,
+        cell_id: str | None = None,
+    ) -> dict[str, Any]:
+        """Run one cell: its magics in order, then its prompt; the stop button cancels it within a token."""
+        self._loop = asyncio.get_running_loop()
+        self._silent = silent
+        self._kept = []
+        task = self._loop.create_task(self._execute(code))
+        self._cell_task = task
+        # ipykernel turns SIGINT into KeyboardInterrupt wherever the main thread is; cancelling the cell's task
+        # instead lets the stream close cleanly (aclose in finally) and keeps the message loop intact
+        previous = signal.signal(signal.SIGINT, self._on_sigint)
+        try:
+            return await task
+        finally:
+            signal.signal(signal.SIGINT, previous)
+            self._cell_task = None
+
+    def _on_sigint(self, signum: int, frame: Any) -> None:
+        task, loop = self._cell_task, self._loop
+        if task is not None and loop is not None and not task.done():
+            loop.call_soon_threadsafe(task.cancel)
+
+    async def _execute(self, code: str) -> dict[str, Any]:
+        ok = {"status": "ok", "execution_count": self.execution_count, "payload": [], "user_expressions": {}}
+        try:
+            cell = parse_cell(code)
+            await self._run_cell(cell)
+            return ok
+        except (asyncio.CancelledError, Interrupted):
+            return self._error_reply("Interrupted", "stopped by the user; what arrived until then is kept above")
+        except LLMSpellError as exc:
+            return self._error_reply(type(exc).__name__, str(exc))
+        except Exception as exc:  # one readable line in the cell, the traceback only in the kernel's log
+            self.log.exception("llmspell kernel: unexpected error")
+            return self._error_reply("InternalError", f"{type(exc).__name__}: {exc} (see the kernel log)")
+
+    async def _run_cell(self, cell: Cell) -> None:
+        prompt_used = False
+        for magic in cell.magics:
+            handler = getattr(self, f"_magic_{magic.name}")
+            if magic.spec.uses_prompt:
+                prompt_used = True
+                await handler(magic.arg, cell.prompt)
+            else:
+                await handler(magic.arg)
+        if cell.prompt and not prompt_used:
+            await self._prompt(cell.prompt)
+
+    # ----- streaming an answer -------------------------------------------------------------------------------
+
+    async def _stream_into_display(
+        self, stream: AsyncIterator[Chunk], title: str = ""
+    ) -> tuple[str, Stats | None, str, bool]:
+        """Show a stream as one growing display; returns (text, stats, display id, interrupted)."""
+        display_id = uuid.uuid4().hex
+        head = f"**{title}**\n\n" if title else ""
+        self._markdown(head + "*…*", "…", display_id, keep=False)
+        parts: list[str] = []
+        stats: Stats | None = None
+        last = 0.0
+        interrupted = False
+        try:
+            async for chunk in stream:
+                if chunk.text:
+                    parts.append(chunk.text)
+                    now = time.monotonic()
+                    if now - last >= UPDATE_EVERY:
+                        last = now
+                        text = "".join(parts)
+                        self._markdown(head + text + _CURSOR, text, display_id, update=True)
+                if chunk.done:
+                    stats = chunk.stats
+        except asyncio.CancelledError:
+            interrupted = True
+        except LLMSpellError:
+            self._drop_stream()  # the placeholder goes; the error takes its place
+            raise
+        finally:
+            await stream.aclose()  # type: ignore[attr-defined]
+        text = "".join(parts)
+        if interrupted or stats is None or stats.stop_reason == "cancelled":
+            note = f"*interrupted* · {stats.summary()}" if stats else "*interrupted*"
+            self._markdown(f"{head}{text}\n\n---\n{note}", f"{text}\n[interrupted]", display_id, update=True)
+            raise Interrupted
+        return text, stats, display_id, False
+
+    def _footer(self, stats: Stats | None) -> str:
+        return f"\n\n---\n<small>{self.conversation.model} · {stats.summary()}</small>" if stats else ""
+
+    def _drop_stream(self) -> None:
+        """Remove the streamed display from the cell (clear_output waits for the next output: no flicker) and
+        send the cell's other outputs again, so only the final form of the answer follows them."""
+        if self._silent:
+            return
+        self.send_response(self.iopub_socket, "clear_output", {"wait": True})
+        kept, self._kept = self._kept, []
+        for msg_type, content in kept:
+            self._send(msg_type, content)
+
+    def _finish(self, md: str, plain: str, metadata: dict[str, Any]) -> None:
+        """Replace the streamed display by the final result (Out[n]), keeping the cell's other outputs."""
+        self._drop_stream()
+        self._result({"text/markdown": md, "text/plain": plain}, metadata)
+
+    async def _prompt(self, text: str, options: Options | None = None) -> tuple[str, Stats | None, str]:
+        conv = self.conversation
+        _ = self.hub  # fills in the default model before the turn is recorded
+        stream = ask(self.hub, conv, text, self.store, options)
+        answer, stats, display_id, _i = await self._stream_into_display(stream)
+        if options is None or options.format is None:
+            meta = {
+                "llmspell": {"conversation": conv.id, "model": conv.model, "stats": stats.to_dict() if stats else None}
+            }
+            self._finish(answer + self._footer(stats), answer, meta)
+        return answer, stats, display_id
+
+    # ----- magics --------------------------------------------------------------------------------------------
+
+    async def _magic_help(self, arg: str) -> None:
+        self._markdown(help_markdown(arg or None))
+
+    async def _magic_echo(self, arg: str) -> None:
+        self._print(arg)
+
+    async def _magic_model(self, arg: str) -> None:
+        hub = self.hub
+        if not arg:
+            self._result({"text/plain": self.conversation.model})
+            return
+        info = await hub.info(arg)
+        self.conversation.model = arg
+        self._persist()
+        details = ", ".join(x for x in (info.family, info.parameters, info.quantization) if x)
+        line = f"model: {arg} ({info.name}@{info.backend}{', ' + details if details else ''})"
+        self._print(line)
+        if info.source == "not downloaded":
+            self._warn(f"warning: {info.name} is not downloaded yet; get it with %pull {info.name}@{info.backend}")
+        if info.has_chat_template is False:
+            self._warn(f"warning: {info.name} has no chat template, so it cannot chat")
+
+    async def _model_names(self) -> list[str]:
+        stamp, names = self._names
+        if names and time.monotonic() - stamp < _NAMES_TTL:
+            return names
+        from llmspell.catalog import load_catalog
+
+        found: list[str] = []
+        try:
+            models, _failed = await self.hub.list_all()
+            for m in models:
+                found += [m.name, f"{m.name}@{m.backend}"]
+        except LLMSpellError:
+            pass
+        try:
+            found += load_catalog().tags()
+        except LLMSpellError:
+            pass
+        names = sorted(set(found))
+        self._names = (time.monotonic(), names)
+        return names
+
+    async def _magic_models(self, arg: str) -> None:
+        models, failed = await self.hub.list_all()
+        rows = [
+            [
+                f"{m.name}@{m.backend}",
+                _human_bytes(m.size_bytes),
+                m.quantization or "-",
+                m.family or "-",
+                m.source,
+                "yes" if m.loaded else "",
+            ]
+            for m in models
+        ]
+        md, plain = _table(["model", "size", "quantization", "family", "source", "loaded"], rows)
+        for st in failed:
+            note = (st.error or "not available").splitlines()[0]
+            md += f"\n*{st.backend}: {note}*\n"
+            plain += f"\n{st.backend}: {note}"
+        self._markdown(md, plain)
+
+    async def _magic_status(self, arg: str) -> None:
+        statuses = await self.hub.status_all()
+        rows = []
+        for s in statuses:
+            why = (s.error or "").replace("\n", " ")
+            rows.append(
+                [
+                    s.backend,
+                    "ready" if s.ready else "not ready",
+                    s.version or "",
+                    s.device or "",
+                    str(s.model_count),
+                    ", ".join(s.loaded),
+                    "; ".join(x for x in (why, *s.notes) if x),
+                ]
+            )
+        md, plain = _table(["backend", "state", "version", "device", "models", "loaded", "notes"], rows)
+        self._markdown(md, plain)
+
+    async def _magic_system(self, arg: str) -> None:
+        _ = self.hub
+        self.conversation.system = arg or None
+        self._persist()
+        self._print(f"system prompt: {arg}" if arg else "system prompt cleared")
+
+    async def _magic_set(self, arg: str) -> None:
+        _ = self.hub
+        if arg:
+            self.conversation.options = self.conversation.options.with_text(arg)
+            self._persist()
+        shown = " ".join(f"{k}={v}" for k, v in self.conversation.options.to_dict().items())
+        self._print(f"options: {shown or '(the defaults)'}")
+
+    async def _magic_reset(self, arg: str) -> None:
+        _ = self.hub
+        old = self.conversation
+        self.conversation = Conversation(model=old.model, system=old.system, options=old.options)
+        self._print(f"new conversation {self.conversation.id} (model {old.model})")
+
+    async def _magic_history(self, arg: str) -> None:
+        _ = self.hub
+        words = arg.split()
+        if words and words[0] == "list":
+            rows = [
+                [
+                    c["id"],
+                    c["title"],
+                    c["model"],
+                    str(c["messages"]),
+                    time.strftime("%Y-%m-%d %H:%M", time.localtime(c["updated"])),
+                ]
+                for c in self.store.list(20)
+            ]
+            md, plain = _table(["id", "title", "model", "messages", "updated"], rows)
+            self._markdown(md, plain)
+            return
+        if words and words[0] == "open":
+            if len(words) != 2:
+                raise MagicError("%history open needs one conversation id", hint="%history list shows them")
+            self.conversation = self.store.load(words[1])
+            self._print(
+                f"continuing conversation {self.conversation.id} ({len(self.conversation.entries)} "
+                f"messages, model {self.conversation.model})"
+            )
+            return
+        if words:
+            raise MagicError(f"%history does not know {words[0]!r}", hint=f"usage: {MAGICS['history'].usage}")
+        conv = self.conversation
+        stored = "stored" if self._saved() else "not stored yet (no prompt so far)"
+        md = f"conversation `{conv.id}` · model `{conv.model}` · {stored}"
+        if conv.system:
+            md += f"\n\n**system:** {conv.system}"
+        for e in conv.entries:
+            who = "you" if e.role == "user" else (e.model or conv.model)
+            mark = "" if e.state == "done" else " *(interrupted)*"
+            md += f"\n\n**{who}:** {e.content}{mark}"
+        plain = f"conversation {conv.id} ({conv.model}, {len(conv.entries)} messages)"
+        self._markdown(md, plain)
+
+    async def _magic_save(self, arg: str) -> None:
+        conv = self.conversation
+        path = Path(arg).expanduser()
+        if path.suffix.lower() == ".json":
+            data = {
+                "id": conv.id,
+                "model": conv.model,
+                "system": conv.system,
+                "options": conv.options.to_dict(),
+                "messages": [
+                    {
+                        "role": e.role,
+                        "content": e.content,
+                        "model": e.model,
+                        "state": e.state,
+                        "stats": e.stats.to_dict() if e.stats else None,
+                    }
+                    for e in conv.entries
+                ],
+            }
+            text = json.dumps(data, indent=2, ensure_ascii=False) + "\n"
+        else:
+            text = conv.to_markdown()
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(text, encoding="utf-8")
+        except OSError as exc:
+            why = exc.strerror or exc
+            raise MagicError(f"cannot write {path}: {why}", hint="pick a folder you can write to") from None
+        self._print(f"saved {len(conv.entries)} messages to {path}")
+
+    async def _magic_pull(self, arg: str) -> None:
+        display_id = uuid.uuid4().hex
+        index = len(self._kept)
+        self._markdown(f"pulling `{arg}`…", f"pulling {arg}", display_id)
+        last = 0.0
+        final = None
+        stream = self.hub.pull(arg)
+        try:
+            async for p in stream:
+                now = time.monotonic()
+                if p.total and not p.done:
+                    if now - last < 0.2 and p.completed < p.total:
+                        continue
+                    bar = "█" * int(p.fraction * 30)
+                    done = f"{_human_bytes(p.completed)}/{_human_bytes(p.total)}"
+                    line = f"{p.status} {p.fraction:4.0%} `{bar:<30}` {done}"
+                else:
+                    line = p.status
+                last = now
+                final = p
+                self._markdown(line, line, display_id, update=True)
+        finally:
+            await stream.aclose()
+        where = f" ({final.path})" if final is not None and final.path else ""
+        line = f"pulled {arg}{where}"
+        self._markdown(line, line, display_id, update=True)
+        self._kept[index] = (
+            "display_data",
+            {
+                "data": {"text/plain": line, "text/markdown": line},
+                "metadata": {},
+                "transient": {"display_id": display_id},
+            },
+        )
+        self._names = (0.0, [])
+
+    async def _magic_compare(self, arg: str, prompt: str) -> None:
+        specs = arg.split()
+        hub = self.hub
+        for spec in specs:
+            hub.spec(spec)  # every spec is checked before the first model runs
+        conv = self.conversation
+        messages = ([Message("system", conv.system)] if conv.system else []) + [Message("user", prompt)]
+        for spec in specs:
+            try:
+                stream = hub.chat(spec, messages, conv.options)
+                text, stats, display_id, _i = await self._stream_into_display(stream, title=spec)
+            except LLMSpellError as exc:
+                self._markdown(f"**{spec}**\n\n*{exc}*", f"{spec}: {exc}")
+                continue
+            md = f"**{spec}**\n\n{text}\n\n---\n<small>{stats.summary() if stats else ''}</small>"
+            self._markdown(md, f"{spec}: {text}", display_id, update=True)
+            self._kept.append(
+                (
+                    "display_data",
+                    {
+                        "data": {"text/markdown": md, "text/plain": f"{spec}: {text}"},
+                        "metadata": {},
+                        "transient": {"display_id": display_id},
+                    },
+                )
+            )
+
+    async def _magic_json(self, arg: str, prompt: str) -> None:
+        _ = self.hub
+        try:
+            options = Options(format=arg if arg else "json")
+        except InvalidOptions as exc:
+            raise MagicError(
+                f"%json needs a JSON schema: {exc.message.split('; ', 1)[-1]}",
+                hint='e.g. %json {"type": "object", "properties": {"x": {"type": "integer"}}}',
+            ) from None
+        answer, stats, _ = await self._prompt(prompt, options)
+        try:
+            value = json.loads(answer)
+        except json.JSONDecodeError as exc:
+            why = (
+                " (it stopped at max_tokens; raise it with %set max_tokens=...)"
+                if stats and stats.stop_reason == "length"
+                else ""
+            )
+            raise MagicError(f"the answer is not valid JSON{why}: {exc}") from None
+        meta = {
+            "llmspell": {
+                "conversation": self.conversation.id,
+                "model": self.conversation.model,
+                "stats": stats.to_dict() if stats else None,
+            }
+        }
+        self._drop_stream()
+        pretty = json.dumps(value, indent=2, ensure_ascii=False)
+        self._result(
+            {
+                "application/json": value if isinstance(value, (dict, list)) else {"value": value},
+                "text/plain": pretty,
+                "text/markdown": f"```json\n{pretty}\n```{self._footer(stats)}",
+            },
+            meta,
+        )
+
+    # ----- completion, inspection, is_complete, shutdown -----------------------------------------------------
+
+    async def do_complete(self, code: str, cursor_pos: int | None) -> dict[str, Any]:  # type: ignore[override]
+        """Magic names after ``%``, model names after ``%model`` (and %pull, %compare)."""
+        cursor = len(code) if cursor_pos is None else cursor_pos
+        kind, word, start = completion_context(code, cursor)
+        matches: list[str] = []
+        if kind == "magic":
+            matches = ["%" + m for m in MAGICS if ("%" + m).startswith(word)]
+        elif kind == "model":
+            try:
+                names = await self._model_names()
+            except LLMSpellError:
+                names = []
+            matches = [n for n in names if n.startswith(word)]
+        return {"status": "ok", "matches": matches, "cursor_start": start, "cursor_end": cursor, "metadata": {}}
+
+    async def do_inspect(  # type: ignore[override]
+        self, code: str, cursor_pos: int, detail_level: int = 0, omit_sections: Any = ()
+    ) -> dict[str, Any]:
+        """Help for a magic, or the details of a model name under the cursor."""
+        from llmspell_kernel.magics import word_at
+
+        word = word_at(code, cursor_pos)
+        data: dict[str, str] = {}
+        if word.startswith("%") and word[1:] in MAGICS:
+            text = help_markdown(word)
+            data = {"text/markdown": text, "text/plain": text}
+        elif word and not word.startswith("%"):
+            try:
+                info = await self.hub.info(word)
+            except LLMSpellError:
+                info = None
+            if info is not None:
+                fields = [
+                    ("model", f"{info.name}@{info.backend}"),
+                    ("family", info.family),
+                    ("parameters", info.parameters),
+                    ("quantization", info.quantization),
+                    ("context", info.context_length),
+                    ("size", _human_bytes(info.size_bytes) if info.size_bytes else None),
+                    ("source", info.source),
+                    ("file", info.location),
+                    ("license", info.license),
+                    ("chat template", "yes" if info.has_chat_template else "none"),
+                ]
+                rows = [(k, str(v)) for k, v in fields if v not in (None, "")]
+                plain = "\n".join(f"{k + ':':15} {v}" for k, v in rows)
+                data = {"text/plain": plain, "text/markdown": "\n".join(f"- **{k}**: {v}" for k, v in rows)}
+        return {"status": "ok", "found": bool(data), "data": data, "metadata": {}}
+
+    async def do_is_complete(self, code: str) -> dict[str, Any]:  # type: ignore[override]
+        """'invalid' for an unknown magic, 'incomplete' while a prompt is clearly unfinished, else 'complete'."""
+        status = is_complete(code)
+        return {"status": status, "indent": ""} if status == "incomplete" else {"status": status}
+
+    async def do_shutdown(self, restart: bool) -> dict[str, Any]:  # type: ignore[override]
+        """Unload models and close the store."""
+        if self._hub is not None:
+            await self._hub.close()
+        if self._store is not None:
+            self._store.close()
+        return {"status": "ok", "restart": restart}

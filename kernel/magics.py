@@ -1,0 +1,203 @@
+"""Cell parsing for the llmspell kernel: magic lines on top, the prompt below; names, help and completion."""
+
+from __future__ import annotations
+
+import difflib
+import re
+from dataclasses import dataclass
+
+from llmspell.errors import LLMSpellError
+
+
+class MagicError(LLMSpellError):
+    """A magic that does not exist, or one given arguments it cannot take."""
+
+    kind = "magic_error"
+
+
+@dataclass(frozen=True)
+class MagicSpec:
+    """What one magic is called, what it takes and what it does (for %help, completion and checks)."""
+
+    name: str
+    usage: str
+    help: str
+    #: "none": no argument; "optional": may have one; "required": must have one
+    args: str = "optional"
+    #: the magic takes the prompt below it (instead of the prompt going to the conversation)
+    uses_prompt: bool = False
+    #: the argument is a model spec (for completion)
+    models: bool = False
+
+
+MAGICS: dict[str, MagicSpec] = {
+    m.name: m
+    for m in [
+        MagicSpec(
+            "model", "%model [SPEC]", "switch the conversation to a model (no SPEC: show the current one)", models=True
+        ),
+        MagicSpec("models", "%models", "a table of every model of every backend", args="none"),
+        MagicSpec("status", "%status", "each backend: ready or not (and why), version, device, models", args="none"),
+        MagicSpec("system", "%system [TEXT]", "set the system prompt (no TEXT: clear it)"),
+        MagicSpec(
+            "set",
+            "%set KEY=VALUE ...",
+            "set generation options, e.g. temperature=0.2 seed=1 max_tokens=200 (no argument: show them;"
+            " KEY=default resets one)",
+        ),
+        MagicSpec("reset", "%reset", "start a new conversation (model, system prompt and options stay)", args="none"),
+        MagicSpec(
+            "history",
+            "%history [list | open ID]",
+            "show this conversation and its id; `list`: recent stored conversations; `open ID`: continue one",
+        ),
+        MagicSpec("pull", "%pull SPEC", "download a model, with progress", args="required", models=True),
+        MagicSpec(
+            "compare",
+            "%compare SPEC1 SPEC2 [...]",
+            "send the prompt below to each model, one after another, each with its stats",
+            args="required",
+            uses_prompt=True,
+            models=True,
+        ),
+        MagicSpec(
+            "json",
+            "%json [SCHEMA]",
+            "answer the prompt below as JSON matching SCHEMA (a JSON schema; none: any JSON);"
+            " the parsed value is the cell's result",
+            uses_prompt=True,
+        ),
+        MagicSpec(
+            "save", "%save FILE", "write the conversation to FILE (.json: JSON, otherwise Markdown)", args="required"
+        ),
+        MagicSpec("echo", "%echo TEXT", "print TEXT to the cell's standard output (handy in notebooks and tests)"),
+        MagicSpec("help", "%help [MAGIC]", "this list, or the help of one magic"),
+    ]
+}
+
+_MAGIC_LINE = re.compile(r"^%(?P<name>[A-Za-z_][\w-]*)?(?P<rest>.*)$")
+
+
+@dataclass(frozen=True)
+class Magic:
+    """One magic line of a cell: the magic and its argument text."""
+
+    name: str
+    arg: str
+    line: int
+
+    @property
+    def spec(self) -> MagicSpec:
+        """The magic's description."""
+        return MAGICS[self.name]
+
+
+@dataclass(frozen=True)
+class Cell:
+    """A parsed cell: its magic lines in order, then the prompt (possibly empty)."""
+
+    magics: tuple[Magic, ...]
+    prompt: str
+
+
+def _unknown(name: str) -> MagicError:
+    close = difflib.get_close_matches(name, list(MAGICS), n=2, cutoff=0.6) if name else []
+    hint = f"did you mean {' or '.join('%' + c for c in close)}? " if close else ""
+    return MagicError(
+        f"unknown magic %{name}" if name else "a magic needs a name after %",
+        hint=f"{hint}%help lists the magics: {', '.join('%' + m for m in MAGICS)}",
+    )
+
+
+def parse_cell(code: str) -> Cell:
+    """Split a cell into its leading magic lines and the prompt; every magic is checked before anything runs."""
+    lines = code.splitlines()
+    magics: list[Magic] = []
+    i = 0
+    while i < len(lines):
+        stripped = lines[i].strip()
+        if not stripped:
+            i += 1
+            continue
+        if not stripped.startswith("%"):
+            break
+        found = _MAGIC_LINE.match(stripped)
+        name = (found.group("name") or "") if found else ""
+        rest = found.group("rest") if found else ""
+        if name not in MAGICS or (rest and not rest[0].isspace()):
+            raise _unknown(name + (rest.split()[0] if rest and not rest[0].isspace() else ""))
+        magics.append(Magic(name, rest.strip(), i + 1))
+        i += 1
+    prompt = "\n".join(lines[i:]).strip()
+    for m in magics:
+        if m.spec.args == "none" and m.arg:
+            raise MagicError(f"%{m.name} takes no argument, not {m.arg!r}", hint=f"usage: {m.spec.usage}")
+        if m.spec.args == "required" and not m.arg:
+            raise MagicError(f"%{m.name} needs an argument", hint=f"usage: {m.spec.usage}")
+        if m.spec.uses_prompt and not prompt:
+            raise MagicError(f"%{m.name} needs a prompt on the lines below it", hint=f"usage: {m.spec.usage}\nPROMPT")
+    users = [m for m in magics if m.spec.uses_prompt]
+    if len(users) > 1:
+        raise MagicError(
+            f"%{users[0].name} and %{users[1].name} both want the prompt; use one per cell",
+            hint="split the cell in two",
+        )
+    return Cell(tuple(magics), prompt)
+
+
+def help_markdown(name: str | None = None) -> str:
+    """The %help text: every magic, or one."""
+    if name:
+        key = name.lstrip("%")
+        if key not in MAGICS:
+            raise _unknown(key)
+        m = MAGICS[key]
+        return f"`{m.usage}`: {m.help}"
+    rows = "\n".join(f"| `{m.usage}` | {m.help} |" for m in MAGICS.values())
+    return (
+        "A cell of plain text is a prompt to the current model; the conversation carries across cells.\n"
+        "Magics go on the first lines of a cell; the prompt (if any) follows them.\n\n"
+        "| magic | what it does |\n|---|---|\n" + rows + "\n\nInterrupt (the stop button) stops an answer and keeps"
+        " what arrived. Tab completes magics and model names; Shift-Tab on a model name shows its details."
+    )
+
+
+def is_complete(code: str) -> str:
+    """The kernel's is_complete answer: 'invalid' for a bad magic, 'incomplete' inside a code fence or after '\\'."""
+    try:
+        parse_cell(code)
+    except MagicError as exc:
+        # a prompt is still being typed below a magic that wants one
+        if "needs a prompt" in exc.message:
+            return "incomplete"
+        return "invalid"
+    if code.count("```") % 2 == 1 or code.rstrip("\n").endswith("\\"):
+        return "incomplete"
+    return "complete"
+
+
+def completion_context(code: str, cursor: int) -> tuple[str, str, int]:
+    """What is being completed at ``cursor``: ("magic"|"model"|"", the word so far, where the word starts)."""
+    line_start = code.rfind("\n", 0, cursor) + 1
+    line = code[line_start:cursor]
+    word_start = max(line.rfind(" "), line.rfind("\t")) + 1
+    word = line[word_start:]
+    stripped = line.lstrip()
+    if stripped.startswith("%") and not any(ch.isspace() for ch in stripped):
+        return "magic", stripped, line_start + len(line) - len(stripped)
+    first = line.split(maxsplit=1)[0] if line.strip() else ""
+    if first.startswith("%") and first[1:] in MAGICS and MAGICS[first[1:]].models and word_start > 0:
+        return "model", word, line_start + word_start
+    return "", word, line_start + word_start
+
+
+def word_at(code: str, cursor: int) -> str:
+    """The whitespace-delimited word under the cursor (for inspect)."""
+    cursor = min(max(cursor, 0), len(code))
+    start = cursor
+    while start > 0 and not code[start - 1].isspace():
+        start -= 1
+    end = cursor
+    while end < len(code) and not code[end].isspace():
+        end += 1
+    return code[start:end]
