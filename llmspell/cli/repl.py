@@ -1,0 +1,77 @@
+"""``llmspell chat``: the command-line side of the REPL (flags, piped or interactive), kept light to import.
+
+The session itself (prompt_toolkit and rich) lives in ``repl_session`` and is imported only when
+``chat`` runs, so other ``llmspell`` commands start without loading either.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+from llmspell.types import Options
+
+#: the option flags ``llmspell run`` has, with the same names and types, so both commands read alike
+_OPTION_FLAGS: tuple[tuple[str, str, type], ...] = (
+    ("--temperature", "temperature", float),
+    ("--top-k", "top_k", int),
+    ("--top-p", "top_p", float),
+    ("--min-p", "min_p", float),
+    ("--repeat-penalty", "repeat_penalty", float),
+    ("--seed", "seed", int),
+    ("--max-tokens", "max_tokens", int),
+    ("--num-ctx", "num_ctx", int),
+)
+
+
+def add_chat_parser(sub: Any) -> None:
+    """Register the ``chat`` subcommand on the top-level subparsers."""
+    c = sub.add_parser(
+        "chat",
+        help="talk to a model in a REPL (streaming, history, slash commands; /help inside)",
+        description="Talk to a model. Piped input (echo hi | llmspell chat MODEL) answers once and exits.",
+    )
+    c.add_argument("model", nargs="?", default=None, help="model spec (default: the configured default model)")
+    c.add_argument("--system", help="system prompt")
+    c.add_argument("--quiet", "-q", action="store_true", help="no stats line after each answer")
+    c.add_argument("--raw", action="store_true", help="print answers as plain text, not rendered Markdown")
+    c.add_argument(
+        "--resume",
+        nargs="?",
+        const="latest",
+        metavar="ID",
+        help="continue the latest conversation, or the one with this id (or title)",
+    )
+    for flag, dest, kind in _OPTION_FLAGS:
+        c.add_argument(flag, dest=dest, type=kind)
+    c.add_argument("--stop", action="append", help="stop sequence (repeatable)")
+    c.add_argument("--format", help='"json", a JSON schema, or @file.json: answers must match it')
+    c.set_defaults(func=cmd_chat)
+
+
+def chat_options(args: argparse.Namespace) -> Options:
+    """The generation options given as flags, read exactly as ``llmspell run`` reads them."""
+    from llmspell.cli.main import _options
+
+    return _options(args)
+
+
+async def cmd_chat(args: argparse.Namespace) -> int:
+    """Open the REPL on a terminal, or answer standard input once when it is piped."""
+    from llmspell.api import get_hub
+    from llmspell.cli.repl_session import Repl
+    from llmspell.store import Store
+
+    options = chat_options(args)
+    interactive = sys.stdin.isatty()
+    store = Store()
+    try:
+        repl = Repl(get_hub(), store, quiet=args.quiet, raw=args.raw, interactive=interactive)
+        if not await repl.open(args.model, system=args.system, options=options, resume=args.resume):
+            return 1
+        if interactive:
+            return await repl.run()
+        return await repl.run_piped(sys.stdin.read())
+    finally:
+        store.close()

@@ -1,0 +1,810 @@
+"""The ``llmspell chat`` session: a prompt_toolkit prompt, slash commands, and answers streamed through the core.
+
+Everything the session touches comes in through its constructor (hub, store, consoles, prompt input
+and output, history file), so tests drive it in-process with a pipe input and a dummy output, and the
+command line drives it on a real terminal. It uses only the core's contract: ``Hub``, ``chat.ask``,
+``Conversation``, ``Store`` and the types.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import difflib
+import os
+import signal
+import time
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+from prompt_toolkit import PromptSession
+from prompt_toolkit.completion import CompleteEvent, Completer, Completion
+from prompt_toolkit.document import Document
+from prompt_toolkit.enums import DEFAULT_BUFFER
+from prompt_toolkit.filters import has_focus
+from prompt_toolkit.formatted_text import FormattedText
+from prompt_toolkit.history import FileHistory, History, InMemoryHistory
+from prompt_toolkit.input import Input
+from prompt_toolkit.key_binding import KeyBindings, KeyPressEvent
+from prompt_toolkit.output import Output
+from rich.console import Console
+from rich.text import Text
+
+from llmspell import config as cfgmod
+from llmspell.chat import Conversation, Entry, ask
+from llmspell.cli.repl_render import make_view
+from llmspell.errors import InvalidOptions, LLMSpellError, ModelNotFound
+from llmspell.hub import Hub
+from llmspell.store import Store, StoreError
+from llmspell.types import Options, Stats, parse_option_value, parse_option_words
+
+T = TypeVar("T")
+
+PROMPT = ">>> "
+CONTINUATION = "... "
+FENCE = '"""'
+#: settings of the face itself that /set accepts next to the core's options
+DISPLAY_SETTINGS = {"quiet": "hide the stats line after answers", "markdown": "render answers as Markdown"}
+_TRUE = {"on", "true", "yes", "1"}
+_FALSE = {"off", "false", "no", "0"}
+
+
+@dataclass(frozen=True)
+class Command:
+    """One slash command: its handler, how to call it, and what it does."""
+
+    name: str
+    usage: str
+    help: str
+    handler: Callable[[Repl, str], Awaitable[bool]]
+    aliases: tuple[str, ...] = ()
+
+
+def _format_error(exc: BaseException) -> str:
+    if isinstance(exc, LLMSpellError):
+        return f"{exc.message}; {exc.hint}" if exc.hint else exc.message
+    return f"{type(exc).__name__}: {exc}"
+
+
+def _age(ts: float) -> str:
+    seconds = max(time.time() - ts, 0)
+    for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
+        if seconds >= size:
+            return f"{seconds / size:.0f} {unit} ago"
+    return "just now"
+
+
+def _is_open_block(text: str) -> bool:
+    """True while a ``\"\"\"`` block typed at the prompt has not been closed yet."""
+    stripped = text.strip()
+    return stripped.startswith(FENCE) and (len(stripped) < 6 or not stripped.endswith(FENCE))
+
+
+def prompt_text(line: str) -> str:
+    """What a line typed at the prompt sends: ``\"\"\"`` fences removed, outer blank lines trimmed."""
+    text = line.strip("\n")
+    stripped = text.strip()
+    if stripped.startswith(FENCE):
+        stripped = stripped[len(FENCE) :]
+        if stripped.endswith(FENCE):
+            stripped = stripped[: -len(FENCE)]
+        return stripped.strip("\n")
+    return text.strip()
+
+
+class ReplCompleter(Completer):
+    """Completes slash commands, model names (/model, /compare), option names (/set) and saved titles (/load)."""
+
+    def __init__(self, repl: Repl) -> None:
+        self.repl = repl
+
+    def get_completions(self, document: Document, complete_event: CompleteEvent) -> Iterator[Completion]:
+        """The completions for the text before the cursor."""
+        text = document.text_before_cursor
+        if not text.startswith("/") or "\n" in text:
+            return
+        if " " not in text:
+            for each in self.repl.commands.values():
+                if each.name.startswith(text):
+                    yield Completion(each.name, -len(text), display_meta=each.help)
+            return
+        name, _, arg = text.partition(" ")
+        word = arg.rsplit(" ", 1)[-1]
+        choices: Iterable[str] = ()
+        cmd = self.repl.lookup(name)
+        if cmd is None:
+            return
+        if cmd.name in ("/model", "/compare"):
+            choices = self.repl.model_names
+        elif cmd.name == "/set" and " " not in arg:
+            choices = [*Options.names(), *DISPLAY_SETTINGS]
+        elif cmd.name == "/load" and " " not in arg:
+            choices = self.repl.saved_titles()
+        elif cmd.name == "/json" and " " not in arg:
+            choices = ["off"]
+        for choice in choices:
+            if choice.startswith(word) and choice != word:
+                yield Completion(choice, -len(word))
+
+
+class Repl:
+    """One chat session: a conversation, the prompt that feeds it, and the commands that steer it."""
+
+    def __init__(
+        self,
+        hub: Hub,
+        store: Store,
+        *,
+        console: Console | None = None,
+        err_console: Console | None = None,
+        input: Input | None = None,
+        output: Output | None = None,
+        history: History | None = None,
+        quiet: bool = False,
+        raw: bool = False,
+        interactive: bool = True,
+    ) -> None:
+        self.hub = hub
+        self.store = store
+        self.interactive = interactive
+        self.console = console or Console(highlight=False)
+        # piped use keeps standard output for the answer alone
+        self.err = err_console or (self.console if interactive else Console(stderr=True, highlight=False))
+        self.input = input
+        self.output = output
+        self.history = history
+        self.quiet = quiet
+        self.markdown = not raw
+        self.conv = Conversation(hub.config.default_model)
+        #: why the current model cannot be used, or None when it can
+        self.model_error: str | None = None
+        #: models the next prompt goes to, set by /compare
+        self.compare_next: list[str] | None = None
+        self.model_names: list[str] = []
+        self.commands: dict[str, Command] = {}
+        self._aliases: dict[str, str] = {}
+        for cmd in _COMMANDS:
+            self.commands[cmd.name] = cmd
+            for alias in cmd.aliases:
+                self._aliases[alias] = cmd.name
+        self._names_task: asyncio.Task[None] | None = None
+        #: set when Ctrl-C cancelled the running action (as opposed to the session being cancelled)
+        self.interrupted = False
+        self.session: PromptSession[str] | None = None
+
+    # ----- output ----------------------------------------------------------------------------------
+
+    def say(self, text: str, style: str = "") -> None:
+        """Print one line of the face's own (not the model's) text."""
+        self.console.print(Text(text, style=style), soft_wrap=True)
+
+    def error(self, exc: BaseException | str) -> None:
+        """One readable line naming the cause and the fix; never a traceback."""
+        message = exc if isinstance(exc, str) else _format_error(exc)
+        self.err.print(Text(f"error: {message}", style="red"), soft_wrap=True)
+
+    def dim(self, text: str) -> None:
+        """A secondary line (stats, hints); piped, it goes to stderr so stdout holds only the answer."""
+        (self.console if self.interactive else self.err).print(Text(text, style="dim"), soft_wrap=True)
+
+    # ----- setting up --------------------------------------------------------------------------------
+
+    async def open(
+        self,
+        spec: str | None = None,
+        *,
+        system: str | None = None,
+        options: Options | None = None,
+        resume: str | None = None,
+    ) -> bool:
+        """Start a new conversation (or reopen one); False when the session cannot go on."""
+        if resume:
+            try:
+                self.conv = self._find_conversation(resume)
+            except LLMSpellError as exc:
+                self.error(exc)
+                return False
+            if spec:
+                self.conv.model = spec
+        else:
+            self.conv = Conversation(spec or self.hub.config.default_model)
+        if system is not None:
+            self.conv.system = system or None
+        if options is not None:
+            self.conv.options = self.conv.options.merged(options)
+        if resume and self.interactive:
+            self._replay(self.conv)
+        await self._check_current_model()
+        return not (self.model_error and not self.interactive)
+
+    async def check_model(self, spec: str) -> str:
+        """The spec bound to the backend that will serve it; raises the core's error when it cannot be used."""
+        backend, parsed = await self.hub.resolve(spec)
+        if not await backend.has_model(parsed):
+            # info() raises the precise reason: unknown model, server down, not downloaded
+            info = await backend.info(parsed)
+            if info.source == "not downloaded":
+                raise ModelNotFound(f"{parsed} is not downloaded", hint=f"pull it with: llmspell model pull {parsed}")
+        return str(parsed)
+
+    async def _check_current_model(self) -> None:
+        try:
+            await self.check_model(self.conv.model)
+            self.model_error = None
+        except LLMSpellError as exc:
+            self.model_error = _format_error(exc)
+            self.error(exc)
+            if self.interactive:
+                self.dim("pick another model with /model SPEC (/models lists them)")
+
+    def _find_conversation(self, key: str) -> Conversation:
+        if key == "latest":
+            recent = self.store.list(1)
+            if not recent:
+                raise StoreError("there is no saved conversation to resume", hint="start one with: llmspell chat MODEL")
+            return self.store.load(recent[0]["id"])
+        folded = key.casefold()
+        for row in self.store.list(10_000):
+            if row["title"].casefold() == folded:
+                return self.store.load(row["id"])
+        return self.store.load(key)
+
+    def saved_titles(self) -> list[str]:
+        """Titles of saved conversations, most recent first (for /load completion)."""
+        try:
+            return [row["title"] for row in self.store.list(200)]
+        except LLMSpellError:
+            return []
+
+    async def _load_names(self) -> None:
+        """Fill model-name completion from every backend and the catalog, off the startup path."""
+        names: set[str] = set()
+        with contextlib.suppress(Exception):
+            models, _ = await self.hub.list_all()
+            for m in models:
+                names.update((m.name, f"{m.name}@{m.backend}"))
+        with contextlib.suppress(Exception):
+            from llmspell.catalog import load_catalog
+
+            names.update(await asyncio.to_thread(lambda: load_catalog().tags()))
+        self.model_names = sorted(names)
+
+    # ----- the loop ------------------------------------------------------------------------------------
+
+    def _key_bindings(self) -> KeyBindings:
+        kb = KeyBindings()
+        focused = has_focus(DEFAULT_BUFFER)
+
+        @kb.add("escape", "enter", filter=focused)
+        def _newline(event: KeyPressEvent) -> None:
+            event.current_buffer.insert_text("\n")
+
+        @kb.add("enter", filter=focused)
+        def _enter(event: KeyPressEvent) -> None:
+            buf = event.current_buffer
+            if _is_open_block(buf.text):
+                buf.insert_text("\n")
+            else:
+                buf.validate_and_handle()
+
+        return kb
+
+    def make_session(self) -> PromptSession[str]:
+        """The prompt: history file, completion, multiline keys, on the injected input and output."""
+        history = self.history
+        if history is None:
+            path = cfgmod.repl_history_path()
+            try:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                history = FileHistory(str(path))
+            except OSError:
+                history = InMemoryHistory()
+        return PromptSession(
+            history=history,
+            completer=ReplCompleter(self),
+            complete_while_typing=True,
+            reserve_space_for_menu=4,
+            key_bindings=self._key_bindings(),
+            multiline=True,
+            prompt_continuation=CONTINUATION,
+            placeholder=FormattedText([("class:placeholder", "Send a message (/help for help)")]),
+            input=self.input,
+            output=self.output,
+        )
+
+    def banner(self) -> None:
+        """The first lines of a session: the model, and how to get help and leave."""
+        self.dim(f"llmspell chat · {self.conv.model} · /help for commands, Ctrl-D or /bye to leave")
+
+    async def run(self) -> int:
+        """The interactive loop, until Ctrl-D or /bye."""
+        self.session = self.make_session()
+        self._names_task = asyncio.create_task(self._load_names())
+        self.banner()
+        try:
+            while True:
+                try:
+                    line = await self.session.prompt_async(PROMPT)
+                except KeyboardInterrupt:
+                    continue  # Ctrl-C at the prompt clears the line
+                except EOFError:
+                    break
+                keep_going = await self.guarded(self.handle(line), default=True)
+                if not keep_going:
+                    break
+        finally:
+            if self._names_task is not None:
+                self._names_task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await self._names_task
+        return 0
+
+    async def run_piped(self, text: str) -> int:
+        """Answer standard input once (no prompt UI); exit code 1 on an error, 130 when interrupted."""
+        text = text.strip()
+        if not text:
+            self.error("no prompt on standard input; pipe one in, e.g. echo hi | llmspell chat MODEL")
+            return 2
+        if self.model_error:
+            return 1
+        outcome = await self.guarded(self.stream_turn(self.conv, text), default="interrupted")
+        return {"done": 0, "interrupted": 130}.get(outcome, 1)
+
+    @contextlib.contextmanager
+    def _sigint_cancels(self, task: asyncio.Task[Any]) -> Iterator[None]:
+        """While ``task`` runs, Ctrl-C (SIGINT) cancels it instead of ending the program."""
+        loop = asyncio.get_running_loop()
+
+        def interrupt() -> None:
+            self.interrupted = True
+            task.cancel()
+
+        try:
+            loop.add_signal_handler(signal.SIGINT, interrupt)
+        except (ValueError, RuntimeError, NotImplementedError):  # not the main thread, or no signals here
+            yield
+            return
+        try:
+            yield
+        finally:
+            loop.remove_signal_handler(signal.SIGINT)
+
+    async def guarded(self, coro: Coroutine[Any, Any, T], default: T) -> T:
+        """Run one action so that Ctrl-C cancels it (not the session) and no failure shows a traceback."""
+        self.interrupted = False
+        task = asyncio.ensure_future(coro)
+        with self._sigint_cancels(task):
+            try:
+                return await task
+            except asyncio.CancelledError:
+                if not self.interrupted:
+                    raise  # the session itself is being cancelled, not by Ctrl-C
+                self.dim("interrupted")
+            except LLMSpellError as exc:
+                self.error(exc)
+            except Exception as exc:  # a bug must not end the session: one line, and the debug switch
+                if os.environ.get("LLMSPELL_DEBUG"):
+                    raise
+                self.error(f"internal error: {type(exc).__name__}: {exc} (set LLMSPELL_DEBUG=1 for the traceback)")
+        return default
+
+    async def handle(self, line: str) -> bool:
+        """One line typed at the prompt; False ends the session."""
+        stripped = line.strip()
+        if not stripped:
+            return True
+        if stripped.startswith("/") and not stripped.startswith("//"):
+            return await self.command(stripped)
+        text = prompt_text(line)
+        if text.startswith("//"):
+            text = text[1:]  # "//" sends a message that starts with a slash
+        if text:
+            await self.answer(text)
+        return True
+
+    def lookup(self, name: str) -> Command | None:
+        """The command called ``name`` (or one of its aliases)."""
+        return self.commands.get(self._aliases.get(name, name))
+
+    async def command(self, line: str) -> bool:
+        """Run a slash command; unknown ones get one line saying what exists."""
+        name, _, arg = line.partition(" ")
+        if "\n" in name:
+            name, _, rest = name.partition("\n")
+            arg = rest + (" " + arg if arg else "")
+        cmd = self.lookup(name.lower())
+        if cmd is None:
+            names = [*self.commands, *self._aliases]
+            close = difflib.get_close_matches(name.lower(), names, n=1, cutoff=0.6)
+            hint = f"did you mean {close[0]}? " if close else ""
+            self.error(f"unknown command {name}; {hint}/help lists the commands")
+            return True
+        return await cmd.handler(self, arg.strip())
+
+    # ----- answers -------------------------------------------------------------------------------------
+
+    async def answer(self, text: str) -> None:
+        """Send ``text`` to the model (or, after /compare, to several models in turn)."""
+        if self.compare_next:
+            specs, self.compare_next = self.compare_next, None
+            await self.compare(specs, text)
+            return
+        if self.model_error:
+            self.error(f"{self.conv.model} cannot be used ({self.model_error}); pick one with /model SPEC")
+            return
+        await self.stream_turn(self.conv, text)
+
+    async def stream_turn(self, conv: Conversation, text: str) -> str:
+        """Stream one answer to the screen and record it; 'done', 'interrupted' or 'error'."""
+        view = make_view(self.console, markdown=self.markdown and conv.options.format is None)
+        stats: Stats | None = None
+        outcome = "done"
+        stream = ask(self.hub, conv, text, self.store)
+        try:
+            async for chunk in stream:
+                view.feed(chunk.text)
+                if chunk.done:
+                    stats = chunk.stats
+        except asyncio.CancelledError:
+            if not self.interrupted:
+                raise
+            # Ctrl-C ends only this answer: the session goes on, so the cancellation is consumed here
+            current = asyncio.current_task()
+            if current is not None:
+                current.uncancel()
+            outcome = "interrupted"
+        except LLMSpellError as exc:
+            view.close()
+            self.error(exc)
+            return "error"
+        finally:
+            await stream.aclose()
+            view.close()
+        if outcome == "interrupted" or stats is None or stats.stop_reason == "cancelled":
+            self.dim("[interrupted: the partial answer is kept]")
+            return "interrupted"
+        if not self.quiet:
+            self.dim(stats.summary())
+        return outcome
+
+    async def compare(self, specs: list[str], text: str) -> None:
+        """Send one prompt to several models, one after the other; each answer is saved as its own conversation."""
+        rows: list[tuple[str, Stats | None, str]] = []
+        for spec in specs:
+            self.console.rule(Text(spec, style="bold"))
+            try:
+                model = await self.check_model(spec)
+            except LLMSpellError as exc:
+                self.error(exc)
+                rows.append((spec, None, "error"))
+                continue
+            fork = Conversation(model, self.conv.system, self.conv.options, title=f"{text[:48]} [{spec}]")
+            for e in self.conv.entries:
+                if e.content:
+                    self.store.add(fork, Entry(e.role, e.content, e.model, e.stats, e.state))
+            outcome = await self.stream_turn(fork, text)
+            stats = fork.entries[-1].stats if fork.entries else None
+            rows.append((spec, stats, outcome if outcome != "done" else fork.id[:8]))
+            if outcome == "interrupted":
+                break
+        self.console.rule(Text("compare", style="bold"))
+        width = max(len(r[0]) for r in rows)
+        for spec, stats, note in rows:
+            if stats is None:
+                self.say(f"{spec:<{width}}  {note}")
+            else:
+                self.say(
+                    f"{spec:<{width}}  TTFT {stats.time_to_first_token * 1000:6.0f} ms  "
+                    f"{stats.generation_tokens_per_s:6.1f} tok/s  {stats.generated_tokens:4d} tokens  "
+                    f"/load {note}"
+                )
+        self.dim("each answer is saved as a conversation: /load ID continues with that model")
+
+    # ----- showing conversations --------------------------------------------------------------------
+
+    def _replay(self, conv: Conversation) -> None:
+        self.dim(f"conversation {conv.id[:8]} · {conv.title or 'untitled'} · {conv.model}")
+        if conv.system:
+            self.dim(f"system: {conv.system}")
+        for e in conv.entries:
+            if e.role == "user":
+                self.console.print(Text(PROMPT + e.content, style="bold"), soft_wrap=True)
+            elif e.role == "assistant" and (e.content or e.state != "done"):
+                view = make_view(self.console, markdown=self.markdown)
+                view.feed(e.content)
+                view.close()
+                if e.state != "done":
+                    self.dim("[interrupted]")
+
+
+async def _cmd_help(repl: Repl, arg: str) -> bool:
+    width = max(len(c.usage) for c in repl.commands.values())
+    for cmd in repl.commands.values():
+        aliases = f" (or {', '.join(cmd.aliases)})" if cmd.aliases else ""
+        repl.say(f"  {cmd.usage:<{width}}  {cmd.help}{aliases}")
+    repl.dim(
+        'Alt-Enter or a """ block for several lines · Up/Ctrl-R for history · Tab completes · '
+        "Ctrl-C stops an answer · Ctrl-D leaves · //text sends a message starting with /"
+    )
+    return True
+
+
+async def _cmd_bye(repl: Repl, arg: str) -> bool:
+    return False
+
+
+async def _cmd_model(repl: Repl, arg: str) -> bool:
+    if not arg:
+        state = f" (cannot be used: {repl.model_error})" if repl.model_error else ""
+        repl.say(f"model: {repl.conv.model}{state}")
+        repl.dim("change it with /model SPEC, e.g. /model smollm2:135m (/models lists them)")
+        return True
+    spec = arg.split()[0]
+    try:
+        await repl.check_model(spec)
+    except LLMSpellError as exc:
+        repl.error(exc)
+        return True
+    repl.conv.model = spec
+    repl.model_error = None
+    if repl.conv.entries:
+        repl.store.save(repl.conv)
+    repl.say(f"now talking to {spec}")
+    return True
+
+
+async def _cmd_models(repl: Repl, arg: str) -> bool:
+    models, failed = await repl.hub.list_all()
+    if not models:
+        repl.say("no models found; see llmspell model available")
+    width = max((len(f"{m.name}@{m.backend}") for m in models), default=0)
+    for m in models:
+        name = f"{m.name}@{m.backend}"
+        size = f"{m.size_bytes / 1e6:,.0f} MB" if m.size_bytes else "-"
+        mark = "*" if repl.conv.model in (m.name, name) else " "
+        repl.say(f"{mark} {name:<{width}}  {size:>9}  {m.quantization or '-':<7} {m.source}")
+    for st in failed:
+        repl.dim(f"{st.backend} not listed: {st.error}")
+    names = {*repl.model_names, *(m.name for m in models), *(f"{m.name}@{m.backend}" for m in models)}
+    repl.model_names = sorted(names)
+    return True
+
+
+async def _cmd_status(repl: Repl, arg: str) -> bool:
+    for st in await repl.hub.status_all(timeout=5.0):
+        if st.ready:
+            facts = [f for f in (st.version, st.device, f"{st.model_count} models") if f]
+            facts.append(f"loaded: {', '.join(st.loaded) or 'none'}")
+            repl.say(f"{st.backend}: ready · {' · '.join(facts)}")
+        else:
+            repl.say(f"{st.backend}: not ready · {st.error or 'unknown reason'}")
+        for note in st.notes:
+            repl.dim(f"  note: {note}")
+    return True
+
+
+async def _cmd_show(repl: Repl, arg: str) -> bool:
+    conv = repl.conv
+    try:
+        info = await repl.hub.info(conv.model)
+    except LLMSpellError as exc:
+        repl.say(f"model:        {conv.model}")
+        repl.error(exc)
+    else:
+        rows = [
+            ("model", f"{info.name}@{info.backend}"),
+            ("family", info.family),
+            ("parameters", info.parameters),
+            ("quantization", info.quantization),
+            ("context", info.context_length),
+            ("size", f"{info.size_bytes / 1e6:,.0f} MB" if info.size_bytes else None),
+            ("file", info.location),
+            ("chat template", "yes" if info.has_chat_template else "no (base model: plain completion only)"),
+        ]
+        for label, value in rows:
+            if value not in (None, ""):
+                repl.say(f"{label + ':':15}{value}")
+    repl.say(f"{'conversation:':15}{conv.id[:8]} · {conv.title or 'untitled'} · {len(conv.entries)} messages")
+    repl.say(f"{'system:':15}{conv.system or '(none)'}")
+    opts = conv.options.to_dict()
+    shown = ", ".join(f"{k}={v}" for k, v in opts.items() if k != "format") or "backend defaults"
+    repl.say(f"{'options:':15}{shown}")
+    if conv.options.format is not None:
+        repl.say(f"{'json:':15}{conv.options.format}")
+    if repl.compare_next:
+        repl.say(f"{'compare next:':15}{', '.join(repl.compare_next)}")
+    repl.say(f"{'display:':15}quiet={'on' if repl.quiet else 'off'}, markdown={'on' if repl.markdown else 'off'}")
+    return True
+
+
+async def _cmd_stats(repl: Repl, arg: str) -> bool:
+    from llmspell.cli.main import format_stats
+
+    answers = [e for e in repl.conv.entries if e.role == "assistant" and e.stats is not None]
+    if not answers:
+        repl.say("no answer yet in this conversation")
+        return True
+    last = answers[-1]
+    repl.say(f"last answer ({last.model or repl.conv.model}):")
+    repl.say(format_stats(last.stats))  # type: ignore[arg-type]
+    total = sum(e.stats.generated_tokens for e in answers if e.stats)
+    repl.dim(f"{len(answers)} answers, {total} tokens generated in this conversation")
+    return True
+
+
+async def _cmd_system(repl: Repl, arg: str) -> bool:
+    if not arg:
+        repl.say(f"system: {repl.conv.system or '(none)'}")
+        repl.dim("set it with /system TEXT; /system - removes it")
+        return True
+    repl.conv.system = None if arg == "-" else arg
+    if repl.conv.entries:
+        repl.store.save(repl.conv)
+    repl.say("system prompt removed" if repl.conv.system is None else "system prompt set")
+    return True
+
+
+def _switch(value: str, name: str) -> bool:
+    word = value.strip().lower()
+    if word in _TRUE:
+        return True
+    if word in _FALSE:
+        return False
+    raise InvalidOptions(f"{name} takes on or off, not {value!r}", hint=f"e.g. /set {name} on")
+
+
+async def _cmd_set(repl: Repl, arg: str) -> bool:
+    if not arg:
+        current = repl.conv.options.to_dict()
+        for name in Options.names():
+            value = current.get(name)
+            repl.say(f"  {name:<15}{value if value is not None else '(default)'}")
+        repl.say(f"  {'quiet':<15}{'on' if repl.quiet else 'off'}")
+        repl.say(f"  {'markdown':<15}{'on' if repl.markdown else 'off'}")
+        repl.dim("change one with /set KEY VALUE (VALUE default = back to the backend's default)")
+        return True
+    key, _, value = arg.partition(" ")
+    if "=" in key:
+        # key=value words, as the other faces take them: /set temperature=0 seed=1
+        values = parse_option_words(arg)
+        repl.conv.options = repl.conv.options.with_values(values)
+        repl.say(f"set {', '.join(values)}")
+    else:
+        name = key.strip().lower().replace("-", "_")
+        if name in DISPLAY_SETTINGS:
+            on = _switch(value, name)
+            if name == "quiet":
+                repl.quiet = on
+            else:
+                repl.markdown = on
+            repl.say(f"{name} {'on' if on else 'off'}")
+            return True
+        if not value.strip():
+            raise InvalidOptions(f"/set {name} needs a value", hint=f"e.g. /set {name} default (or see /set)")
+        parsed = parse_option_value(name, value)
+        repl.conv.options = repl.conv.options.with_values({name: parsed})
+        shown = getattr(repl.conv.options, name)
+        repl.say(f"set {name} = {shown if shown not in (None, ()) else '(default)'}")
+    if repl.conv.entries:
+        repl.store.save(repl.conv)
+    return True
+
+
+async def _cmd_json(repl: Repl, arg: str) -> bool:
+    if arg.lower() == "off":
+        repl.conv.options = repl.conv.options.with_values({"format": None})
+        repl.say("answers are free text again")
+    else:
+        schema = arg or "json"
+        if schema.startswith("@"):
+            try:
+                schema = Path(schema[1:]).expanduser().read_text(encoding="utf-8")
+            except OSError as exc:
+                raise InvalidOptions(f"cannot read the schema file {schema[1:]}: {exc.strerror}") from None
+        repl.conv.options = repl.conv.options.with_values({"format": parse_option_value("format", schema)})
+        what = "any JSON value" if repl.conv.options.format == "json" else "the JSON schema"
+        repl.say(f"answers must now be {what} (/json off to stop)")
+    if repl.conv.entries:
+        repl.store.save(repl.conv)
+    return True
+
+
+async def _cmd_reset(repl: Repl, arg: str) -> bool:
+    old = repl.conv
+    repl.conv = Conversation(old.model, old.system, old.options)
+    if old.entries:
+        repl.say(f"new conversation; the previous one is saved: /load {old.id[:8]}")
+    else:
+        repl.say("new conversation")
+    return True
+
+
+async def _cmd_save(repl: Repl, arg: str) -> bool:
+    if not arg:
+        raise InvalidOptions("/save needs a name", hint="e.g. /save rust questions")
+    repl.conv.title = arg
+    repl.store.save(repl.conv)
+    repl.say(f"saved as {arg!r} (id {repl.conv.id[:8]}); reopen with /load {arg} or llmspell chat --resume {arg}")
+    return True
+
+
+async def _cmd_load(repl: Repl, arg: str) -> bool:
+    if not arg:
+        raise InvalidOptions("/load needs a title or an id", hint="/history lists the saved conversations")
+    conv = repl._find_conversation(arg)
+    repl.conv = conv
+    repl._replay(conv)
+    await repl._check_current_model()
+    return True
+
+
+async def _cmd_history(repl: Repl, arg: str) -> bool:
+    rows = repl.store.list(20)
+    if not rows:
+        repl.say("no saved conversations yet")
+        return True
+    for row in rows:
+        mark = "*" if row["id"] == repl.conv.id else " "
+        repl.say(
+            f"{mark} {row['id'][:8]}  {_age(row['updated']):>11}  {row['messages']:3d} msgs  "
+            f"{row['model']:<18} {row['title']}"
+        )
+    repl.dim("reopen one with /load ID or /load TITLE")
+    return True
+
+
+async def _cmd_export(repl: Repl, arg: str) -> bool:
+    if not arg:
+        raise InvalidOptions("/export needs a file name", hint="e.g. /export chat.md")
+    path = Path(arg).expanduser()
+    if not path.suffix:
+        path = path.with_suffix(".md")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        tmp.write_text(repl.conv.to_markdown(), encoding="utf-8")
+        os.replace(tmp, path)
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise InvalidOptions(
+            f"cannot write {path}: {exc.strerror}", hint="check that the folder exists and is writable"
+        ) from None
+    repl.say(f"wrote {path} ({len(repl.conv.entries)} messages)")
+    return True
+
+
+async def _cmd_compare(repl: Repl, arg: str) -> bool:
+    specs = arg.split()
+    if not specs:
+        raise InvalidOptions("/compare needs models", hint="e.g. /compare smollm2:135m gemma3:270m")
+    if specs == ["off"]:
+        repl.compare_next = None
+        repl.say("compare cancelled")
+        return True
+    if len(specs) == 1:
+        specs = [repl.conv.model, *specs]
+    repl.compare_next = specs
+    repl.say(f"the next prompt goes to {', '.join(specs)}, one after the other")
+    return True
+
+
+_COMMANDS = (
+    Command("/model", "/model SPEC", "talk to another model", _cmd_model),
+    Command("/models", "/models", "list the models of every backend", _cmd_models),
+    Command("/status", "/status", "each backend: ready or not, and why", _cmd_status),
+    Command("/system", "/system TEXT", "set the system prompt (- removes it)", _cmd_system),
+    Command("/set", "/set KEY VALUE", "set an option (temperature, seed, max_tokens, ...; /set lists them)", _cmd_set),
+    Command("/show", "/show", "model info and the current settings", _cmd_show),
+    Command("/stats", "/stats", "the last answer's timings in detail", _cmd_stats),
+    Command("/reset", "/reset", "start a new conversation", _cmd_reset, ("/clear",)),
+    Command("/save", "/save NAME", "name this conversation", _cmd_save),
+    Command("/load", "/load NAME|ID", "reopen a saved conversation", _cmd_load),
+    Command("/history", "/history", "list saved conversations", _cmd_history),
+    Command("/export", "/export FILE.md", "write this conversation as Markdown", _cmd_export),
+    Command("/compare", "/compare SPEC...", "send the next prompt to several models", _cmd_compare),
+    Command("/json", "/json [SCHEMA|off]", "make answers JSON (matching SCHEMA, or @file.json)", _cmd_json),
+    Command("/help", "/help", "this list", _cmd_help, ("/?",)),
+    Command("/bye", "/bye", "leave", _cmd_bye, ("/exit", "/quit")),
+)

@@ -1,0 +1,204 @@
+"""``llmspell chat`` end to end: the installed command on a real pseudo-terminal (pexpect) and through pipes."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pexpect
+import pytest
+
+from llmspell.store import Store
+
+LLMSPELL = Path(sys.executable).parent / "llmspell"
+_ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]|\x1b[=>]|\r")
+
+
+def _env(shared_models: Path) -> dict[str, str]:
+    # os.environ already carries the autouse fixture's LLMSPELL_HOME, HF caches and dead OLLAMA_HOST
+    return {
+        **os.environ,
+        "LLMSPELL_MODELS": str(shared_models),
+        "TERM": "xterm-256color",
+        # pexpect does not answer cursor-position requests; without this the prompt waits for one
+        "PROMPT_TOOLKIT_NO_CPR": "1",
+    }
+
+
+@pytest.fixture
+def spawn(shared_models: Path) -> Iterator[Callable[..., pexpect.spawn]]:
+    """Start ``llmspell chat ARGS`` on a pseudo-terminal; every child is killed when the test ends."""
+    children: list[pexpect.spawn] = []
+
+    def start(*args: str) -> pexpect.spawn:
+        child = pexpect.spawn(
+            str(LLMSPELL),
+            ["chat", *args],
+            env=_env(shared_models),
+            encoding="utf-8",
+            dimensions=(40, 120),
+            timeout=300,
+        )
+        children.append(child)
+        return child
+
+    yield start
+    for child in children:
+        child.close(force=True)
+
+
+def _plain(text: str) -> str:
+    return _ANSI.sub("", text)
+
+
+def run(child: pexpect.spawn, line: str, expect: str) -> str:
+    """Type a line, wait for ``expect`` and then the next prompt; return what was printed (escape codes removed)."""
+    child.send(line + "\r")
+    child.expect_exact(expect)
+    seen = child.before + child.after
+    child.expect_exact(">>> ")
+    return _plain(seen + child.before)
+
+
+def _latest_answer() -> tuple[str, str]:
+    rows = Store().list(1)
+    if not rows:
+        return "", ""
+    entry = Store().load(rows[0]["id"]).entries[-1]
+    return (entry.content, entry.state) if entry.role == "assistant" else ("", "")
+
+
+def test_a_session_on_a_terminal_streams_answers_runs_every_command_and_resumes(spawn, tmp_path: Path) -> None:
+    child = spawn("smollm2:135m", "--temperature", "0", "--seed", "1", "--max-tokens", "40")
+    child.expect_exact("llmspell chat · smollm2:135m")
+    child.expect_exact(">>> ")
+
+    out = run(child, "Name the capital of France.", "tok/s")
+    assert "Paris" in out and out.index("Paris") < out.index("TTFT"), "the answer, then its stats line"
+
+    # Ctrl-C at the prompt clears the line; nothing is sent
+    child.send("this line is never sent")
+    child.send("\x03")
+    out = run(child, "/history", "reopen one")
+    assert "1 msgs" not in out and "2 msgs" in out
+
+    # Ctrl-C while an answer streams stops it; the partial answer stays; the next prompt works
+    run(child, "/set max_tokens 1500", "set max_tokens = 1500")
+    child.send("Write a very long story about a dragon.\r")
+    for _ in range(30000):
+        text, state = _latest_answer()
+        if state == "streaming" and len(text) > 30:
+            break
+        time.sleep(0.01)
+    child.send("\x03")
+    child.expect_exact("[interrupted")
+    child.expect_exact(">>> ")
+    partial, state = _latest_answer()
+    assert state == "cancelled" and 30 < len(partial)
+    run(child, "/set max_tokens 12", "set max_tokens = 12")
+    out = run(child, "Say hi.", "tok/s")
+    assert "interrupted" not in out
+
+    out = run(child, "/help", "Ctrl-D leaves")
+    assert all(c in out for c in ("/model SPEC", "/compare SPEC...", "/json", "/export FILE.md", "/bye"))
+    assert "gemma3:270m@llamacpp" in run(child, "/models", "not listed")
+    assert "llamacpp: ready" in run(child, "/status", "ollama: not ready")
+    run(child, "/system Answer briefly.", "system prompt set")
+    run(child, "/set temperature 0", "set temperature = 0.0")
+    run(child, "/set quiet on", "quiet on")
+    out = run(child, "/show", "display:")
+    assert "Answer briefly." in out and "temperature=0.0" in out and "quiet=on" in out
+    run(child, "/set quiet off", "quiet off")
+    assert "eval rate:" in run(child, "/stats", "in this conversation")
+    run(child, '/json {"type":"object"}', "answers must now be the JSON schema")
+    run(child, "/json off", "free text again")
+    run(child, "/compare smollm2:135m nosuchmodel", "the next prompt goes to")
+    out = run(child, "Say hi.", "/load ID continues")
+    assert "error: no model named 'nosuchmodel'" in out and out.count("tok/s") == 2
+    run(child, "/save dragons", "saved as 'dragons'")
+    assert "dragons" in run(child, "/history", "reopen one")
+    target = tmp_path / "dragons.md"
+    run(child, f"/export {target}", "wrote")
+    exported = target.read_text()
+    assert exported.startswith("# dragons") and "*(interrupted)*" in exported
+    assert "this line is never sent" not in exported
+    run(child, "/reset", "new conversation")
+    out = run(child, "/load dragons", "Say hi.")
+    assert "Name the capital of France." in out
+    assert "model: smollm2:135m" in run(child, "/model", "change it")
+    assert "error: model name 'bad!!spec'" in run(child, "/model bad!!spec", "error:")
+    assert "Ollama is not reachable" in run(child, "/model smollm2:135m@ollama", "error:")
+    assert "error: unknown command /modles" in run(child, "/modles", "error:")
+    out = _plain(child.before)
+    child.send("/bye\r")
+    child.expect(pexpect.EOF)
+    child.close()
+    assert child.exitstatus == 0
+    assert "Traceback" not in out
+
+    # --resume reopens the latest conversation, shows it, and continues it
+    again = spawn("--resume", "--max-tokens", "12", "--temperature", "0")
+    again.expect_exact("Name the capital of France.")
+    again.expect_exact(">>> ")
+    run(again, "And of Italy?", "tok/s")
+    again.send("\x04")
+    again.expect(pexpect.EOF)
+    again.close()
+    assert again.exitstatus == 0
+    saved = Store().load(Store().list(1)[0]["id"])
+    assert saved.title == "dragons" and saved.entries[-2].content == "And of Italy?"
+    assert saved.entries[-1].state == "done" and saved.entries[-1].content
+
+
+def test_an_unreachable_backend_at_start_is_one_line_and_the_prompt_stays(spawn) -> None:
+    child = spawn("smollm2:135m@ollama")
+    child.expect_exact("error: Ollama is not reachable at http://127.0.0.1:9")
+    child.expect_exact(">>> ")
+    out = run(child, "Hello", "cannot be used")
+    assert "/model SPEC" in out
+    child.send("/bye\r")
+    child.expect(pexpect.EOF)
+    child.close()
+    assert child.exitstatus == 0 and "Traceback" not in _plain(child.before or "")
+
+
+def _piped(shared_models: Path, *args: str, stdin: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(LLMSPELL), "chat", *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=_env(shared_models),
+    )
+
+
+def test_piped_input_prints_the_answer_and_exits(shared_models: Path) -> None:
+    proc = _piped(
+        shared_models, "smollm2:135m", "--temperature", "0", "--max-tokens", "24", stdin="Name the capital of France.\n"
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "Paris" in proc.stdout and "\x1b" not in proc.stdout and ">>>" not in proc.stdout
+    assert "tok/s" in proc.stderr, "the stats line goes to stderr, so stdout is only the answer"
+    saved = Store().load(Store().list(1)[0]["id"])
+    assert [e.role for e in saved.entries] == ["user", "assistant"], "a piped chat is saved too"
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        ("bad!!spec", "error: model name 'bad!!spec'"),
+        ("nosuchmodel", "error: no model named 'nosuchmodel'"),
+        ("smollm2:135m@ollama", "error: Ollama is not reachable at http://127.0.0.1:9"),
+    ],
+)
+def test_piped_errors_are_one_line_and_exit_1(shared_models: Path, spec: str, message: str) -> None:
+    proc = _piped(shared_models, spec, "--quiet", stdin="hi\n")
+    assert proc.returncode == 1
+    assert proc.stderr.startswith(message) and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    assert proc.stdout == "" and "Traceback" not in proc.stderr
