@@ -72,8 +72,22 @@ class OllamaBackend(Backend):
                 f"Ollama is not reachable at {self.url} ({what})",
                 hint="start it with `ollama serve`, or set OLLAMA_HOST to where it runs",
             )
+        if isinstance(exc, httpx.ConnectTimeout):
+            return BackendUnavailable(
+                f"Ollama at {self.url} did not accept a connection within "
+                f"{self.config.ollama_connect_timeout:g} s ({what})",
+                hint="check that the server is up and the address in OLLAMA_HOST is right",
+            )
         if isinstance(exc, httpx.TimeoutException):
-            return BackendUnavailable(f"Ollama at {self.url} did not answer in time ({what})")
+            return BackendUnavailable(
+                f"Ollama at {self.url} did not answer in time ({what})",
+                hint="the server may be overloaded or hung; [providers.ollama] read_timeout sets how long to wait",
+            )
+        if isinstance(exc, (httpx.RemoteProtocolError, httpx.ReadError)):
+            return BackendUnavailable(
+                f"the connection to Ollama at {self.url} was cut while {what}",
+                hint="the server stopped or crashed; check it and try again",
+            )
         if isinstance(exc, httpx.HTTPError):
             return BackendUnavailable(f"the connection to Ollama at {self.url} failed while {what}: {exc}")
         return GenerationError(f"Ollama at {self.url}: {type(exc).__name__}: {exc}")
@@ -93,7 +107,7 @@ class OllamaBackend(Backend):
 
     async def status(self) -> BackendStatus:
         """Reachable? version, model count, loaded models; never raises."""
-        timeout = httpx.Timeout(5.0, connect=self.config.ollama_connect_timeout)
+        timeout = httpx.Timeout(min(5.0, self.config.ollama_read_timeout), connect=self.config.ollama_connect_timeout)
         if not await self._port_open():
             err = self._error(ConnectionError("connection refused"), "checking its status")
             return BackendStatus(self.name, False, error=err.message, address=self.url)
@@ -120,7 +134,8 @@ class OllamaBackend(Backend):
     async def list_models(self) -> list[ModelInfo]:
         """The server's models (``/api/tags``)."""
         try:
-            resp = await self._client(15.0).list()
+            async with self._client(15.0) as client:
+                resp = await client.list()
             running = set(await self.loaded())
         except Exception as exc:
             raise self._error(exc, "listing models") from None
@@ -157,7 +172,8 @@ class OllamaBackend(Backend):
     async def info(self, spec: ModelSpec) -> ModelInfo:
         """``/api/show`` mapped to ModelInfo."""
         try:
-            r = await self._client(15.0).show(self._tag(spec))
+            async with self._client(15.0) as client:
+                r = await client.show(self._tag(spec))
         except Exception as exc:
             raise self._error(exc, "showing the model", spec) from None
         d = r.details
@@ -179,26 +195,41 @@ class OllamaBackend(Backend):
         )
 
     async def pull(self, spec: ModelSpec) -> AsyncGenerator[PullProgress, None]:
-        """``/api/pull`` with its progress stream."""
+        """``/api/pull`` with its progress stream; closing this iterator cancels the pull on the server."""
+        client = self._client()
+        stream = None
+        done = False
         try:
-            stream = await self._client().pull(self._tag(spec), stream=True)
+            stream = await client.pull(self._tag(spec), stream=True)
             async for p in stream:
-                yield PullProgress(p.status or "", completed=p.completed or 0, total=p.total or 0, digest=p.digest)
+                done = p.status == "success"
+                yield PullProgress(
+                    p.status or "", completed=p.completed or 0, total=p.total or 0, digest=p.digest, done=done
+                )
+        except (GeneratorExit, asyncio.CancelledError):
+            raise
         except Exception as exc:
             raise self._error(exc, "pulling", spec) from None
-        yield PullProgress("success", done=True)
+        finally:
+            if stream is not None:
+                await stream.aclose()
+            await client.close()
+        if not done:
+            raise BackendUnavailable(f"Ollama at {self.url} ended the pull of {spec.tag} without saying it succeeded")
 
     async def delete(self, spec: ModelSpec) -> None:
         """``/api/delete``."""
         try:
-            await self._client(30.0).delete(self._tag(spec))
+            async with self._client(30.0) as client:
+                await client.delete(self._tag(spec))
         except Exception as exc:
             raise self._error(exc, "deleting", spec) from None
 
     async def loaded(self) -> list[str]:
         """``/api/ps``."""
         try:
-            r = await self._client(10.0).ps()
+            async with self._client(10.0) as client:
+                r = await client.ps()
         except Exception as exc:
             raise self._error(exc, "listing loaded models") from None
         return [m.model or "" for m in r.models]
@@ -207,12 +238,13 @@ class OllamaBackend(Backend):
         """A generate request with keep_alive 0, as Ollama documents."""
         was = self._tag(spec) in await self.loaded()
         try:
-            await self._client(30.0).generate(self._tag(spec), prompt="", keep_alive=0)
+            async with self._client(30.0) as client:
+                await client.generate(self._tag(spec), prompt="", keep_alive=0)
         except Exception as exc:
             raise self._error(exc, "unloading", spec) from None
         return was
 
-    async def _stream(self, spec: ModelSpec, call: Any) -> AsyncGenerator[Chunk, None]:
+    async def _stream(self, spec: ModelSpec, client: Any, call: Any) -> AsyncGenerator[Chunk, None]:
         stream = None
         try:
             stream = await call
@@ -245,8 +277,11 @@ class OllamaBackend(Backend):
         except Exception as exc:
             raise self._error(exc, "generating", spec) from None
         finally:
-            if stream is not None and hasattr(stream, "aclose"):
-                await stream.aclose()
+            try:
+                if stream is not None and hasattr(stream, "aclose"):
+                    await stream.aclose()
+            finally:
+                await client.close()
 
     async def chat(
         self,
@@ -256,7 +291,8 @@ class OllamaBackend(Backend):
     ) -> AsyncGenerator[Chunk, None]:
         """``/api/chat`` streaming; closing this stream closes the HTTP response, which cancels on the server."""
         opts = options or Options()
-        call = self._client().chat(
+        client = self._client()
+        call = client.chat(
             self._tag(spec),
             messages=[Message.coerce(m).to_dict() for m in messages],
             stream=True,
@@ -264,15 +300,22 @@ class OllamaBackend(Backend):
             format=opts.format,
             keep_alive=self.config.keep_alive,
         )
-        async for chunk in self._stream(spec, call):
-            yield chunk
+        stream = self._stream(spec, client, call)
+        try:
+            async for chunk in stream:
+                yield chunk
+        finally:
+            # leaving ``async for`` does not close the inner generator; without this the HTTP response would stay
+            # open (the server generating on) until garbage collection closed it from another task
+            await stream.aclose()
 
     async def complete(
         self, spec: ModelSpec, prompt: str, options: Options | None = None
     ) -> AsyncGenerator[Chunk, None]:
         """``/api/generate`` with raw=True (no template)."""
         opts = options or Options()
-        call = self._client().generate(
+        client = self._client()
+        call = client.generate(
             self._tag(spec),
             prompt=prompt,
             raw=True,
@@ -281,5 +324,11 @@ class OllamaBackend(Backend):
             format=opts.format,
             keep_alive=self.config.keep_alive,
         )
-        async for chunk in self._stream(spec, call):
-            yield chunk
+        stream = self._stream(spec, client, call)
+        try:
+            async for chunk in stream:
+                yield chunk
+        finally:
+            # leaving ``async for`` does not close the inner generator; without this the HTTP response would stay
+            # open (the server generating on) until garbage collection closed it from another task
+            await stream.aclose()

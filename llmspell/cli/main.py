@@ -401,9 +401,21 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--format", help='"json", a JSON schema, or @file.json: the answer must match it')
     r.set_defaults(func=cmd_run)
 
+    from llmspell.cli.repl import add_chat_parser
+
+    add_chat_parser(sub)
+
     c = sub.add_parser("init-config", help="write a commented ~/.llmspell/config.toml")
     c.add_argument("--force", action="store_true", help="overwrite an existing file")
     c.set_defaults(func=cmd_init_config)
+
+    from llmspell.cli.kernel import add_kernel_parser
+
+    add_kernel_parser(sub)
+
+    from llmspell.cli.serve import add_serve_parser
+
+    add_serve_parser(sub)
     return p
 
 

@@ -1,0 +1,1 @@
+"""The HTTP face: Ollama-API and OpenAI-API server over the core (`llmspell serve`)."""

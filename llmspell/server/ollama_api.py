@@ -1,0 +1,439 @@
+"""The Ollama REST API (``/api/*``) over the core, as Ollama documents it: NDJSON streams, nanosecond stats."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import AsyncGenerator, AsyncIterator
+from pathlib import Path
+from typing import Any, Literal
+
+from fastapi import APIRouter, Request, Response
+from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
+from pydantic import BaseModel, ConfigDict, model_validator
+
+from llmspell import __version__
+from llmspell import errors as E
+from llmspell.backends.base import Backend
+from llmspell.server.app import Generation, ServerState, ndjson, now_iso, parse_keep_alive, state_of, stats_ns
+from llmspell.spec import ModelSpec
+from llmspell.types import Chunk, Message, ModelInfo, Options
+
+router = APIRouter()
+
+#: Ollama options that map onto llmspell's, by Ollama name
+_OPTION_MAP = {
+    "temperature": "temperature",
+    "top_k": "top_k",
+    "top_p": "top_p",
+    "min_p": "min_p",
+    "repeat_penalty": "repeat_penalty",
+    "seed": "seed",
+    "stop": "stop",
+    "num_predict": "max_tokens",
+    "num_ctx": "num_ctx",
+    "num_thread": "num_threads",
+}
+#: Ollama options with no meaning for these engines; Ollama itself lets a model ignore what it does not use
+_OPTION_IGNORED = frozenset(
+    {
+        "numa",
+        "num_batch",
+        "num_gpu",
+        "main_gpu",
+        "low_vram",
+        "f16_kv",
+        "logits_all",
+        "vocab_only",
+        "use_mmap",
+        "use_mlock",
+        "embedding_only",
+        "num_keep",
+        "tfs_z",
+        "typical_p",
+        "repeat_last_n",
+        "presence_penalty",
+        "frequency_penalty",
+        "mirostat",
+        "mirostat_tau",
+        "mirostat_eta",
+        "penalize_newline",
+        "rope_frequency_base",
+        "rope_frequency_scale",
+        "num_gqa",
+    }
+)
+
+
+def ollama_options(raw: dict[str, Any] | None, fmt: Any = None) -> Options:
+    """Ollama's ``options`` and ``format`` as llmspell Options; unknown names and bad values are errors."""
+    raw = raw or {}
+    unknown = sorted(k for k in raw if k not in _OPTION_MAP and k not in _OPTION_IGNORED)
+    if unknown:
+        raise E.InvalidOptions(
+            f"unknown option(s): {', '.join(unknown)}", hint=f"options used here: {', '.join(_OPTION_MAP)}"
+        )
+    values = {_OPTION_MAP[k]: v for k, v in raw.items() if k in _OPTION_MAP and v is not None}
+    if isinstance(values.get("max_tokens"), int) and not isinstance(values["max_tokens"], bool):
+        if values["max_tokens"] < 0:  # -1 is "no limit", -2 "fill the context" in Ollama
+            del values["max_tokens"]
+    if isinstance(values.get("stop"), list):
+        values["stop"] = tuple(values["stop"])
+    if fmt not in (None, ""):
+        if fmt != "json" and not isinstance(fmt, dict):
+            raise E.InvalidOptions('format must be "json" or a JSON schema object')
+        values["format"] = fmt
+    return Options.from_dict(values)
+
+
+class _Body(BaseModel):
+    # Ollama's own fields are accepted (the official clients send them); anything else is a mistake worth naming
+    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+
+    model: str | None = None
+    #: the older name of ``model`` that Ollama still accepts
+    name: str | None = None
+
+    @model_validator(mode="after")
+    def _model_or_name(self) -> _Body:
+        if not self.model and self.name:
+            self.model = self.name
+        return self
+
+
+class ChatMessage(BaseModel):
+    """One message of ``/api/chat``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    role: Literal["system", "user", "assistant", "tool"]
+    content: str = ""
+    images: list[Any] | None = None
+    tool_calls: list[Any] | None = None
+    tool_name: str | None = None
+    thinking: str | None = None
+
+
+class _GenBody(_Body):
+    format: Literal["", "json"] | dict[str, Any] | None = None
+    options: dict[str, Any] | None = None
+    stream: bool = True
+    keep_alive: float | str | None = None
+    think: bool | str | None = None
+    logprobs: bool | None = None
+    top_logprobs: int | None = None
+
+
+class ChatBody(_GenBody):
+    """``POST /api/chat``."""
+
+    messages: list[ChatMessage] = []
+    tools: list[Any] | None = None
+
+
+class GenerateBody(_GenBody):
+    """``POST /api/generate``."""
+
+    prompt: str = ""
+    suffix: str | None = None
+    system: str | None = None
+    template: str | None = None
+    context: list[int] | None = None
+    raw: bool = False
+    images: list[Any] | None = None
+
+
+class ModelBody(_Body):
+    """``/api/show`` and ``/api/delete``."""
+
+    verbose: bool | None = None
+
+
+class PullBody(_Body):
+    """``POST /api/pull``."""
+
+    insecure: bool | None = None
+    stream: bool = True
+
+
+def _unsupported(what: str) -> E.InvalidOptions:
+    return E.InvalidOptions(f"{what} are not supported by llmspell serve", hint="send text messages only")
+
+
+def _display_name(m: ModelInfo) -> str:
+    return m.name if m.backend == "llamacpp" else f"{m.name}@{m.backend}"
+
+
+def _details(m: ModelInfo) -> dict[str, Any]:
+    return {
+        "parent_model": "",
+        "format": "gguf",
+        "family": m.family or "",
+        "families": [m.family] if m.family else None,
+        "parameter_size": m.parameters or "",
+        "quantization_level": m.quantization or "",
+    }
+
+
+def _modified(m: ModelInfo) -> str:
+    try:
+        ts = Path(m.location).stat().st_mtime
+    except (OSError, ValueError):
+        return now_iso()
+    return dt.datetime.fromtimestamp(ts, dt.UTC).isoformat().replace("+00:00", "Z")
+
+
+@router.get("/")
+@router.head("/")
+async def root() -> PlainTextResponse:
+    """What Ollama answers, so tools that probe for a server find one."""
+    return PlainTextResponse("Ollama is running")
+
+
+@router.get("/api/version")
+@router.head("/api/version")
+async def version() -> dict[str, str]:
+    """The server's version."""
+    return {"version": __version__}
+
+
+@router.get("/api/tags")
+@router.head("/api/tags")
+async def tags(request: Request) -> dict[str, Any]:
+    """Every model the core can run now, from every ready backend."""
+    models, _failed = await state_of(request).hub.list_all()
+    return {
+        "models": [
+            {
+                "name": _display_name(m),
+                "model": _display_name(m),
+                "modified_at": _modified(m),
+                "size": m.size_bytes or 0,
+                "digest": m.sha256 or "",
+                "details": _details(m),
+            }
+            for m in models
+            if m.source != "not downloaded"
+        ]
+    }
+
+
+@router.post("/api/show")
+async def show(body: ModelBody, request: Request) -> dict[str, Any]:
+    """Template, details, architecture facts and license of one model."""
+    state = state_of(request)
+    backend, spec = await state.resolve(body.model)
+    info = await backend.info(spec)
+    arch = info.extra.get("architecture") or info.family or "llama"
+    model_info: dict[str, Any] = {"general.architecture": arch, "general.basename": info.name}
+    if info.extra.get("parameter_count"):
+        model_info["general.parameter_count"] = info.extra["parameter_count"]
+    if info.context_length:
+        model_info[f"{arch}.context_length"] = info.context_length
+    return {
+        "license": info.license or "",
+        "modelfile": f"# served by llmspell {__version__}\nFROM {info.location}\n",
+        "parameters": "",
+        "template": info.chat_template or "",
+        "details": _details(info),
+        "model_info": model_info,
+        "capabilities": ["completion"],
+        "modified_at": _modified(info),
+    }
+
+
+@router.get("/api/ps")
+async def ps(request: Request) -> dict[str, Any]:
+    """Models in memory now, with size and when they will be unloaded."""
+    state = state_of(request)
+    models, _ = await state.hub.list_all()
+    by_name = {(m.backend, m.name): m for m in models}
+    out = []
+    for backend in state.hub.backends.values():
+        try:
+            names = await backend.loaded()
+        except E.LLMSpellError:
+            continue
+        for name in names:
+            m = by_name.get((backend.name, name)) or ModelInfo(name=name, backend=backend.name)
+            out.append(
+                {
+                    "name": _display_name(m),
+                    "model": _display_name(m),
+                    "size": m.size_bytes or 0,
+                    "digest": m.sha256 or "",
+                    "details": _details(m),
+                    "expires_at": await state.expires_at(backend, name),
+                    "size_vram": 0,
+                }
+            )
+    return {"models": out}
+
+
+def _chat_messages(body: ChatBody) -> list[Message]:
+    out = []
+    for m in body.messages:
+        if m.images:
+            raise _unsupported("images")
+        if m.tool_calls or m.role == "tool":
+            raise _unsupported("tool calls")
+        out.append(Message(m.role, m.content))  # type: ignore[arg-type]
+    return out
+
+
+async def _load_or_unload(
+    state: ServerState, body: _GenBody, keep_alive: float | None, extra: dict[str, Any]
+) -> dict[str, Any]:
+    """An empty request is how Ollama clients load (or, with keep_alive 0, unload) a model."""
+    backend, spec = await state.resolve(body.model)
+    if keep_alive == 0:
+        await backend.unload(spec)
+        reason = "unload"
+    else:
+        if not await backend.has_model(spec):
+            raise E.ModelNotFound(f"model {body.model!r} not found", hint="see /api/tags, or pull it with /api/pull")
+        reason = "load"
+    return {"model": body.model, "created_at": now_iso(), **extra, "done": True, "done_reason": reason}
+
+
+async def _respond(gen: Generation, model: str | None, stream: bool, request: Request, piece: Any) -> Response:
+    if stream:
+
+        async def items() -> AsyncIterator[dict[str, Any]]:
+            async for chunk in gen.chunks():
+                yield _line(model, chunk, piece)
+
+        return StreamingResponse(ndjson(items()), media_type="application/x-ndjson")
+    text, stats = await gen.collect(request)
+    return JSONResponse({"model": model, "created_at": now_iso(), **piece(text), "done": True, **stats_ns(stats)})
+
+
+def _line(model: str | None, chunk: Chunk, piece: Any) -> dict[str, Any]:
+    line = {"model": model, "created_at": now_iso(), **piece(chunk.text), "done": chunk.done}
+    if chunk.done and chunk.stats is not None:
+        line.update(stats_ns(chunk.stats))
+    return line
+
+
+@router.post("/api/chat")
+async def chat(body: ChatBody, request: Request) -> Any:
+    """A chat turn, streamed as NDJSON (or one object with ``stream: false``)."""
+    state = state_of(request)
+    if body.tools:
+        raise _unsupported("tools")
+    messages = _chat_messages(body)
+    opts = ollama_options(body.options, body.format)
+    keep_alive = parse_keep_alive(body.keep_alive)
+
+    def piece(text: str) -> dict[str, Any]:
+        return {"message": {"role": "assistant", "content": text}}
+
+    if not messages:
+        return await _load_or_unload(state, body, keep_alive, piece(""))
+    gen = await state.open(body.model, lambda b, s: b.chat(s, messages, opts), keep_alive)
+    return await _respond(gen, body.model, body.stream, request, piece)
+
+
+@router.post("/api/generate")
+async def generate(body: GenerateBody, request: Request) -> Any:
+    """A completion of one prompt (through the chat template unless ``raw``), streamed as NDJSON."""
+    state = state_of(request)
+    if body.images:
+        raise _unsupported("images")
+    if body.suffix:
+        raise E.InvalidOptions("suffix (fill-in-the-middle) is not supported by llmspell serve")
+    if body.template:
+        raise E.InvalidOptions("a template override is not supported by llmspell serve", hint="leave template out")
+    opts = ollama_options(body.options, body.format)
+    keep_alive = parse_keep_alive(body.keep_alive)
+
+    def piece(text: str) -> dict[str, Any]:
+        return {"response": text}
+
+    if not body.prompt:
+        return await _load_or_unload(state, body, keep_alive, piece(""))
+
+    def start(backend: Backend, spec: ModelSpec) -> AsyncGenerator[Chunk, None]:
+        if body.raw:
+            return backend.complete(spec, body.prompt, opts)
+        messages = [Message("system", body.system)] if body.system else []
+        messages.append(Message("user", body.prompt))
+        return _chat_or_plain(backend, spec, messages, body.prompt, opts, plain_ok=not body.system)
+
+    gen = await state.open(body.model, start, keep_alive)
+    return await _respond(gen, body.model, body.stream, request, piece)
+
+
+async def _chat_or_plain(
+    backend: Backend, spec: ModelSpec, messages: list[Message], prompt: str, opts: Options, *, plain_ok: bool
+) -> AsyncGenerator[Chunk, None]:
+    """Through the chat template; a base model without one gets the bare prompt, as Ollama's default template."""
+    stream = backend.chat(spec, messages, opts)
+    try:
+        try:
+            first = await anext(stream)
+        except E.NoChatTemplate:
+            if not plain_ok:
+                raise
+            await stream.aclose()
+            stream = backend.complete(spec, prompt, opts)
+            first = await anext(stream)
+        yield first
+        if first.done:
+            return
+        async for chunk in stream:
+            yield chunk
+    finally:
+        await stream.aclose()
+
+
+@router.post("/api/pull")
+async def pull(body: PullBody, request: Request) -> Any:
+    """Download a model through the core (Hugging Face for the embedded engine), streaming progress."""
+    state = state_of(request)
+    model = body.model or ""
+    if model.endswith(":latest"):
+        model = model[: -len(":latest")]
+    stream = state.hub.pull(model)
+    try:
+        first = await anext(stream)
+    except BaseException:
+        await stream.aclose()
+        raise
+
+    def line(p: Any) -> dict[str, Any]:
+        out: dict[str, Any] = {"status": p.status}
+        if p.total:
+            out.update(total=p.total, completed=p.completed)
+        if p.digest:
+            out["digest"] = p.digest if ":" in p.digest else f"sha256:{p.digest}"
+        return out
+
+    async def items() -> AsyncIterator[dict[str, Any]]:
+        last = first
+        try:
+            yield line(first)
+            async for p in stream:
+                last = p
+                yield line(p)
+        finally:
+            await stream.aclose()
+        if last.status != "success":
+            # Ollama's clients wait for this line (a model already on disk ends with another status)
+            yield {"status": "success"}
+
+    if body.stream:
+        return StreamingResponse(ndjson(items()), media_type="application/x-ndjson")
+    async for _ in items():
+        pass
+    return {"status": "success"}
+
+
+@router.delete("/api/delete")
+async def delete(body: ModelBody, request: Request) -> Response:
+    """Delete a model the server's own store holds (``NAME@BACKEND`` for another backend)."""
+    state = state_of(request)
+    if not body.model:
+        raise E.InvalidSpec("the request names no model", hint='send {"model": "NAME"}')
+    spec = state.hub.spec(body.model.removesuffix(":latest"))
+    await state.hub.delete(spec if spec.backend else spec.with_backend("llamacpp"))
+    return Response(status_code=200)

@@ -1,0 +1,266 @@
+"""The Ollama backend against a real Ollama-API server: `llmspell serve` in a subprocess over the real smollm2:135m."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import jsonschema
+import pytest
+from helpers import collect
+from hfserver import LocalHub, silent_endpoint, unused_endpoint
+from server.serveproc import (  # noqa: F401 - pull_hub is a fixture
+    PULL_TAG,
+    FaultAfterChunksBackend,
+    ServeProcess,
+    inprocess_server,
+    pull_hub,
+    serve,
+)
+
+import llmspell
+from llmspell.backends.llamacpp import LlamaCppBackend
+from llmspell.backends.ollama import OllamaBackend
+from llmspell.chat import Conversation, ask
+from llmspell.config import Config
+from llmspell.errors import BackendUnavailable, GenerationError, LLMSpellError, ModelNotFound
+from llmspell.hub import Hub
+from llmspell.spec import parse_spec
+from llmspell.types import Message, Options
+
+SMOL = parse_spec("smollm2:135m@ollama")
+HELLO = [Message("user", "Say hello.")]
+LONG = [Message("user", "Write a very long story about a lighthouse.")]
+
+
+@pytest.fixture(scope="module")
+def server(
+    tmp_path_factory: pytest.TempPathFactory,
+    shared_models: Path,
+    pull_hub: LocalHub,  # noqa: F811
+) -> Iterator[ServeProcess]:
+    yield from serve(tmp_path_factory, shared_models, pull_hub)
+
+
+def ollama_at(url: str, read_timeout: float = 120.0) -> OllamaBackend:
+    return OllamaBackend(Config(ollama_connect_timeout=2.0, ollama_read_timeout=read_timeout), url=url)
+
+
+@pytest.fixture
+def ollama_backend(server: ServeProcess) -> OllamaBackend:
+    return ollama_at(server.url)
+
+
+async def test_status_list_and_info_of_a_running_server(ollama_backend: OllamaBackend, server: ServeProcess) -> None:
+    st = await ollama_backend.status()
+    assert st.ready and st.error is None and st.version == llmspell.__version__
+    assert st.model_count >= 2 and st.address == server.url
+    models = {m.name: m for m in await ollama_backend.list_models()}
+    smol = models["smollm2:135m"]
+    assert smol.backend == "ollama" and smol.source == "server" and smol.location == server.url
+    assert smol.quantization == "Q4_1" and smol.family == "smollm2" and smol.size_bytes and smol.size_bytes > 50e6
+    assert await ollama_backend.has_model(SMOL) and not await ollama_backend.has_model(parse_spec("ghost:1b@ollama"))
+    info = await ollama_backend.info(SMOL)
+    assert info.has_chat_template and "<|im_start|>" in (info.chat_template or "")
+    assert info.context_length == 8192 and info.license == "apache-2.0" and info.parameters == "135M"
+
+
+async def test_chat_with_every_option_matches_the_embedded_engine(
+    ollama_backend: OllamaBackend, backend: LlamaCppBackend
+) -> None:
+    opts = Options(
+        temperature=0, top_k=40, top_p=0.95, min_p=0.05, repeat_penalty=1.0, seed=11, max_tokens=8, num_ctx=2048
+    )
+    via_server, last = await collect(ollama_backend.chat(SMOL, HELLO, opts))
+    direct, _ = await collect(backend.chat(parse_spec("smollm2:135m"), HELLO, opts))
+    # the options reached the engine: same greedy answer, exactly max_tokens tokens, so num_predict was mapped
+    assert via_server == direct and via_server.strip()
+    st = last.stats
+    assert st is not None and st.generated_tokens == 8 and st.stop_reason == "length"
+    assert st.prompt_tokens > 5 and st.generation_time > 0 and st.total_time >= st.generation_time
+    assert last.model == "smollm2:135m"
+    words = via_server.split()
+    assert len(words) >= 3
+    cut, last = await collect(
+        ollama_backend.chat(SMOL, HELLO, Options.from_dict({**opts.to_dict(), "stop": [words[2]]}))
+    )
+    assert words[2] not in cut and via_server.startswith(cut) and last.stats and last.stats.stop_reason == "stop"
+    threads, _ = await collect(ollama_backend.chat(SMOL, HELLO, opts.with_values({"num_threads": 1})))
+    assert threads == via_server
+
+
+async def test_format_schema_and_plain_completion(ollama_backend: OllamaBackend) -> None:
+    schema = {"type": "object", "properties": {"colour": {"type": "string"}}, "required": ["colour"]}
+    text, _ = await collect(
+        ollama_backend.chat(
+            SMOL, [Message("user", "Name a colour in JSON.")], Options(temperature=0, max_tokens=40, format=schema)
+        )
+    )
+    jsonschema.validate(json.loads(text), schema)
+    text, last = await collect(
+        ollama_backend.complete(parse_spec("gemma3:270m@ollama"), "Once upon a time", Options(max_tokens=4))
+    )
+    assert text and last.stats and last.stats.generated_tokens == 4
+
+
+async def test_loaded_and_unload_with_keep_alive_zero(ollama_backend: OllamaBackend) -> None:
+    await collect(ollama_backend.chat(SMOL, HELLO, Options(max_tokens=2)))
+    assert "smollm2:135m" in await ollama_backend.loaded()
+    assert "smollm2:135m" in (await ollama_backend.status()).loaded
+    assert await ollama_backend.unload(SMOL) is True
+    assert "smollm2:135m" not in await ollama_backend.loaded()
+    assert await ollama_backend.unload(SMOL) is False
+
+
+async def test_pull_with_progress_then_delete(ollama_backend: OllamaBackend, pull_hub: LocalHub) -> None:  # noqa: F811
+    spec = parse_spec(PULL_TAG + "@ollama")
+    pull_hub.throttle = 30_000_000
+    try:
+        steps = [p async for p in ollama_backend.pull(spec)]
+    finally:
+        pull_hub.throttle = None
+    try:
+        sized = [p for p in steps if p.total and not p.done]
+        assert sized and [p.fraction for p in sized] == sorted(p.fraction for p in sized)
+        assert steps[-1].done and steps[-1].status == "success" and steps[-1].completed == steps[-1].total
+        assert sum(p.done for p in steps) == 1
+        assert await ollama_backend.has_model(spec)
+    finally:
+        await ollama_backend.delete(spec)
+    assert not await ollama_backend.has_model(spec)
+    with pytest.raises(ModelNotFound, match="has no model"):
+        await ollama_backend.delete(spec)
+    with pytest.raises(ModelNotFound, match="llmspell model pull ghost:1b@ollama"):
+        [p async for p in ollama_backend.pull(parse_spec("ghost:1b@ollama"))]
+
+
+async def test_unknown_model_and_bad_option_are_clear_errors(ollama_backend: OllamaBackend) -> None:
+    with pytest.raises(ModelNotFound) as err:
+        await collect(ollama_backend.chat(parse_spec("ghost:1b@ollama"), HELLO))
+    assert "has no model ghost:1b" in str(err.value) and "pull" in str(err.value)
+    with pytest.raises(ModelNotFound):
+        await ollama_backend.info(parse_spec("ghost:1b@ollama"))
+
+
+async def test_closing_the_stream_cancels_on_the_server(ollama_backend: OllamaBackend, server: ServeProcess) -> None:
+    stream = ollama_backend.chat(SMOL, LONG, Options(temperature=0, max_tokens=2000))
+    got = []
+    async for chunk in stream:
+        got.append(chunk)
+        if len(got) == 3:
+            break
+    await stream.aclose()
+    assert all(not c.done for c in got)
+    doc = server.wait_idle()
+    assert any(
+        w["last_stop_reason"] == "cancelled" and w["last_generated_tokens"] < 2000
+        for w in doc["workers"]
+        if w["model"] == "smollm2:135m"
+    ), doc
+    _, last = await collect(ollama_backend.chat(SMOL, HELLO, Options(max_tokens=3)))
+    assert last.stats and last.stats.generated_tokens == 3
+
+
+async def test_an_error_line_mid_stream_becomes_a_generation_error(backend: LlamaCppBackend) -> None:
+    hub = Hub(Config(), backends=[FaultAfterChunksBackend(backend, after=3)])
+    with inprocess_server(hub) as url:
+        ob = ollama_at(url)
+        got: list[str] = []
+        with pytest.raises(GenerationError) as err:
+            async for chunk in ob.chat(SMOL, LONG, Options(temperature=0, max_tokens=50)):
+                got.append(chunk.text)
+        assert "injected fault: the engine failed mid-answer" in str(err.value) and url in str(err.value)
+        assert len(got) == 3 and "".join(got).strip()
+
+
+async def test_unreachable_and_hung_servers_are_clear_and_bounded() -> None:
+    dead = ollama_at(unused_endpoint())
+    st = await dead.status()
+    assert not st.ready and "not reachable" in (st.error or "")
+    with pytest.raises(BackendUnavailable, match="not reachable") as err:
+        await collect(dead.chat(SMOL, HELLO))
+    assert "OLLAMA_HOST" in str(err.value)
+    with pytest.raises(BackendUnavailable, match="not reachable"):
+        await dead.list_models()
+    with silent_endpoint() as url:
+        hung = ollama_at(url, read_timeout=0.5)
+        st = await hung.status()
+        assert not st.ready and "did not answer in time" in (st.error or "")
+        with pytest.raises(BackendUnavailable, match="did not answer in time") as err:
+            await collect(hung.chat(SMOL, HELLO))
+        assert "read_timeout" in str(err.value)
+        with pytest.raises(BackendUnavailable, match="did not answer in time"):
+            [p async for p in hung.pull(SMOL)]
+
+
+async def test_server_down_up_killed_mid_answer_and_back(tmp_path: Path, shared_models: Path) -> None:
+    proc = ServeProcess(tmp_path, shared_models)
+    ob = ollama_at(proc.url)
+    down = await ob.status()
+    assert not down.ready and "not reachable" in (down.error or "") and proc.url in (down.error or "")
+    proc.start()
+    try:
+        assert (await ob.status()).ready
+        hub = Hub(Config(), backends=[ob])
+        conv = Conversation("smollm2:135m@ollama")
+        seen = 0
+        with pytest.raises(LLMSpellError) as err:
+            async for chunk in ask(
+                hub, conv, "Write a very long story about a lighthouse.", options=Options(max_tokens=2000)
+            ):
+                seen += bool(chunk.text)
+                if seen == 3:
+                    proc.kill()
+        assert isinstance(err.value, BackendUnavailable) and "was cut while generating" in str(err.value)
+        answer = conv.entries[-1]
+        assert answer.role == "assistant" and answer.content.strip() and answer.state == "cancelled"
+        gone = await ob.status()
+        assert not gone.ready and "not reachable" in (gone.error or "")
+        proc.start()
+        back = await ob.status()
+        assert back.ready and back.model_count >= 2
+    finally:
+        proc.stop()
+
+
+async def test_auto_detect_prefers_a_reachable_ollama_that_has_the_model(
+    server: ServeProcess, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("OLLAMA_HOST", server.url)
+    hub = Hub(Config())
+    backend, spec = await hub.resolve("smollm2:135m")
+    assert backend.name == "ollama" and spec.backend == "ollama"
+    backend, spec = await hub.resolve("tinyllama")  # a catalog model the server does not have
+    assert backend.name == "llamacpp"
+    backend, _ = await hub.resolve("smollm2:135m@llamacpp")
+    assert backend.name == "llamacpp"
+    _, last = await collect(hub.chat("smollm2:135m", HELLO, Options(max_tokens=3)))
+    assert last.stats and last.stats.generated_tokens == 3
+    monkeypatch.setenv("OLLAMA_HOST", unused_endpoint())
+    backend, _ = await Hub(Config()).resolve("smollm2:135m")
+    assert backend.name == "llamacpp"
+
+
+def test_model_list_shows_the_servers_models_and_survives_without_it(server: ServeProcess, tmp_path: Path) -> None:
+    env = {**server.env, "LLMSPELL_HOME": str(tmp_path / "cli"), "OLLAMA_HOST": server.url}
+    run = subprocess.run(
+        [sys.executable, "-m", "llmspell", "model", "list"], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert run.returncode == 0, run.stderr
+    assert "smollm2:135m@ollama" in run.stdout and "smollm2:135m@llamacpp" in run.stdout
+    assert "not listed" not in run.stderr
+    as_json = subprocess.run(
+        [sys.executable, "-m", "llmspell", "model", "list", "--json"],
+        env={**env, "OLLAMA_HOST": unused_endpoint()},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    doc = json.loads(as_json.stdout)
+    assert {m["backend"] for m in doc["models"]} == {"llamacpp"}
+    assert [u["backend"] for u in doc["unavailable"]] == ["ollama"] and "not reachable" in doc["unavailable"][0][
+        "error"
+    ]
