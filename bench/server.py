@@ -220,7 +220,12 @@ def main() -> None:
             print(f"errors: {c['error_text']}")
     finally:
         proc.send_signal(signal.SIGTERM)
-        proc.wait(30)
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            # a server stuck in its shutdown must not outlive the benchmark
+            proc.kill()
+            proc.wait(10)
         backend.close_sync()
 
 

@@ -201,8 +201,8 @@ async def test_server_down_up_killed_mid_answer_and_back(tmp_path: Path, shared_
     ob = ollama_at(proc.url)
     down = await ob.status()
     assert not down.ready and "not reachable" in (down.error or "") and proc.url in (down.error or "")
-    proc.start()
     try:
+        proc.start()
         assert (await ob.status()).ready
         hub = Hub(Config(), backends=[ob])
         conv = Conversation("smollm2:135m@ollama")

@@ -80,26 +80,31 @@ class ServeProcess:
             stderr=subprocess.STDOUT,
         )
         out.close()
-        for _ in range(600):
-            if self.proc.poll() is not None:
-                raise AssertionError(f"llmspell serve exited with {self.proc.returncode}:\n{self.output()}")
-            try:
-                httpx.get(self.url + "/health", timeout=5)
-                return self
-            except httpx.TransportError:
-                time.sleep(0.1)
-        raise AssertionError(f"llmspell serve did not answer within 60 s:\n{self.output()}")
+        try:
+            for _ in range(600):
+                if self.proc.poll() is not None:
+                    raise AssertionError(f"llmspell serve exited with {self.proc.returncode}:\n{self.output()}")
+                try:
+                    httpx.get(self.url + "/health", timeout=5)
+                    return self
+                except httpx.TransportError:
+                    time.sleep(0.1)
+            raise AssertionError(f"llmspell serve did not answer within 60 s:\n{self.output()}")
+        except BaseException:
+            # a server that failed to come up (or a test interrupted meanwhile) must not outlive the test
+            self.kill()
+            raise
 
     def output(self) -> str:
         """Everything the server printed."""
         return self.log.read_text(errors="replace") if self.log.exists() else ""
 
-    def stop(self) -> int:
-        """SIGTERM (what Ctrl-C's clean path does too), then wait; returns the exit code."""
+    def stop(self, sig: int = signal.SIGTERM) -> int:
+        """SIGTERM (or SIGINT, as Ctrl-C sends), then wait, killing it if it hangs; returns the exit code."""
         if self.proc is None:
             return 0
         if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
+            self.proc.send_signal(sig)
             try:
                 self.proc.wait(30)
             except subprocess.TimeoutExpired:
@@ -137,8 +142,8 @@ class ServeProcess:
 def pull_hub() -> Iterator[LocalHub]:
     """A local Hugging Face endpoint serving the SmolLM2 bytes as a Q8_0 file, for pulls through the server."""
     hub = LocalHub().start()
-    hub.add_file(PULL_REPO, PULL_FILE, smollm2_file().read_bytes())
     try:
+        hub.add_file(PULL_REPO, PULL_FILE, smollm2_file().read_bytes())
         yield hub
     finally:
         hub.stop()
@@ -147,11 +152,10 @@ def pull_hub() -> Iterator[LocalHub]:
 def serve(
     tmp_path_factory: pytest.TempPathFactory, models: Path, hub: LocalHub | None, *args: str
 ) -> Iterator[ServeProcess]:
-    """Start a server for a module and stop it afterwards (checking that it shut down cleanly)."""
-    proc = ServeProcess(
-        tmp_path_factory.mktemp("serve"), models, hf_endpoint=hub.url if hub else None, args=args
-    ).start()
+    """Start a server for a module and stop it afterwards."""
+    proc = ServeProcess(tmp_path_factory.mktemp("serve"), models, hf_endpoint=hub.url if hub else None, args=args)
     try:
+        proc.start()
         yield proc
     finally:
         proc.stop()

@@ -138,8 +138,8 @@ def test_serve_refuses_a_port_in_use_and_warns_on_all_interfaces(server: ServePr
     assert missing.returncode == 1 and "nope.toml does not exist" in missing.stderr and "init-config" in missing.stderr
     wide = ServeProcess(tmp_path, Path(env["LLMSPELL_MODELS"]), args=("--host", "0.0.0.0"))
     wide.port = free_port()
-    wide.start()
     try:
+        wide.start()
         # bound to every interface, the Host guard is off (as Ollama's is) and anyone may connect
         r = httpx.get(wide.url + "/api/version", headers={"Host": "my-box.example.com"})
         assert r.status_code == 200
@@ -151,8 +151,9 @@ def test_serve_refuses_a_port_in_use_and_warns_on_all_interfaces(server: ServePr
 
 
 def test_sigterm_shuts_down_cleanly_with_a_model_loaded(tmp_path: Path, shared_models: Path) -> None:
-    proc = ServeProcess(tmp_path, shared_models).start()
+    proc = ServeProcess(tmp_path, shared_models)
     try:
+        proc.start()
         r = httpx.post(
             proc.url + "/api/generate",
             json={"model": "smollm2:135m", "prompt": "hi", "stream": False, "options": {"num_predict": 2}},
