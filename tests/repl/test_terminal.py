@@ -202,3 +202,51 @@ def test_piped_errors_are_one_line_and_exit_1(shared_models: Path, spec: str, me
     assert proc.returncode == 1
     assert proc.stderr.startswith(message) and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
     assert proc.stdout == "" and "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize("stdin", ["", "  \n\n"])
+def test_piped_empty_input_is_one_line_and_exit_2(shared_models: Path, stdin: str) -> None:
+    proc = _piped(shared_models, "smollm2:135m", stdin=stdin)
+    assert proc.returncode == 2
+    assert proc.stderr.startswith("error: no prompt on standard input; pipe one in"), proc.stderr
+    assert proc.stdout == "" and not Store().list(), "nothing is sent or saved"
+
+
+@pytest.mark.parametrize(
+    ("args", "message", "code"),
+    [
+        (["--temperature", "9"], "error: option temperature=9.0 is out of range", 1),
+        (["--top-k", "many"], "argument --top-k: invalid int value: 'many'", 2),
+        (["--format", "@missing.json"], "error: cannot read the format file missing.json: No such file", 1),
+        (["--format", "{not json"], 'error: option format must be "json" or a JSON schema', 1),
+    ],
+)
+def test_bad_flag_values_are_one_message_and_a_nonzero_exit(
+    shared_models: Path, tmp_path: Path, args: list[str], message: str, code: int
+) -> None:
+    proc = subprocess.run(
+        [str(LLMSPELL), "chat", "smollm2:135m", *args],
+        input="hi\n",
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=tmp_path,
+        env=_env(shared_models),
+    )
+    assert proc.returncode == code, proc.stderr
+    assert message in proc.stderr and "internal error" not in proc.stderr and "Traceback" not in proc.stderr
+    assert proc.stdout == ""
+
+
+def test_run_names_an_unreadable_format_file_too(shared_models: Path, tmp_path: Path) -> None:
+    # `run` reads --format through the same function as chat
+    proc = subprocess.run(
+        [str(LLMSPELL), "run", "smollm2:135m", "hi", "--format", "@missing.json"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=tmp_path,
+        env=_env(shared_models),
+    )
+    assert proc.returncode == 1
+    assert proc.stderr.startswith("error: cannot read the format file missing.json: No such file"), proc.stderr
