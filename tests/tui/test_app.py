@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 from hfserver import silent_endpoint
 from textual.pilot import Pilot
+from textual.widgets import Footer
 
 from llmspell.backends.llamacpp import LlamaCppBackend
 from llmspell.backends.ollama import OllamaBackend
@@ -215,6 +216,19 @@ async def test_the_command_palette_reaches_the_screens_and_their_actions(models_
         await pilot.pause(0.3)
         await pilot.press("enter")
         await wait_until(pilot, lambda: app.current_mode == "history", "palette switched to history")
+
+
+@pytest.mark.parametrize("mode", ["chat", "models", "history"])
+async def test_the_footer_fits_in_80_columns(models_env: Path, mode: str) -> None:
+    app = create_app(Hub(Config()), mode=mode)
+    async with app.run_test(size=(80, 24)) as pilot:
+        footer = app.screen.query_one(Footer)
+        await wait_until(pilot, lambda: bool(footer.query(".-command-palette")), "the footer's keys")
+        palette = footer.query_one(".-command-palette")
+        keys = [w for w in footer.children if w is not palette]
+        assert {type(w).__name__ for w in keys} >= {"FooterKey", "KeyGroup"}, "own keys and the F1-F3 group"
+        assert all(w.region.right <= palette.region.x for w in keys), "no key is cut or hidden under ^p palette"
+        assert palette.region.right <= 80
 
 
 def test_a_bad_model_argument_is_one_clear_line(capsys: pytest.CaptureFixture[str]) -> None:

@@ -43,7 +43,10 @@ def scripted_app(tmp_path: Path, mode: str) -> LLMSpellApp:
     """The app over the scripted backend plus an Ollama backend on a port where nothing listens."""
     config = Config()
     hub = Hub(config, backends=[ScriptedBackend(), OllamaBackend(config, url="http://127.0.0.1:9")])
-    return create_app(hub, Store(tmp_path / "history.db"), mode=mode)
+    app = create_app(hub, Store(tmp_path / "history.db"), mode=mode)
+    # one status check, at mount, so the status bar cannot change while a slow run is being captured
+    app.status_interval = 1e6
+    return app
 
 
 async def settle(pilot: Pilot[None]) -> None:

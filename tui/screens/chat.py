@@ -84,15 +84,17 @@ class ChatScreen(Screen[None]):
     }
     """
 
+    # the footer shows what fits in 80 columns next to F1-F3 and the palette key; the rest is in the palette
+    # (Ctrl+P) and the README's key table
     BINDINGS: ClassVar[list[BindingType]] = [
-        Binding("escape", "cancel", "Cancel", show=True, priority=True),
+        Binding("escape", "cancel", "Cancel", show=True, priority=True, key_display="esc"),
         Binding("ctrl+n", "add_pane", "Add pane"),
         # priority: the prompt would take Ctrl+W as "delete word" (Ctrl+Backspace still does that)
-        Binding("ctrl+w", "remove_pane", "Close pane", priority=True),
+        Binding("ctrl+w", "remove_pane", "Close pane", priority=True, show=False),
         Binding("ctrl+t", "toggle_compare", "Compare"),
         Binding("ctrl+o", "settings", "Settings"),
-        Binding("ctrl+l", "pick_model", "Model"),
-        Binding("ctrl+r", "new_conversation", "New chat"),
+        Binding("ctrl+l", "pick_model", "Model", show=False),
+        Binding("ctrl+r", "new_conversation", "New chat", show=False),
         Binding("alt+right", "focus_pane(1)", "Next pane", show=False),
         Binding("alt+left", "focus_pane(-1)", "Previous pane", show=False),
     ]
@@ -109,6 +111,8 @@ class ChatScreen(Screen[None]):
         self._active = 0
         self._suggestions: list[str] = []
         self._generation: Worker[None] | None = None
+        #: the prompt of the run just started, until its worker's body begins (see action_cancel)
+        self._unstarted_prompt: str | None = None
         self._pane_seq = 0
         #: the metrics of the last prompt's streams, in pane order (live while they run)
         self.last_metrics: list[StreamMetrics] = []
@@ -130,7 +134,7 @@ class ChatScreen(Screen[None]):
         yield Horizontal(id="panes")
         yield Static("", id="mode")
         yield PromptArea(id="prompt", soft_wrap=True, show_line_numbers=False)
-        yield Footer()
+        yield Footer(compact=True)
 
     async def on_mount(self) -> None:
         await self.add_pane()
@@ -156,8 +160,10 @@ class ChatScreen(Screen[None]):
 
     @property
     def generating(self) -> bool:
-        """Whether answers are streaming now."""
-        return self._generation is not None and self._generation.is_running
+        """Whether answers are streaming now, or about to (a run whose worker has not started yet counts too)."""
+        # not is_running: a worker is PENDING until it is started, and an Escape or a second Enter right after
+        # the first one must see the run
+        return self._generation is not None and not self._generation.is_finished
 
     def _set_active(self, pane: ChatPane) -> None:
         panes = self.panes
@@ -345,6 +351,7 @@ class ChatScreen(Screen[None]):
             return False
         panes = self.panes if self.compare_mode else [self.active_pane]
         self.prompt.clear()
+        self._unstarted_prompt = text
         self._generation = self._run(panes, text)
         return True
 
@@ -359,14 +366,16 @@ class ChatScreen(Screen[None]):
 
     @work(group="generation", exit_on_error=False)
     async def _run(self, panes: list[ChatPane], text: str) -> None:
+        self._unstarted_prompt = None  # from here on, the finally below cleans up however the run ends
         targets = self._targets(panes)
         self.last_metrics = [StreamMetrics(i, p.conv.model) for i, p in enumerate(panes)]
-        for pane in panes:
-            await pane.begin(text)
         stream = compare(self.hub, targets, text, store=self.store, parallel=self.parallel)
         failed = False
         finished: set[int] = set()
         try:
+            # inside the try: an Escape while the panes are being set up still ends them in the finally
+            for pane in panes:
+                await pane.begin(text)
             async for event in stream:
                 self.last_metrics[event.index] = event.metrics
                 pane = panes[event.index]
@@ -397,8 +406,18 @@ class ChatScreen(Screen[None]):
 
     def action_cancel(self) -> None:
         """Stop every answer in flight; what arrived is kept, marked interrupted."""
-        if self.generating and self._generation is not None:
-            self._generation.cancel()
+        worker = self._generation
+        if self.generating and worker is not None:
+            if worker.cancelled_event.is_set():
+                return  # cancelled already: a second cancel would break into the cleanup in _run's finally
+            worker.cancel()
+            if self._unstarted_prompt is not None:
+                # cancelled before its first step: asyncio never enters the body (so no finally runs) and Textual
+                # leaves such a worker RUNNING for good; nothing was sent, so the prompt goes back to the input
+                self._generation = None
+                if not self.prompt.text:
+                    self.prompt.text = self._unstarted_prompt
+                self._unstarted_prompt = None
         elif self.focused is not self.prompt:
             self.prompt.focus()
 

@@ -67,6 +67,8 @@ class SettingsScreen(ModalScreen[PaneSettings | None]):
         background: $boost;
     }
     SettingsScreen Grid Input:focus {
+        /* Input:focus sets a tall border, which outranks the rule above and leaves a one-row input all border */
+        border: none;
         background: $accent 30%;
     }
     SettingsScreen .help {
