@@ -39,6 +39,7 @@ class PlainView:
     def __init__(self, console: Console) -> None:
         self.console = console
         self.text = ""
+        self.closed = False
 
     def feed(self, text: str) -> None:
         """Write ``text`` now."""
@@ -51,7 +52,10 @@ class PlainView:
         self.console.file.flush()
 
     def close(self) -> None:
-        """End the answer's last line."""
+        """End the answer's last line (once: a second call must not add a blank line)."""
+        if self.closed:
+            return
+        self.closed = True
         if self.text and not self.text.endswith("\n"):
             self.console.file.write("\n")
         self.console.file.flush()
@@ -145,7 +149,9 @@ class MarkdownView:
         return _Tail(self._markdown(rest), max(self.console.height - 2, 3)) if rest.strip() else ""
 
     def close(self) -> None:
-        """Print the last block for good and remove the live region."""
+        """Print the last block for good and remove the live region (once: a second call does nothing)."""
+        if not self.live.is_started:
+            return
         rest = self.text[self.printed :]
         self.live.update("", refresh=True)
         self.live.stop()

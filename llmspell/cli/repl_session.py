@@ -441,6 +441,7 @@ class Repl:
         view = make_view(self.console, markdown=self.markdown and conv.options.format is None)
         stats: Stats | None = None
         outcome = "done"
+        failure: LLMSpellError | None = None
         stream = ask(self.hub, conv, text, self.store)
         try:
             async for chunk in stream:
@@ -456,12 +457,14 @@ class Repl:
                 current.uncancel()
             outcome = "interrupted"
         except LLMSpellError as exc:
-            view.close()
-            self.error(exc)
-            return "error"
+            failure = exc
         finally:
             await stream.aclose()
             view.close()
+        if failure is not None:
+            # reported after the view is closed (once), so the error line follows the partial answer directly
+            self.error(failure)
+            return "error"
         if outcome == "interrupted" or stats is None or stats.stop_reason == "cancelled":
             self.dim("[interrupted: the partial answer is kept]")
             return "interrupted"

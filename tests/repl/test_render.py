@@ -75,3 +75,19 @@ def test_plain_text_where_markdown_cannot_be_shown() -> None:
         view.feed(piece)
     view.close()
     assert piped.file.getvalue() == "Hello **world**!\n"
+
+
+def test_closing_a_view_twice_changes_nothing() -> None:
+    piped = Console(file=io.StringIO(), force_terminal=False)
+    plain = PlainView(piped)
+    plain.feed("Partial answer")
+    plain.close()
+    plain.close()
+    assert piped.file.getvalue() == "Partial answer\n", "one line end, no blank line"
+    console, file = _terminal()
+    view = MarkdownView(console)
+    view.feed("Some *partial* answer")
+    view.close()
+    once = file.getvalue()
+    view.close()
+    assert file.getvalue() == once, "the second close prints nothing"

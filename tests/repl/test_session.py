@@ -17,6 +17,7 @@ from prompt_toolkit.document import Document
 
 from llmspell.cli.repl_session import ReplCompleter, prompt_text
 from llmspell.config import repl_history_path
+from llmspell.errors import GenerationError
 from llmspell.spec import parse_spec
 from llmspell.store import Store
 
@@ -250,6 +251,45 @@ async def test_a_model_that_cannot_chat_fails_the_answer_with_one_line_and_the_s
     answer = d.repl.conv.entries[-1]
     assert answer.role == "assistant" and answer.content == "" and answer.state != "streaming"
     await d.command("/model smollm2:135m", "now talking to smollm2:135m")
+    assert "Paris" in await d.command("Name the capital of France.", "tok/s")
+    d.type("/bye\r")
+    assert await d.ended() == 0
+
+
+def fault_injection_chat_fails_after(hub, monkeypatch: pytest.MonkeyPatch, chunks: int) -> None:
+    """Fault injection: the real model streams ``chunks`` pieces, then the engine "fails" as a crashed decode would."""
+    real_chat = hub.chat
+
+    async def chat(spec, messages, options=None):
+        stream = real_chat(spec, messages, options)
+        try:
+            sent = 0
+            async for chunk in stream:
+                if sent == chunks:
+                    raise GenerationError("llama.cpp failed while generating: injected fault")
+                yield chunk
+                sent += 1
+        finally:
+            await stream.aclose()
+
+    monkeypatch.setattr(hub, "chat", chat)
+
+
+async def test_an_answer_failing_partway_keeps_its_text_and_the_error_follows_on_the_next_line(
+    start_repl, hub, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    d = await start_repl()
+    fault_injection_chat_fails_after(hub, monkeypatch, chunks=4)
+    start = len(d.out)
+    await d.command("Name the capital of France.", "error:")
+    await d.until(lambda: d.out.endswith("\n"))
+    out = d.out[start:]
+    answer = d.repl.conv.entries[-1]
+    assert answer.content and answer.state == "cancelled", "the partial text is kept"
+    assert out == f"{answer.content.lstrip()}\nerror: llama.cpp failed while generating: injected fault\n", (
+        "the partial answer, its line ended once, then the error: no blank line between"
+    )
+    monkeypatch.undo()
     assert "Paris" in await d.command("Name the capital of France.", "tok/s")
     d.type("/bye\r")
     assert await d.ended() == 0
