@@ -17,6 +17,9 @@ if TYPE_CHECKING:
 #: how often a streaming answer's text is written to the store (a crash loses at most this much)
 SAVE_EVERY = 0.25
 
+#: how each face marks an answer that did not finish normally ("streaming" left in the store = the writer died)
+STATE_NOTES = {"cancelled": "interrupted", "failed": "failed", "streaming": "unfinished"}
+
 
 @dataclass
 class Entry:
@@ -50,9 +53,21 @@ class Conversation:
     updated: float = field(default_factory=time.time)
 
     def messages(self) -> list[Message]:
-        """What the model is sent: the system prompt, then every user and finished or partial assistant turn."""
+        """What the model is sent: the system prompt, then every answered user turn and its (partial) answer.
+
+        A prompt whose answer never got any text (the backend failed, or it was cancelled before the first
+        token) is left out with that answer: sending it again would put two user turns in a row.
+        """
         out = [Message("system", self.system)] if self.system else []
-        return out + [e.message for e in self.entries if e.role in ("user", "assistant") and e.content]
+        entries = self.entries
+        for i, e in enumerate(entries):
+            if e.role not in ("user", "assistant") or not e.content:
+                continue
+            after = entries[i + 1] if i + 1 < len(entries) else None
+            if e.role == "user" and after is not None and after.role == "assistant" and not after.content:
+                continue
+            out.append(e.message)
+        return out
 
     def to_markdown(self) -> str:
         """The conversation as a Markdown document (for export)."""
@@ -63,7 +78,7 @@ class Conversation:
             who = "You" if e.role == "user" else f"{e.model or self.model}"
             lines += ["", f"## {who}", "", e.content]
             if e.state != "done":
-                lines += ["", f"*({'interrupted' if e.state == 'cancelled' else 'unfinished'})*"]
+                lines += ["", f"*({STATE_NOTES.get(e.state, 'unfinished')})*"]
         return "\n".join(lines) + "\n"
 
 
@@ -79,6 +94,8 @@ async def ask(
         store.add(conv, user)
     else:
         conv.entries.append(user)
+    # taken before the empty answer row exists, so this prompt is the last message sent
+    messages = conv.messages()
     answer = (
         store.begin_answer(conv, conv.model)
         if store is not None
@@ -88,9 +105,9 @@ async def ask(
         conv.entries.append(answer)
     parts: list[str] = []
     stats: Stats | None = None
+    failed = False
     last_save = time.monotonic()
-    # the empty answer row is not part of messages(): only entries with text are sent
-    stream = hub.chat(conv.model, conv.messages(), conv.options.merged(options))
+    stream = hub.chat(conv.model, messages, conv.options.merged(options))
     try:
         async for chunk in stream:
             parts.append(chunk.text)
@@ -102,12 +119,16 @@ async def ask(
             else:
                 answer.content = "".join(parts)
             yield chunk
+    except Exception:
+        # a backend error (not a cancel): the partial text stays, marked failed; the caller shows the error
+        failed = True
+        raise
     finally:
         await stream.aclose()
-        cancelled = stats is None or stats.stop_reason == "cancelled"
+        cancelled = not failed and (stats is None or stats.stop_reason == "cancelled")
         final = "".join(parts)
         if store is not None:
-            store.finish_answer(answer, final, stats, cancelled=cancelled)
+            store.finish_answer(answer, final, stats, cancelled=cancelled, failed=failed)
         else:
             answer.content, answer.stats = final, stats
-            answer.state = "cancelled" if cancelled else "done"
+            answer.state = "failed" if failed else "cancelled" if cancelled else "done"

@@ -38,7 +38,7 @@ CREATE TABLE IF NOT EXISTS messages (
     content TEXT NOT NULL,
     model TEXT,
     stats TEXT,
-    -- 'done', 'streaming' (the writer stopped mid-answer), 'cancelled'
+    -- 'done', 'streaming' (the writer stopped mid-answer), 'cancelled', 'failed' (the backend raised)
     state TEXT NOT NULL DEFAULT 'done',
     created REAL NOT NULL
 );
@@ -147,10 +147,12 @@ class Store:
         with self._tx() as db:
             db.execute("UPDATE messages SET content=? WHERE id=?", (text, entry.id))
 
-    def finish_answer(self, entry: Entry, text: str, stats: Stats | None, *, cancelled: bool = False) -> None:
-        """Store the whole answer and its stats; a cancelled one keeps its partial text, marked so."""
+    def finish_answer(
+        self, entry: Entry, text: str, stats: Stats | None, *, cancelled: bool = False, failed: bool = False
+    ) -> None:
+        """Store the whole answer and its stats; a cancelled or failed one keeps its partial text, marked so."""
         entry.content, entry.stats = text, stats
-        entry.state = "cancelled" if cancelled else "done"
+        entry.state = "failed" if failed else "cancelled" if cancelled else "done"
         with self._tx() as db:
             db.execute(
                 "UPDATE messages SET content=?, stats=?, state=? WHERE id=?",

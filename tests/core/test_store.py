@@ -14,6 +14,7 @@ import pytest
 
 from llmspell.chat import Conversation, Entry, ask
 from llmspell.config import Config
+from llmspell.errors import LLMSpellError
 from llmspell.hub import Hub
 from llmspell.store import Store, StoreError
 from llmspell.types import Options, Stats
@@ -110,3 +111,31 @@ def test_a_process_killed_mid_answer_leaves_the_partial_text(tmp_path: Path, sha
     partial = saved.entries[1]
     assert partial.state == "streaming" and len(partial.content) > 20, "text received before the kill survives"
     assert "*(unfinished)*" in saved.to_markdown()
+
+
+async def test_a_failed_prompt_is_kept_marked_failed_and_not_sent_again(
+    tmp_path: Path, shared_models: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A backend error before the first token leaves the prompt in the history, but out of the next context."""
+    monkeypatch.setenv("LLMSPELL_MODELS", str(shared_models))
+    hub = Hub(Config())
+    store = Store(tmp_path / "h.sqlite3")
+    conv = Conversation("qwen2.5:0.5b", options=Options(temperature=0, max_tokens=8))  # in the catalog, not pulled
+    with pytest.raises(LLMSpellError, match="pull"):
+        async for _ in ask(hub, conv, "Tell me about Paris.", store):
+            pass
+    saved = store.load(conv.id)
+    assert [(e.role, e.state) for e in saved.entries] == [("user", "done"), ("assistant", "failed")]
+    assert saved.entries[0].content == "Tell me about Paris.", "the typed prompt is not lost"
+    assert "*(failed)*" in saved.to_markdown()
+    conv.model = "smollm2:135m"
+    chunks = [c async for c in ask(hub, conv, "Name the capital of France.", store)]
+    fresh = Conversation("smollm2:135m", options=Options(temperature=0, max_tokens=8))
+    alone = [c async for c in ask(hub, fresh, "Name the capital of France.")]
+    assert chunks[-1].stats and alone[-1].stats
+    assert chunks[-1].stats.prompt_tokens == alone[-1].stats.prompt_tokens, "the failed turn was not sent"
+    assert [m.content for m in store.load(conv.id).messages()] == [
+        "Name the capital of France.",
+        "".join(c.text for c in chunks),
+    ]
+    hub.backends["llamacpp"].close_sync()  # type: ignore[attr-defined]
