@@ -20,12 +20,13 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from prompt_toolkit import PromptSession
+from prompt_toolkit.application import run_in_terminal
 from prompt_toolkit.completion import CompleteEvent, Completer, Completion
 from prompt_toolkit.document import Document
 from prompt_toolkit.enums import DEFAULT_BUFFER
 from prompt_toolkit.filters import has_focus
 from prompt_toolkit.formatted_text import FormattedText
-from prompt_toolkit.history import FileHistory, History, InMemoryHistory
+from prompt_toolkit.history import FileHistory, History
 from prompt_toolkit.input import Input
 from prompt_toolkit.key_binding import KeyBindings, KeyPressEvent
 from prompt_toolkit.output import Output
@@ -92,6 +93,39 @@ def prompt_text(line: str) -> str:
             stripped = stripped[: -len(FENCE)]
         return stripped.strip("\n")
     return text.strip()
+
+
+class SafeFileHistory(FileHistory):
+    """Input history in a file that, when the file cannot be read or written, goes on in memory (one warning).
+
+    prompt_toolkit opens the file lazily (on the first prompt and on each Enter), so a bad path cannot be
+    caught when the history is created: the failure has to be caught here, or it ends the session.
+    """
+
+    def __init__(self, path: Path, on_error: Callable[[OSError], None]) -> None:
+        super().__init__(str(path))
+        self.on_error = on_error
+        self.failed = False
+
+    def _failed(self, exc: OSError) -> None:
+        if not self.failed:
+            self.failed = True
+            self.on_error(exc)
+
+    def load_history_strings(self) -> Iterable[str]:
+        """The saved entries, newest first; none when the file cannot be read."""
+        try:
+            return list(super().load_history_strings())
+        except OSError as exc:
+            self._failed(exc)
+            return []
+
+    def store_string(self, string: str) -> None:
+        """Append one entry to the file; the in-memory history keeps it either way."""
+        try:
+            super().store_string(string)
+        except OSError as exc:
+            self._failed(exc)
 
 
 class ReplCompleter(Completer):
@@ -173,6 +207,7 @@ class Repl:
         #: set when Ctrl-C cancelled the running action (as opposed to the session being cancelled)
         self.interrupted = False
         self.session: PromptSession[str] | None = None
+        self._warning: Awaitable[None] | None = None
 
     # ----- output ----------------------------------------------------------------------------------
 
@@ -296,11 +331,9 @@ class Repl:
         history = self.history
         if history is None:
             path = cfgmod.repl_history_path()
-            try:
+            with contextlib.suppress(OSError):  # a folder that cannot be made shows up as a failed write below
                 path.parent.mkdir(parents=True, exist_ok=True)
-                history = FileHistory(str(path))
-            except OSError:
-                history = InMemoryHistory()
+            history = SafeFileHistory(path, self._history_failed)
         return PromptSession(
             history=history,
             completer=ReplCompleter(self),
@@ -313,6 +346,19 @@ class Repl:
             input=self.input,
             output=self.output,
         )
+
+    def _history_failed(self, exc: OSError) -> None:
+        message = (
+            f"the input history cannot be kept in {cfgmod.repl_history_path()} ({exc.strerror or exc}); "
+            "this session keeps it in memory"
+        )
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            self.dim(message)
+            return
+        # the prompt is on the screen while history is read or written: print above it, not through it
+        self._warning = run_in_terminal(lambda: self.dim(message))  # kept: a task nobody holds may be collected
 
     def banner(self) -> None:
         """The first lines of a session: the model, and how to get help and leave."""

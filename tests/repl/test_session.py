@@ -86,6 +86,22 @@ async def test_history_survives_the_session_and_up_arrow_and_ctrl_r_recall_it(st
     assert await second.ended() == 0
 
 
+async def test_a_history_file_that_cannot_be_written_warns_once_and_history_goes_on_in_memory(start_repl) -> None:
+    repl_history_path().mkdir(parents=True)  # a folder where the file should be: it can be neither read nor written
+    d = await start_repl()
+    await d.command("/set seed 7", "set seed = 7")
+    await d.command("/set top_k 5", "set top_k = 5")
+    await d.until(lambda: "this session keeps it in memory" in d.out)
+    assert d.out.count("the input history cannot be kept in") == 1, "one warning, not one per line"
+    assert "Is a directory" in d.out and "Traceback" not in d.out
+    # up twice: the history still works, from memory
+    await d.command("\x1b[A\x1b[A", "set seed = 7")
+    assert d.out.count("the input history cannot be kept in") == 1
+    d.type("/bye\r")
+    assert await d.ended() == 0, "the session ends only when asked"
+    assert repl_history_path().is_dir() and not any(repl_history_path().iterdir())
+
+
 async def test_tab_completes_commands_model_names_options_and_titles(start_repl) -> None:
     d = await start_repl()
     completer = ReplCompleter(d.repl)
