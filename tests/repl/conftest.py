@@ -89,6 +89,17 @@ class Driver:
 
 
 @pytest.fixture
+def terminal_console() -> Callable[[], Console]:
+    """Make consoles that are terminals (so Markdown is drawn live), without colours, printing to a RecordingFile."""
+
+    def make() -> Console:
+        file = RecordingFile()
+        return Console(file=file, width=100, height=30, force_terminal=True, color_system=None, highlight=False)
+
+    return make
+
+
+@pytest.fixture
 async def hub(shared_models: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Hub]:
     """The real hub: embedded llama.cpp on the PyPI models, and Ollama at the dead address of the tests."""
     monkeypatch.setenv("LLMSPELL_MODELS", str(shared_models))
@@ -103,13 +114,33 @@ async def start_repl(hub: Hub) -> AsyncIterator[Callable[..., Awaitable[Driver]]
     stack = contextlib.ExitStack()
     drivers: list[Driver] = []
 
-    async def start(spec: str | None = "smollm2:135m", *, options: Options | None = QUICK, **kwargs: Any) -> Driver:
+    async def start(
+        spec: str | None = "smollm2:135m",
+        *,
+        options: Options | None = QUICK,
+        console: Console | None = None,
+        raw: bool = False,
+        quiet: bool = False,
+        **kwargs: Any,
+    ) -> Driver:
+        """A REPL on ``spec``; ``console`` (on a RecordingFile) replaces the default, a non-terminal one."""
         pipe = stack.enter_context(create_pipe_input())
-        file = RecordingFile()
-        console = Console(file=file, width=100, color_system=None, force_terminal=False, highlight=False)
+        if console is None:
+            console = Console(file=RecordingFile(), width=100, color_system=None, force_terminal=False, highlight=False)
+        file = console.file
+        assert isinstance(file, RecordingFile), "the driver reads what the REPL printed from a RecordingFile"
         store = Store()
         stack.callback(store.close)
-        repl = Repl(hub, store, console=console, input=pipe, output=DummyOutput(), history=kwargs.pop("history", None))
+        repl = Repl(
+            hub,
+            store,
+            console=console,
+            input=pipe,
+            output=DummyOutput(),
+            history=kwargs.pop("history", None),
+            raw=raw,
+            quiet=quiet,
+        )
         await repl.open(spec, options=options, **kwargs)
         driver = Driver(repl, pipe, file)
         drivers.append(driver)

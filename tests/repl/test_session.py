@@ -39,6 +39,35 @@ async def test_an_answer_streams_then_a_stats_line_follows_and_the_turn_is_saved
     assert "Paris" in saved.entries[1].content
 
 
+async def test_on_a_terminal_answers_are_drawn_live_and_raw_or_markdown_off_print_plain_text(
+    start_repl, terminal_console
+) -> None:
+    d = await start_repl(console=terminal_console())
+    start = len(d.out)
+    await d.command("Name the capital of France.", "tok/s")
+    rendered = d.out[start:]
+    assert "Paris" in rendered
+    assert "\x1b[?25l" in rendered and "\x1b[2K" in rendered, "the growing block lives in a redrawn region"
+    await d.command("/set markdown off", "markdown off")
+    start = len(d.out)
+    await d.command("Name the capital of France.", "tok/s")
+    assert "Paris" in d.out[start:] and "\x1b" not in d.out[start:], "/set markdown off: plain text as it comes"
+    d.type("/bye\r")
+    await d.ended()
+
+    raw = await start_repl(console=terminal_console(), raw=True, quiet=True)
+    start = len(raw.out)
+    await raw.command("Name the capital of France.", "Paris")
+    await raw.until(lambda: raw.repl.conv.entries[-1].state == "done")
+    await raw.until(raw.at_prompt)
+    shown = raw.out[start:]
+    assert "\x1b" not in shown, "--raw: no live region even on a terminal"
+    assert "tok/s" not in shown and "TTFT" not in shown, "--quiet: no stats line"
+    assert shown.strip() == raw.repl.conv.entries[-1].content.strip(), "only the answer, as the model wrote it"
+    raw.type("/bye\r")
+    assert await raw.ended() == 0
+
+
 async def test_multiline_input_with_alt_enter_and_triple_quote_blocks(start_repl) -> None:
     d = await start_repl(options=None)
     d.repl.conv.options = d.repl.conv.options.with_values({"max_tokens": 2, "temperature": 0.0})

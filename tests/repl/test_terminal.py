@@ -13,6 +13,7 @@ from pathlib import Path
 import pexpect
 import pytest
 
+from llmspell.config import config_path
 from llmspell.store import Store
 
 LLMSPELL = Path(sys.executable).parent / "llmspell"
@@ -187,6 +188,38 @@ def test_piped_input_prints_the_answer_and_exits(shared_models: Path) -> None:
     assert "tok/s" in proc.stderr, "the stats line goes to stderr, so stdout is only the answer"
     saved = Store().load(Store().list(1)[0]["id"])
     assert [e.role for e in saved.entries] == ["user", "assistant"], "a piped chat is saved too"
+
+
+def test_piped_quiet_prints_no_stats_and_system_is_saved(shared_models: Path) -> None:
+    proc = _piped(
+        shared_models,
+        "smollm2:135m",
+        "--quiet",
+        "--system",
+        "You answer in one short sentence.",
+        "--temperature",
+        "0",
+        "--max-tokens",
+        "24",
+        stdin="Name the capital of France.\n",
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "Paris" in proc.stdout
+    assert "tok/s" not in proc.stderr and "TTFT" not in proc.stderr, proc.stderr
+    saved = Store().load(Store().list(1)[0]["id"])
+    assert saved.system == "You answer in one short sentence."
+    assert saved.entries[-1].state == "done" and saved.entries[-1].content.strip() in proc.stdout
+
+
+def test_piped_chat_without_a_spec_uses_the_configured_default_model(shared_models: Path) -> None:
+    # a spelling of the model no built-in default uses, so the test can tell the config was read
+    config_path().parent.mkdir(parents=True, exist_ok=True)
+    config_path().write_text('default_model = "local/smollm2:135m@llamacpp"\n')
+    proc = _piped(shared_models, "--temperature", "0", "--max-tokens", "24", stdin="Name the capital of France.\n")
+    assert proc.returncode == 0, proc.stderr
+    assert "Paris" in proc.stdout
+    saved = Store().load(Store().list(1)[0]["id"])
+    assert saved.model == "local/smollm2:135m@llamacpp"
 
 
 @pytest.mark.parametrize(
