@@ -52,11 +52,13 @@ def install(
         (source / "kernel.json").write_text(json.dumps(kernel_json(default_model), indent=2) + "\n", encoding="utf-8")
         try:
             dest = KernelSpecManager().install_kernel_spec(str(source), KERNEL_NAME, user=user, prefix=prefix)
-        except PermissionError as exc:
-            raise LLMSpellError(
-                f"cannot write the kernel spec: {exc.strerror} ({exc.filename})",
-                hint="use --user (your own Jupyter folder) or --sys-prefix (this virtualenv)",
-            ) from None
+        except OSError as exc:
+            # a folder without write access, a read-only file system, a prefix that is a file: the same fix for all
+            where = exc.filename or prefix or "the Jupyter data folder"
+            hint = "use --user (your own Jupyter folder) or --sys-prefix (this virtualenv)"
+            if prefix and not user:
+                hint = f"check that {prefix} is a folder you can write to, or {hint}"
+            raise LLMSpellError(f"cannot write the kernel spec to {where}: {exc.strerror or exc}", hint=hint) from None
     return Path(dest)
 
 
@@ -77,11 +79,16 @@ def install_from_args(args: argparse.Namespace) -> int:
     return 0
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """`python -m llmspell_kernel install ...`."""
+def build_parser() -> argparse.ArgumentParser:
+    """The parser of `python -m llmspell_kernel install` (the words after `install`)."""
     parser = argparse.ArgumentParser(prog="python -m llmspell_kernel install", description="Install the kernel spec.")
     add_install_arguments(parser)
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """`python -m llmspell_kernel install ...`."""
+    args = build_parser().parse_args(argv)
     from llmspell.errors import LLMSpellError
 
     try:

@@ -15,14 +15,13 @@ async def cmd_kernel_install(args: argparse.Namespace) -> int:
 
 def add_kernel_parser(sub: Any) -> None:
     """Add `llmspell kernel install [--user|--sys-prefix|--prefix P] [--default-model SPEC]` to the CLI."""
+    # the options are defined once, next to the installer, so `python -m llmspell_kernel install` takes the same ones
+    from llmspell_kernel.install import add_install_arguments
+
     kernel = sub.add_parser("kernel", help="the Jupyter kernel: install its kernel spec")
     ksub = kernel.add_subparsers(dest="kernel_command", required=True, metavar="ACTION")
     k = ksub.add_parser(
         "install", help='register the "llmspell" kernel with Jupyter (display name "LLMSpell (local LLM)")'
     )
-    where = k.add_mutually_exclusive_group()
-    where.add_argument("--user", action="store_true", help="install for this user only (~/.local/share/jupyter)")
-    where.add_argument("--sys-prefix", action="store_true", help="install into this Python's prefix (a virtualenv)")
-    where.add_argument("--prefix", metavar="P", help="install into the prefix P (P/share/jupyter/kernels)")
-    k.add_argument("--default-model", metavar="SPEC", help="the model a new notebook starts with")
+    add_install_arguments(k)
     k.set_defaults(func=cmd_kernel_install)
