@@ -20,6 +20,7 @@ from llmspell.config import repl_history_path
 from llmspell.errors import GenerationError
 from llmspell.spec import parse_spec
 from llmspell.store import Store
+from llmspell.types import Options
 
 
 async def test_an_answer_streams_then_a_stats_line_follows_and_the_turn_is_saved(start_repl) -> None:
@@ -233,6 +234,40 @@ async def test_every_slash_command(start_repl, tmp_path: Path) -> None:
     assert len(forks) == 1 and forks[0]["title"].endswith("[smollm2:135m]")
     assert len(d.repl.conv.entries) == 4, "the compared prompt stays out of the current conversation"
 
+    d.type("/bye\r")
+    assert await d.ended() == 0
+
+
+#: for each option of the core: what is typed after /set NAME, and the value the conversation must then hold
+SET_VALUES: dict[str, tuple[str, object]] = {
+    "temperature": ("0.3", 0.3),
+    "top_k": ("7", 7),
+    "top_p": ("0.5", 0.5),
+    "min_p": ("0.1", 0.1),
+    "repeat_penalty": ("1.2", 1.2),
+    "seed": ("42", 42),
+    "stop": ("END|STOP", ("END", "STOP")),
+    "max_tokens": ("5", 5),
+    "num_ctx": ("1024", 1024),
+    "num_threads": ("1", 1),
+    "format": ('{"type": "object"}', {"type": "object"}),
+}
+
+
+@pytest.mark.parametrize("name", Options.names())
+async def test_set_takes_every_option_of_the_core_and_the_engine_answers_with_it(start_repl, name: str) -> None:
+    text, expected = SET_VALUES[name]  # a new option of the core fails here until this test knows it
+    d = await start_repl(options=None)
+    await d.command(f"/set {name} {text}", f"set {name} = ")
+    assert getattr(d.repl.conv.options, name) == expected
+    if name != "max_tokens":
+        await d.command("/set max_tokens 4", "set max_tokens = 4")
+    out = await d.command("Say hi.", "tok/s")
+    assert "error:" not in out, out
+    saved = Store().load(d.repl.conv.id)
+    assert getattr(saved.options, name) == expected, "the option is saved with the conversation"
+    await d.command(f"/set {name}=default", f"set {name}")
+    assert getattr(d.repl.conv.options, name) in (None, ()), "default puts it back to the backend's"
     d.type("/bye\r")
     assert await d.ended() == 0
 
