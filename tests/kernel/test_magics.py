@@ -4,7 +4,15 @@ from __future__ import annotations
 
 import pytest
 
-from llmspell_kernel.magics import MAGICS, MagicError, completion_context, help_markdown, is_complete, parse_cell
+from llmspell_kernel.magics import (
+    MAGICS,
+    MagicError,
+    completion_context,
+    expand_answers,
+    help_markdown,
+    is_complete,
+    parse_cell,
+)
 
 
 def test_magics_on_top_then_the_prompt() -> None:
@@ -59,3 +67,18 @@ def test_help_names_every_magic() -> None:
     assert all(f"`{m.usage}`" in text for m in MAGICS.values())
     with pytest.raises(MagicError, match="unknown magic %nope"):
         help_markdown("nope")
+
+
+def test_underscores_stand_for_earlier_answers() -> None:
+    answers = {3: "three", 5: "five\nlines"}
+    assert expand_answers("_ | __ | _3 | _5", answers) == "five\nlines | three | three | five\nlines"
+    assert expand_answers("x_ _x a_b __init__ _3a", answers) == "x_ _x a_b __init__ _3a"
+    assert expand_answers("no reference", {}) == "no reference"
+    with pytest.raises(MagicError, match=r"no answer in Out\[99\] for _99") as exc:
+        expand_answers("%echo _99", answers)
+    assert "answers so far: _3, _5" in str(exc.value)
+    with pytest.raises(MagicError, match="no answer yet, so _ stands for nothing"):
+        expand_answers("_", {})
+    with pytest.raises(MagicError, match="only one answer so far, so __ stands for nothing"):
+        expand_answers("__", {1: "one"})
+    assert "`_` is the last answer" in help_markdown()
