@@ -494,6 +494,9 @@ class Repl:
                 view.feed(chunk.text)
                 if chunk.done:
                     stats = chunk.stats
+                # a stream with tokens already queued never suspends, so a Ctrl-C would wait for the whole
+                # backlog to be printed (a slow terminal falls behind the engine): let it in after each token
+                await asyncio.sleep(0)
         except asyncio.CancelledError:
             if not self.interrupted:
                 raise

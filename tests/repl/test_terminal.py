@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import re
+import select
+import signal
 import subprocess
 import sys
 import time
@@ -283,3 +285,39 @@ def test_run_names_an_unreadable_format_file_too(shared_models: Path, tmp_path: 
     )
     assert proc.returncode == 1
     assert proc.stderr.startswith("error: cannot read the format file missing.json: No such file"), proc.stderr
+
+
+def test_ctrl_c_in_a_piped_chat_stops_the_answer_exits_130_and_keeps_it_marked(
+    shared_models: Path, tmp_path: Path
+) -> None:
+    prompt = tmp_path / "prompt.txt"
+    prompt.write_text("Write a very long story about a dragon.\n")
+    with prompt.open("rb") as stdin:
+        proc = subprocess.Popen(
+            [str(LLMSPELL), "chat", "smollm2:135m", "--temperature", "0", "--max-tokens", "2000"],
+            stdin=stdin,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env=_env(shared_models),
+        )
+    try:
+        assert proc.stdout is not None
+        seen = b""
+        while len(seen.strip()) < 20:  # Ctrl-C once the answer is on its way
+            ready, _, _ = select.select([proc.stdout], [], [], 300)
+            assert ready, "no answer on stdout"
+            chunk = os.read(proc.stdout.fileno(), 4096)
+            assert chunk, f"stdout ended before the answer began: {proc.stderr.read() if proc.stderr else ''!r}"
+            seen += chunk
+        proc.send_signal(signal.SIGINT)
+        rest, err = proc.communicate(timeout=300)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 130, err
+    assert "[interrupted" in err.decode() and "Traceback" not in err.decode()
+    saved = Store().load(Store().list(1)[0]["id"])
+    answer = saved.entries[-1]
+    assert answer.role == "assistant" and answer.state == "cancelled"
+    assert answer.content.strip() == (seen + rest).decode().strip(), "what was printed is what was kept"
