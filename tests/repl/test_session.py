@@ -16,7 +16,7 @@ import pytest
 from prompt_toolkit.completion import CompleteEvent
 from prompt_toolkit.document import Document
 
-from llmspell.cli.repl_session import ReplCompleter, prompt_text
+from llmspell.cli.repl_session import Repl, ReplCompleter, prompt_text
 from llmspell.config import repl_history_path
 from llmspell.errors import GenerationError
 from llmspell.spec import parse_spec
@@ -75,10 +75,27 @@ async def test_multiline_input_with_alt_enter_and_triple_quote_blocks(start_repl
     d.repl.conv.options = d.repl.conv.options.with_values({"max_tokens": 2, "temperature": 0.0})
     await d.command('"""\rfirst line\r\rsecond line\r"""', "tok/s")
     await d.command("one\x1b\rtwo", "tok/s")
+    await d.command("//etc/hosts is a file", "tok/s")
     d.type("/bye\r")
     await d.ended()
     users = [e.content for e in d.repl.conv.entries if e.role == "user"]
-    assert users == ["first line\n\nsecond line", "one\ntwo"]
+    assert users == ["first line\n\nsecond line", "one\ntwo", "/etc/hosts is a file"], "// sends a leading /"
+
+
+async def test_the_readme_chat_section_names_every_command_and_alias(hub) -> None:
+    readme = (Path(__file__).parents[2] / "README.md").read_text(encoding="utf-8")
+    section = readme.split("\n## llmspell chat\n", 1)[1].split("\n## ", 1)[0]
+    store = Store()
+    try:
+        repl = Repl(hub, store)
+    finally:
+        store.close()
+    names = [n for cmd in repl.commands.values() for n in (cmd.name, *cmd.aliases)]
+    assert {"/stats", "/clear", "/exit", "/quit", "/?"} <= set(names)
+    # a name counts only where it stands on its own: "/model" inside "/models" does not
+    missing = [n for n in names if not re.search(rf"`{re.escape(n)}(?![\w-])", section)]
+    assert not missing, f"README's chat section does not mention {missing}"
+    assert "`//text`" in section
 
 
 def test_prompt_text_strips_the_fences_of_a_block() -> None:
