@@ -14,7 +14,7 @@ import difflib
 import os
 import signal
 import time
-from collections.abc import Awaitable, Callable, Coroutine, Iterable, Iterator
+from collections.abc import AsyncGenerator, Awaitable, Callable, Coroutine, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -39,7 +39,7 @@ from llmspell.cli.repl_render import make_view
 from llmspell.errors import InvalidOptions, LLMSpellError, ModelNotFound
 from llmspell.hub import Hub
 from llmspell.store import Store, StoreError
-from llmspell.types import Options, Stats, parse_option_value, parse_option_words
+from llmspell.types import Chunk, Options, Stats, parse_option_value, parse_option_words
 
 T = TypeVar("T")
 
@@ -96,11 +96,10 @@ def prompt_text(line: str) -> str:
 
 
 class SafeFileHistory(FileHistory):
-    """Input history in a file that, when the file cannot be read or written, goes on in memory (one warning).
+    """Input history in a file that goes on in memory, with one warning, when the file cannot be used."""
 
-    prompt_toolkit opens the file lazily (on the first prompt and on each Enter), so a bad path cannot be
-    caught when the history is created: the failure has to be caught here, or it ends the session.
-    """
+    # prompt_toolkit opens the file lazily (on the first prompt and on each Enter), so a bad path cannot be
+    # caught when the history is created: the failure has to be caught here, or it ends the session
 
     def __init__(self, path: Path, on_error: Callable[[OSError], None]) -> None:
         super().__init__(str(path))
@@ -206,6 +205,8 @@ class Repl:
         self._names_task: asyncio.Task[None] | None = None
         #: set when Ctrl-C cancelled the running action (as opposed to the session being cancelled)
         self.interrupted = False
+        #: how many times Ctrl-C was pressed while an action ran (tells a second Ctrl-C from other cancels)
+        self.interrupts = 0
         self.session: PromptSession[str] | None = None
         self._warning: Awaitable[None] | None = None
 
@@ -405,6 +406,7 @@ class Repl:
 
         def interrupt() -> None:
             self.interrupted = True
+            self.interrupts += 1
             task.cancel()
 
         try:
@@ -508,7 +510,7 @@ class Repl:
         except LLMSpellError as exc:
             failure = exc
         finally:
-            await stream.aclose()
+            await self._close_stream(stream)
             view.close()
         if failure is not None:
             # reported after the view is closed (once), so the error line follows the partial answer directly
@@ -520,6 +522,28 @@ class Repl:
         if not self.quiet:
             self.dim(stats.summary())
         return outcome
+
+    async def _close_stream(self, stream: AsyncGenerator[Chunk, None]) -> None:
+        """Close an answer's stream and wait for the close to finish, even through another Ctrl-C."""
+        # closing is what records the answer as finished: a second Ctrl-C that cut it short would leave the
+        # stored answer "streaming" for good (a network backend's close takes a while)
+        closing = asyncio.ensure_future(stream.aclose())
+        cancelled_from_outside = False
+        while not closing.done():
+            before = self.interrupts
+            try:
+                await asyncio.shield(closing)
+            except asyncio.CancelledError:
+                if closing.cancelled():
+                    raise
+                current = asyncio.current_task()
+                if self.interrupts > before and current is not None:
+                    current.uncancel()  # another Ctrl-C: this answer is already stopping
+                else:
+                    cancelled_from_outside = True
+        closing.result()
+        if cancelled_from_outside:
+            raise asyncio.CancelledError
 
     async def compare(self, specs: list[str], text: str) -> None:
         """Send one prompt to several models, one after the other; each answer is saved as its own conversation."""
@@ -782,6 +806,10 @@ async def _cmd_save(repl: Repl, arg: str) -> bool:
     if not arg:
         raise InvalidOptions("/save needs a name", hint="e.g. /save rust questions")
     repl.conv.title = arg
+    if not repl.conv.entries:
+        # storing a row with no messages would fill /history with empty conversations
+        repl.say(f"nothing to save yet; this conversation will be saved as {arg!r} with its first message")
+        return True
     repl.store.save(repl.conv)
     repl.say(f"saved as {arg!r} (id {repl.conv.id[:8]}); reopen with /load {arg} or llmspell chat --resume {arg}")
     return True

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import json
 import os
@@ -355,7 +356,7 @@ async def test_a_model_that_cannot_chat_fails_the_answer_with_one_line_and_the_s
 
 
 def fault_injection_chat_fails_after(hub, monkeypatch: pytest.MonkeyPatch, chunks: int) -> None:
-    """Fault injection: the real model streams ``chunks`` pieces, then the engine "fails" as a crashed decode would."""
+    """Fault injection: the real model streams ``chunks`` pieces, then the engine fails as a crashed decode would."""
     real_chat = hub.chat
 
     async def chat(spec, messages, options=None):
@@ -377,17 +378,18 @@ async def test_an_answer_failing_partway_keeps_its_text_and_the_error_follows_on
     start_repl, hub, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     d = await start_repl()
-    fault_injection_chat_fails_after(hub, monkeypatch, chunks=4)
-    start = len(d.out)
-    await d.command("Name the capital of France.", "error:")
-    await d.until(lambda: d.out.endswith("\n"))
+    # its own context: undoing the whole monkeypatch would also undo the temporary LLMSPELL_HOME
+    with monkeypatch.context() as patch:
+        fault_injection_chat_fails_after(hub, patch, chunks=4)
+        start = len(d.out)
+        await d.command("Name the capital of France.", "error:")
+        await d.until(lambda: d.out.endswith("\n"))
     out = d.out[start:]
     answer = d.repl.conv.entries[-1]
-    assert answer.content and answer.state == "cancelled", "the partial text is kept"
+    assert answer.content and answer.state == "failed", "the partial text is kept, marked failed"
     assert out == f"{answer.content.lstrip()}\nerror: llama.cpp failed while generating: injected fault\n", (
         "the partial answer, its line ended once, then the error: no blank line between"
     )
-    monkeypatch.undo()
     assert "Paris" in await d.command("Name the capital of France.", "tok/s")
     d.type("/bye\r")
     assert await d.ended() == 0
@@ -465,6 +467,62 @@ async def test_ctrl_c_stops_the_answer_keeps_the_partial_text_and_the_next_promp
     assert d.repl.conv.entries[-1].state == "done"
     saved = Store().load(d.repl.conv.id)
     assert [e.state for e in saved.entries] == ["done", "cancelled", "done", "done"]
+    d.type("/bye\r")
+    assert await d.ended() == 0
+
+
+async def test_a_second_ctrl_c_while_the_answer_closes_still_records_it_as_cancelled(
+    start_repl, hub, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    d = await start_repl(options=None)
+    d.repl.conv.options = d.repl.conv.options.with_values({"temperature": 0.0, "max_tokens": 60})
+    real_chat = hub.chat
+
+    async def fault_injection_slow_close_hit_by_a_second_ctrl_c(spec, messages, options=None):
+        """Fault injection: the real answer handed over at once, with a slow close hit by a second Ctrl-C."""
+        # handed over at once, the first Ctrl-C lands in the REPL between two pieces (not inside the engine's
+        # stream); the slow close stands for a network stream's
+        chunks = [chunk async for chunk in real_chat(spec, messages, options)]
+        try:
+            for chunk in chunks:
+                yield chunk
+        finally:
+            os.kill(os.getpid(), signal.SIGINT)
+            await asyncio.sleep(0.3)
+
+    sent = False
+
+    def interrupt_mid_answer(text: str) -> None:
+        nonlocal sent
+        entries = d.repl.conv.entries
+        if not sent and entries and entries[-1].role == "assistant" and len(entries[-1].content) > 20:
+            sent = True
+            os.kill(os.getpid(), signal.SIGINT)
+
+    d.file.hooks.append(interrupt_mid_answer)
+    # its own context: undoing the whole monkeypatch would also undo the temporary LLMSPELL_HOME
+    with monkeypatch.context() as patch:
+        patch.setattr(hub, "chat", fault_injection_slow_close_hit_by_a_second_ctrl_c)
+        await d.command("Write a very long story about a dragon.", "interrupted")
+    d.file.hooks.clear()
+    assert d.repl.interrupts == 2, "both Ctrl-C reached the REPL"
+    saved = Store().load(d.repl.conv.id)
+    assert saved.entries[-1].state == "cancelled" and saved.entries[-1].content, "not left 'streaming'"
+    assert "[interrupted: the partial answer is kept]" in d.out
+    d.repl.conv.options = d.repl.conv.options.with_values({"max_tokens": 12})
+    await d.command("Say hi.", "tok/s")
+    assert d.repl.conv.entries[-1].state == "done"
+    d.type("/bye\r")
+    assert await d.ended() == 0
+
+
+async def test_save_on_an_empty_conversation_stores_nothing_until_the_first_message(start_repl) -> None:
+    d = await start_repl()
+    out = await d.command("/save early", "nothing to save yet")
+    assert "will be saved as 'early'" in out and not Store().list(), "no empty row in the history"
+    await d.command("Name the capital of France.", "tok/s")
+    rows = Store().list()
+    assert [(r["title"], r["messages"]) for r in rows] == [("early", 2)], "the name given is kept"
     d.type("/bye\r")
     assert await d.ended() == 0
 
