@@ -34,7 +34,7 @@ from rich.console import Console
 from rich.text import Text
 
 from llmspell import config as cfgmod
-from llmspell.chat import Conversation, Entry, ask
+from llmspell.chat import STATE_NOTES, Conversation, Entry, ask
 from llmspell.cli.repl_render import make_view
 from llmspell.errors import InvalidOptions, LLMSpellError, ModelNotFound
 from llmspell.hub import Hub
@@ -592,7 +592,7 @@ class Repl:
                 view.feed(e.content)
                 view.close()
                 if e.state != "done":
-                    self.dim("[interrupted]")
+                    self.dim(f"[{STATE_NOTES.get(e.state, e.state)}]")  # a failed answer is not an interrupted one
 
 
 async def _cmd_help(repl: Repl, arg: str) -> bool:

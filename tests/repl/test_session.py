@@ -390,6 +390,8 @@ async def test_an_answer_failing_partway_keeps_its_text_and_the_error_follows_on
     assert out == f"{answer.content.lstrip()}\nerror: llama.cpp failed while generating: injected fault\n", (
         "the partial answer, its line ended once, then the error: no blank line between"
     )
+    replayed = await d.command(f"/load {d.repl.conv.id[:8]}", "[failed]")
+    assert "[interrupted]" not in replayed, "reopened, it is shown as failed, not as interrupted"
     assert "Paris" in await d.command("Name the capital of France.", "tok/s")
     d.type("/bye\r")
     assert await d.ended() == 0
