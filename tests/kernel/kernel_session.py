@@ -117,8 +117,13 @@ class KernelSession:
             outputs.append(msg)
             if on_output is not None:
                 on_output(msg)
-        reply = self.kc.get_shell_msg(timeout=timeout)
-        assert reply["parent_header"]["msg_id"] == msg_id
+        # wait_for_ready repeats kernel_info requests until one is answered, so on a busy machine the late replies
+        # to the extra ones can still be queued ahead of this cell's reply
+        while True:
+            reply = self.kc.get_shell_msg(timeout=timeout)
+            if reply["parent_header"].get("msg_id") == msg_id:
+                break
+            assert reply["msg_type"] == "kernel_info_reply", f"unexpected shell message {reply['msg_type']}"
         return Ran(reply["content"], outputs, seen)
 
     def control(self, msg_type: str, content: dict[str, Any] | None = None) -> str:
