@@ -122,7 +122,7 @@ async def cmd_serve(args: argparse.Namespace) -> int:
         )
     )
     await server.serve()
-    print("llmspell serve: stopped, models unloaded", file=sys.stderr, flush=True)
+    print("llmspell serve: stopped", file=sys.stderr, flush=True)
     return 0
 
 

