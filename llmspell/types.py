@@ -303,6 +303,8 @@ class ModelInfo:
     loaded: bool = False
     description: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    #: for a loaded model: when its server will unload it (ISO 8601, UTC), if the backend says
+    expires_at: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form."""

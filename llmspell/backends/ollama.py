@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
+import os
 from collections.abc import AsyncGenerator, Sequence
 from typing import Any
 
@@ -10,11 +12,28 @@ import httpx
 
 from llmspell import config as cfgmod
 from llmspell.backends.base import Backend
-from llmspell.errors import BackendUnavailable, GenerationError, LLMSpellError, ModelNotFound
+from llmspell.errors import BackendUnavailable, GenerationError, InvalidOptions, LLMSpellError, ModelNotFound
 from llmspell.spec import ModelSpec
 from llmspell.types import BackendStatus, Chunk, Message, ModelInfo, Options, PullProgress, Stats
 
 _NS = 1e9
+#: seconds a listing waits for an answer: /api/tags and /api/ps answer at once on a healthy server, and a hung one
+#: must not hold up `llmspell model list` (which lists the embedded models beside it) for the full read timeout
+_LIST_TIMEOUT = 3.0
+
+
+def _api_key() -> str | None:
+    """The key the official client sends (``OLLAMA_API_KEY``), so our own raw requests carry it too."""
+    return os.environ.get("OLLAMA_API_KEY") or None
+
+
+def _iso(when: dt.datetime | None) -> str | None:
+    """A server's timestamp as ISO 8601 in UTC, the form ModelInfo keeps."""
+    if when is None:
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=dt.UTC)
+    return when.astimezone(dt.UTC).isoformat().replace("+00:00", "Z")
 
 
 def _ollama_options(opts: Options) -> dict[str, Any]:
@@ -33,6 +52,16 @@ def _ollama_options(opts: Options) -> dict[str, Any]:
     if opts.stop:
         out["stop"] = list(opts.stop)
     return out
+
+
+def _error_text(resp: httpx.Response) -> str:
+    """The ``error`` of an Ollama error body, else the body itself."""
+    try:
+        doc = resp.json()
+    except ValueError:
+        return resp.text
+    err = doc.get("error") if isinstance(doc, dict) else None
+    return str(err if err is not None else doc)
 
 
 class OllamaBackend(Backend):
@@ -59,14 +88,9 @@ class OllamaBackend(Backend):
         if isinstance(exc, LLMSpellError):
             return exc
         if isinstance(exc, ollama.ResponseError):
-            if exc.status_code == 404 and spec is not None:
-                return ModelNotFound(
-                    f"Ollama at {self.url} has no model {spec.tag}",
-                    hint=f"pull it: llmspell model pull {spec.tag}@ollama",
-                )
-            if exc.status_code == -1:
-                return GenerationError(f"Ollama at {self.url} failed while {what}: {exc.error}")
-            return BackendUnavailable(f"Ollama at {self.url} answered {exc.status_code} while {what}: {exc.error}")
+            return self._http_error(exc.status_code, str(exc.error), what, spec)
+        if isinstance(exc, httpx.HTTPStatusError):
+            return self._http_error(exc.response.status_code, _error_text(exc.response), what, spec)
         if isinstance(exc, (ConnectionError, httpx.ConnectError)):
             return BackendUnavailable(
                 f"Ollama is not reachable at {self.url} ({what})",
@@ -92,6 +116,26 @@ class OllamaBackend(Backend):
             return BackendUnavailable(f"the connection to Ollama at {self.url} failed while {what}: {exc}")
         return GenerationError(f"Ollama at {self.url}: {type(exc).__name__}: {exc}")
 
+    def _http_error(self, status: int, text: str, what: str, spec: ModelSpec | None) -> LLMSpellError:
+        """An error status from the server as the core error a user can act on."""
+        if status == 404 and spec is not None:
+            return ModelNotFound(
+                f"Ollama at {self.url} has no model {spec.tag}",
+                hint=f"pull it: llmspell model pull {spec.tag}@ollama",
+            )
+        if status == -1:  # the official client's code for an error line in a stream
+            return GenerationError(f"Ollama at {self.url} failed while {what}: {text}")
+        if status == 400:
+            # the server understood us and refused this request (a bad option, a model that cannot chat): say why
+            return InvalidOptions(f"Ollama at {self.url} refused the request while {what}: {text}")
+        if status in (401, 403):
+            have = "the key in OLLAMA_API_KEY was not accepted" if _api_key() else "no key was sent"
+            return BackendUnavailable(
+                f"Ollama at {self.url} refused access ({status}) while {what}: {text}",
+                hint=f"{have}; set OLLAMA_API_KEY to the server's API key (sent as 'Authorization: Bearer KEY')",
+            )
+        return BackendUnavailable(f"Ollama at {self.url} answered {status} while {what}: {text}")
+
     async def _port_open(self) -> bool:
         """A bare TCP connect: answers 'nobody listens' in about a millisecond, before any HTTP client is built."""
         url = httpx.URL(self.url)
@@ -112,7 +156,9 @@ class OllamaBackend(Backend):
             err = self._error(ConnectionError("connection refused"), "checking its status")
             return BackendStatus(self.name, False, error=err.message, address=self.url)
         try:
-            async with httpx.AsyncClient(timeout=timeout) as http:
+            key = _api_key()
+            headers = {"Authorization": f"Bearer {key}"} if key else {}
+            async with httpx.AsyncClient(timeout=timeout, headers=headers) as http:
                 resp = await http.get(f"{self.url}/api/version")
                 resp.raise_for_status()
                 version = resp.json().get("version")
@@ -132,11 +178,18 @@ class OllamaBackend(Backend):
         )
 
     async def list_models(self) -> list[ModelInfo]:
-        """The server's models (``/api/tags``)."""
+        """The server's models (``/api/tags``); a server that does not answer within a few seconds is reported."""
         try:
-            async with self._client(15.0) as client:
+            async with self._client(self._list_timeout()) as client:
                 resp = await client.list()
             running = set(await self.loaded())
+        except httpx.TimeoutException as exc:
+            if isinstance(exc, httpx.ConnectTimeout):
+                raise self._error(exc, "listing models") from None
+            raise BackendUnavailable(
+                f"Ollama at {self.url} did not answer within {self._list_timeout():g} s (listing models)",
+                hint="the server may be hung or overloaded; check it, or disable it with [providers.ollama] enabled",
+            ) from None
         except Exception as exc:
             raise self._error(exc, "listing models") from None
         out = []
@@ -157,6 +210,9 @@ class OllamaBackend(Backend):
                 )
             )
         return out
+
+    def _list_timeout(self) -> float:
+        return min(_LIST_TIMEOUT, self.config.ollama_read_timeout)
 
     def _tag(self, spec: ModelSpec) -> str:
         return spec.tag if spec.variant else f"{spec.name}:latest"
@@ -226,13 +282,37 @@ class OllamaBackend(Backend):
             raise self._error(exc, "deleting", spec) from None
 
     async def loaded(self) -> list[str]:
-        """``/api/ps``."""
+        """Names of the models in the server's memory (``/api/ps``)."""
+        return [m.name for m in await self.running()]
+
+    async def running(self) -> list[ModelInfo]:
+        """``/api/ps``: each model in memory with its size there and when the server will unload it."""
         try:
-            async with self._client(10.0) as client:
+            async with self._client(self._list_timeout()) as client:
                 r = await client.ps()
         except Exception as exc:
             raise self._error(exc, "listing loaded models") from None
-        return [m.model or "" for m in r.models]
+        out = []
+        for m in r.models:
+            d = m.details
+            out.append(
+                ModelInfo(
+                    name=m.model or m.name or "",
+                    backend=self.name,
+                    location=self.url,
+                    source="server",
+                    size_bytes=m.size,
+                    quantization=d.quantization_level if d else None,
+                    family=d.family if d else None,
+                    parameters=d.parameter_size if d else None,
+                    context_length=m.context_length,
+                    sha256=m.digest or None,
+                    loaded=True,
+                    extra={"size_vram": m.size_vram} if m.size_vram is not None else {},
+                    expires_at=_iso(m.expires_at),
+                )
+            )
+        return out
 
     async def unload(self, spec: ModelSpec) -> bool:
         """A generate request with keep_alive 0, as Ollama documents."""

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import datetime as dt
+import hashlib
 import json
 import subprocess
 import sys
@@ -10,7 +12,7 @@ from pathlib import Path
 
 import jsonschema
 import pytest
-from helpers import collect
+from helpers import collect, smollm2_file
 from hfserver import LocalHub, silent_endpoint, unused_endpoint
 from server.serveproc import (  # noqa: F401 - pull_hub is a fixture
     PULL_TAG,
@@ -109,6 +111,12 @@ async def test_format_schema_and_plain_completion(ollama_backend: OllamaBackend)
 async def test_loaded_and_unload_with_keep_alive_zero(ollama_backend: OllamaBackend) -> None:
     await collect(ollama_backend.chat(SMOL, HELLO, Options(max_tokens=2)))
     assert "smollm2:135m" in await ollama_backend.loaded()
+    # ps: what is loaded, how big it is and when the server will unload it
+    running = {m.name: m for m in await ollama_backend.running()}
+    smol = running["smollm2:135m"]
+    assert smol.loaded and smol.backend == "ollama" and smol.size_bytes and smol.size_bytes > 50e6
+    assert smol.expires_at is not None
+    assert dt.datetime.fromisoformat(smol.expires_at.replace("Z", "+00:00")) > dt.datetime.now(dt.UTC)
     assert "smollm2:135m" in (await ollama_backend.status()).loaded
     assert await ollama_backend.unload(SMOL) is True
     assert "smollm2:135m" not in await ollama_backend.loaded()
@@ -125,6 +133,9 @@ async def test_pull_with_progress_then_delete(ollama_backend: OllamaBackend, pul
     try:
         sized = [p for p in steps if p.total and not p.done]
         assert sized and [p.fraction for p in sized] == sorted(p.fraction for p in sized)
+        # each progress line names the layer by the digest of the bytes the hub served
+        want = "sha256:" + hashlib.sha256(smollm2_file().read_bytes()).hexdigest()
+        assert {p.digest for p in sized if p.status.startswith("downloading")} == {want}
         assert steps[-1].done and steps[-1].status == "success" and steps[-1].completed == steps[-1].total
         assert sum(p.done for p in steps) == 1
         assert await ollama_backend.has_model(spec)
@@ -216,7 +227,7 @@ async def test_server_down_up_killed_mid_answer_and_back(tmp_path: Path, shared_
                     proc.kill()
         assert isinstance(err.value, BackendUnavailable) and "was cut while generating" in str(err.value)
         answer = conv.entries[-1]
-        assert answer.role == "assistant" and answer.content.strip() and answer.state == "cancelled"
+        assert answer.role == "assistant" and answer.content.strip() and answer.state == "failed"
         gone = await ob.status()
         assert not gone.ready and "not reachable" in (gone.error or "")
         proc.start()
@@ -264,3 +275,15 @@ def test_model_list_shows_the_servers_models_and_survives_without_it(server: Ser
     assert [u["backend"] for u in doc["unavailable"]] == ["ollama"] and "not reachable" in doc["unavailable"][0][
         "error"
     ]
+    with silent_endpoint() as hung_url:
+        # a server that accepts and never answers: the listing gives up on it after its short limit, not the
+        # 15 s it allowed before, and still lists the embedded models
+        hung = subprocess.run(
+            [sys.executable, "-m", "llmspell", "model", "list"],
+            env={**env, "OLLAMA_HOST": hung_url},
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+    assert hung.returncode == 0 and "smollm2:135m@llamacpp" in hung.stdout and "@ollama" not in hung.stdout
+    assert "note: ollama not listed" in hung.stderr and "did not answer within 3 s" in hung.stderr, hung.stderr

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+import signal
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -13,9 +13,15 @@ import httpx
 import ollama
 import openai
 import pytest
-from server.serveproc import ServeProcess, free_port, serve
+from helpers import collect
+from server.serveproc import COUNTING, ServeProcess, free_port, serve
 
+from llmspell.backends.ollama import OllamaBackend
+from llmspell.config import Config
+from llmspell.errors import BackendUnavailable, InvalidOptions
 from llmspell.server.security import host_name, is_local_host, is_loopback_bind, origin_allowed
+from llmspell.spec import parse_spec
+from llmspell.types import Message, Options
 
 KEY = "s3cret-key"
 AUTH = {"Authorization": f"Bearer {KEY}"}
@@ -79,13 +85,17 @@ def test_cors_lets_in_local_and_configured_origins_only(server: ServeProcess) ->
 
 
 def test_a_full_queue_answers_503_and_frees_up(server: ServeProcess) -> None:
-    body = {**LONG, "options": {"num_predict": 4000, "temperature": 0}}
+    # answers forced to be long by their format, so neither can end (at an end-of-text token) while the test looks
+    body = {**LONG, "format": COUNTING, "options": {"num_predict": 4000, "temperature": 0}}
     second_open = threading.Event()
     release = threading.Event()
 
     def second() -> None:
-        # waits behind the first, or runs beside it on a second instance of the model: admitted either way
-        with httpx.stream("POST", server.url + "/api/chat", json=body, headers=AUTH, timeout=120):
+        # waits behind the first, or runs beside it on a second instance of the model: admitted either way; spelled
+        # without its variant, it is still the same model and counts against the same bound
+        with httpx.stream(
+            "POST", server.url + "/api/chat", json={**body, "model": "smollm2"}, headers=AUTH, timeout=120
+        ):
             second_open.set()
             release.wait(120)
 
@@ -96,11 +106,8 @@ def test_a_full_queue_answers_503_and_frees_up(server: ServeProcess) -> None:
             waiting = threading.Thread(target=second)
             waiting.start()
             try:
-                deadline = time.monotonic() + 60
-                while (doc := http.get(server.url + "/health").json())["queues"].get("smollm2:135m@llamacpp", 0) < 2:
-                    assert time.monotonic() < deadline, f"the second request was never admitted: {doc}"
-                    time.sleep(0.05)
-                full = http.post(server.url + "/api/chat", json=body)
+                server.wait_for(lambda d: d["queues"].get("smollm2:135m@llamacpp", 0) == 2, "the second admitted")
+                full = http.post(server.url + "/api/chat", json={**body, "model": "smollm2:latest"})
                 assert full.status_code == 503 and "busy" in full.json()["error"]
                 v1 = http.post(
                     server.url + "/v1/chat/completions", json={"model": "smollm2:135m", "messages": LONG["messages"]}
@@ -115,6 +122,32 @@ def test_a_full_queue_answers_503_and_frees_up(server: ServeProcess) -> None:
         small = {**LONG, "stream": False, "options": {"num_predict": 2}}
         ok = http.post(server.url + "/api/chat", json=small)
         assert ok.status_code == 200 and ok.json()["eval_count"] == 2
+
+
+async def test_the_ollama_backend_names_a_missing_key_and_a_refused_request(
+    server: ServeProcess, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ob = OllamaBackend(Config(ollama_connect_timeout=2.0, ollama_read_timeout=120.0), url=server.url)
+    hello = [Message("user", "Say hello.")]
+    monkeypatch.delenv("OLLAMA_API_KEY", raising=False)
+    down = await ob.status()
+    assert not down.ready and "refused access (401)" in (down.error or "")
+    with pytest.raises(BackendUnavailable) as err:
+        await ob.list_models()
+    assert "refused access (401)" in str(err.value) and "no key was sent" in str(err.value)
+    assert "set OLLAMA_API_KEY" in str(err.value)
+    monkeypatch.setenv("OLLAMA_API_KEY", "not-the-key")
+    with pytest.raises(BackendUnavailable) as err:
+        await collect(ob.chat(parse_spec("smollm2:135m@ollama"), hello))
+    assert "refused access (401)" in str(err.value) and "OLLAMA_API_KEY was not accepted" in str(err.value)
+    monkeypatch.setenv("OLLAMA_API_KEY", KEY)
+    assert (await ob.status()).ready
+    # let in, the request itself is refused with 400 (a schema no grammar can express), and the reason reaches the user
+    with pytest.raises(InvalidOptions) as bad:
+        await collect(ob.chat(parse_spec("smollm2:135m@ollama"), hello, Options(format={"type": "nonsense"})))
+    assert "refused the request" in str(bad.value) and "cannot be turned into a grammar" in str(bad.value)
+    _, last = await collect(ob.chat(parse_spec("smollm2:135m@ollama"), hello, Options(max_tokens=4)))
+    assert last.stats is not None and last.stats.generated_tokens == 4
 
 
 def test_serve_refuses_a_port_in_use_and_warns_on_all_interfaces(server: ServeProcess, tmp_path: Path) -> None:
@@ -147,10 +180,14 @@ def test_serve_refuses_a_port_in_use_and_warns_on_all_interfaces(server: ServePr
         assert wide.stop() == 0
     out = wide.output()
     assert "warning: listening on 0.0.0.0" in out and "--api-key" in out
-    assert f"http://0.0.0.0:{wide.port}" in out and "stopped, models unloaded" in out
+    assert f"http://0.0.0.0:{wide.port}" in out
+    assert "llmspell serve: no model was loaded" in out and "llmspell serve: stopped" in out
 
 
-def test_sigterm_shuts_down_cleanly_with_a_model_loaded(tmp_path: Path, shared_models: Path) -> None:
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_a_signal_shuts_down_cleanly_unloading_the_loaded_model(
+    tmp_path: Path, shared_models: Path, sig: signal.Signals
+) -> None:
     proc = ServeProcess(tmp_path, shared_models)
     try:
         proc.start()
@@ -162,9 +199,11 @@ def test_sigterm_shuts_down_cleanly_with_a_model_loaded(tmp_path: Path, shared_m
         assert r.status_code == 200
         assert [m["model"] for m in httpx.get(proc.url + "/api/ps").json()["models"]] == ["smollm2:135m"]
     finally:
-        code = proc.stop()
-    assert code == 0
-    assert "Traceback" not in proc.output() and "stopped, models unloaded" in proc.output()
+        code = proc.stop(sig)
+    out = proc.output()
+    assert code == 0 and "Traceback" not in out, out
+    # printed by the server after its shutdown unloaded the engine's copies of the model
+    assert "llmspell serve: unloaded smollm2:135m@llamacpp" in out and "llmspell serve: stopped" in out, out
 
 
 def test_host_and_origin_rules() -> None:
