@@ -1,13 +1,21 @@
-"""Helpers shared by tests: the real model files and stream collection."""
+"""Helpers shared by tests: the real model files, stream collection, and driving a face while the engine runs."""
 
 from __future__ import annotations
 
 import asyncio
 import importlib.util
-from collections.abc import AsyncIterator
+import unicodedata
+from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-from llmspell.types import Chunk
+from llmspell.config import Config
+from llmspell.hub import Hub
+from llmspell.spec import ModelSpec
+from llmspell.types import Chunk, Message, Options
+
+if TYPE_CHECKING:
+    from textual.app import App
 
 SMOL = "smollm2:135m"
 GEMMA = "gemma3:270m"
@@ -37,3 +45,70 @@ async def wait_idle(worker: object, timeout: float = 30.0) -> None:
             return
         await asyncio.sleep(0.01)
     raise AssertionError("the worker stayed busy")
+
+
+def press_now(app: App[object], *keys: str) -> None:
+    """Deliver key presses as the terminal driver does, without Pilot's wait for an idle process.
+
+    ``pilot.press()`` waits (up to 1 s, twice per key) until the process's CPU time stops advancing, which
+    never happens while llama.cpp threads generate: keys sent that way arrive seconds late. Poll with
+    ``pilot.pause(delay)`` after this (with a delay it does not wait for idle).
+    """
+    # imported here: the other suites share this module and need no Textual
+    from textual import events
+    from textual.keys import REPLACED_KEYS, _character_to_key, _get_unicode_name_from_key
+
+    for key in keys:
+        if len(key) == 1 and not key.isalnum():
+            key = _character_to_key(key)
+        try:
+            char: str | None = unicodedata.lookup(_get_unicode_name_from_key(REPLACED_KEYS.get(key, key)))
+        except KeyError:
+            char = key if len(key) == 1 else None
+        app.post_message(events.Key(key, char))
+
+
+class GatedHub(Hub):
+    """The real hub on the real engine with a gate in front of each answer: no chunk is faked or altered.
+
+    Only ``free`` chunks pass until the test lets more through (``allow``) or opens the gate (``open``), so
+    an answer is still streaming, as the app sees it, for as long as a test needs, however fast the model is
+    and wherever it would have stopped. The engine itself runs on meanwhile; what it sends waits in order.
+    """
+
+    def __init__(self, config: Config, *, free: int = 0) -> None:
+        super().__init__(config)
+        self._allowed: float = free
+        #: chunks that have passed the gate (all answers together)
+        self.passed = 0
+        #: True while a chunk waits at the closed gate
+        self.waiting = False
+        self._changed = asyncio.Event()
+
+    def allow(self, n: int = 1) -> None:
+        """Let ``n`` more chunks through."""
+        self._allowed = max(self._allowed, self.passed) + n
+        self._changed.set()
+
+    def open(self) -> None:
+        """Let everything through from now on."""
+        self._allowed = float("inf")
+        self._changed.set()
+
+    async def chat(
+        self, spec: str | ModelSpec | None, messages: Sequence[Message | dict[str, Any]], options: Options | None = None
+    ) -> AsyncGenerator[Chunk, None]:
+        """The real answer, each chunk held at the gate until it may pass."""
+        stream = super().chat(spec, messages, options)
+        try:
+            async for chunk in stream:
+                while self.passed >= self._allowed:
+                    self.waiting = True
+                    self._changed.clear()
+                    await self._changed.wait()
+                self.waiting = False
+                self.passed += 1
+                yield chunk
+        finally:
+            self.waiting = False
+            await stream.aclose()

@@ -1,26 +1,33 @@
 """The chat screen under App.run_test(): panes, compare mode, cancel, errors, settings, save and reopen.
 
 Behaviour is tested on the real embedded engine (smollm2:135m, gemma3:270m); the scripted backend is used
-only where a test needs exact text (the options a backend received, the exact stats line).
+only where a test needs exact text (the options a backend received, the exact stats line). While the engine
+generates, keys are delivered with ``press_now`` (Pilot's ``press`` waits for an idle process, which a
+generating engine never is), and a test that needs an answer to last holds it at ``GatedHub``'s gate.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import asyncio
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import pytest
-from helpers import GEMMA, SMOL
+from helpers import GEMMA, SMOL, GatedHub, press_now
 from scripted import SCRIPTED_ANSWER, SCRIPTED_STATS, ScriptedBackend
+from textual import events
 from textual.pilot import Pilot
-from textual.widgets import Input, Static, Switch
+from textual.widgets import Input, Markdown, Static, Switch
 
+from llmspell.backends.llamacpp import LlamaCppBackend
+from llmspell.backends.ollama import OllamaBackend
+from llmspell.compare import StreamMetrics
 from llmspell.config import Config
 from llmspell.hub import Hub
 from llmspell.store import Store
 from llmspell.types import Message, Options
 from llmspell_tui.app import create_app
-from llmspell_tui.screens.chat import ChatScreen
+from llmspell_tui.screens.chat import ChatScreen, PromptArea
 from llmspell_tui.widgets.chat_answer import AnswerView
 from llmspell_tui.widgets.pane import ChatPane
 from llmspell_tui.widgets.settings import SettingsScreen
@@ -35,6 +42,13 @@ def real_hub(shared_models: Path, monkeypatch: pytest.MonkeyPatch) -> Hub:
     return Hub(Config(keep_alive=300, num_ctx=2048, options=Options(temperature=0, max_tokens=32)))
 
 
+@pytest.fixture
+def gated_hub(shared_models: Path, monkeypatch: pytest.MonkeyPatch) -> GatedHub:
+    """The real hub and engine behind a closed gate: answers last until the test lets their chunks through."""
+    monkeypatch.setenv("LLMSPELL_MODELS", str(shared_models))
+    return GatedHub(Config(keep_alive=300, num_ctx=2048, options=Options(temperature=0, max_tokens=400)))
+
+
 def scripted_hub(**kwargs: object) -> tuple[Hub, ScriptedBackend]:
     """A hub over the scripted stand-in backend, for exact-text checks only."""
     backend = ScriptedBackend(**kwargs)  # type: ignore[arg-type]
@@ -43,10 +57,10 @@ def scripted_hub(**kwargs: object) -> tuple[Hub, ScriptedBackend]:
 
 async def until(pilot: Pilot, cond: Callable[[], object], what: str, limit: float = 240.0) -> None:
     """Let the app run until ``cond()`` holds (bounded, so a hang fails instead of blocking the suite)."""
-    for _ in range(int(limit / 0.05)):
+    for _ in range(int(limit / 0.01)):
         if cond():
             return
-        await pilot.pause(0.05)
+        await pilot.pause(0.01)
     raise AssertionError(f"gave up waiting for {what}")
 
 
@@ -58,14 +72,17 @@ def chat(pilot: Pilot) -> ChatScreen:
 
 
 async def send(pilot: Pilot, text: str, *, wait: bool = True) -> None:
-    """Type a prompt into the input and press Enter (and wait for the answers)."""
+    """Put a prompt in the input and press Enter; wait until it was taken (and, by default, answered)."""
     screen = chat(pilot)
     screen.prompt.focus()
+    await until(pilot, lambda: screen.focused is screen.prompt, "the prompt's focus")
     screen.prompt.text = text
-    await pilot.press("enter")
+    before = screen._generation  # each accepted prompt starts a new run
+    press_now(pilot.app, "enter")
+    await until(pilot, lambda: screen._generation is not before, "the prompt taken")
     if wait:
         await until(pilot, lambda: not screen.generating, "the answers")
-        await pilot.pause()
+        await pilot.pause(0.01)
 
 
 async def choose_model(pilot: Pilot, pane: ChatPane, model: str) -> None:
@@ -177,45 +194,221 @@ async def test_one_after_another_when_parallel_is_off(real_hub: Hub) -> None:
         assert b.started >= a.last_token_at, "the second pane started after the first had finished"
 
 
-async def test_a_key_is_handled_while_a_pane_streams(real_hub: Hub) -> None:
-    """The UI thread never blocks: keys take effect while the real engine is still generating."""
-    app = create_app(real_hub, Store())
+async def test_a_key_is_handled_while_a_pane_streams(gated_hub: GatedHub, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The UI thread never blocks: keys take effect while the real engine is still generating an answer."""
+    handled: list[tuple[str, bool, str]] = []  # (what, the pane streaming?, its stream's status) when it ran
+
+    def record(what: str, screen: ChatScreen) -> None:
+        if screen.last_metrics:  # from the first answer on
+            handled.append((what, screen.panes[0].streaming, screen.last_metrics[0].status))
+
+    add_pane, cancel, prompt_key = ChatScreen.action_add_pane, ChatScreen.action_cancel, PromptArea._on_key
+
+    async def recording_add_pane(self: ChatScreen) -> None:
+        record("add pane", self)
+        await add_pane(self)
+
+    def recording_cancel(self: ChatScreen) -> None:
+        record("cancel", self)
+        cancel(self)
+
+    async def recording_prompt_key(self: PromptArea, event: events.Key) -> None:
+        screen = self.screen
+        assert isinstance(screen, ChatScreen)
+        if event.is_printable:  # the prompt sees every key first; bindings are recorded by their actions
+            record(f"type {event.key}", screen)
+        await prompt_key(self, event)
+
+    monkeypatch.setattr(ChatScreen, "action_add_pane", recording_add_pane)
+    monkeypatch.setattr(ChatScreen, "action_cancel", recording_cancel)
+    monkeypatch.setattr(PromptArea, "_on_key", recording_prompt_key)
+    gated_hub.allow(3)
+    app = create_app(gated_hub, Store())
     async with app.run_test(size=(120, 36)) as pilot:
         screen = chat(pilot)
-        await apply_settings(pilot, max_tokens="400")
         await send(pilot, STORY, wait=False)
-        await until(pilot, lambda: screen.last_metrics and screen.last_metrics[0].chunks >= 3, "the first tokens")
-        await pilot.press("ctrl+n")
-        assert len(screen.panes) == 2, "the key was handled"
-        assert screen.last_metrics[0].status == "streaming" and screen.panes[0].streaming, "…while still streaming"
+        await until(pilot, lambda: gated_hub.waiting and screen.last_metrics[0].chunks == 3, "the first tokens")
+        press_now(app, "ctrl+n")
+        await until(pilot, lambda: len(screen.panes) == 2, "the new pane")
         screen.prompt.focus()
-        await pilot.press("o", "k")
-        assert screen.prompt.text == "ok" and screen.last_metrics[0].status == "streaming"
-        await pilot.press("escape")
+        await until(pilot, lambda: screen.focused is screen.prompt, "the prompt's focus")
+        press_now(app, "o", "k")
+        await until(pilot, lambda: screen.prompt.text == "ok", "the typed text")
+        press_now(app, "escape")
         await until(pilot, lambda: not screen.generating, "the cancel")
+        streaming = (True, "streaming")
+        assert handled == [
+            ("add pane", *streaming),
+            ("type o", *streaming),
+            ("type k", *streaming),
+            ("cancel", *streaming),
+        ], "each key took effect while the answer was streaming"
+        assert screen.last_metrics[0].status == "cancelled" and texts(screen.panes[0], "note") == ["(interrupted)"]
 
 
-async def test_escape_cancels_and_the_next_prompt_works(real_hub: Hub) -> None:
-    app = create_app(real_hub, Store())
+async def test_escape_cancels_and_the_next_prompt_works(gated_hub: GatedHub, monkeypatch: pytest.MonkeyPatch) -> None:
+    cancelled_while: list[bool] = []
+    cancel = ChatScreen.action_cancel
+
+    def recording_cancel(self: ChatScreen) -> None:
+        cancelled_while.append(self.panes[0].streaming)
+        cancel(self)
+
+    monkeypatch.setattr(ChatScreen, "action_cancel", recording_cancel)
+    gated_hub.allow(5)
+    app = create_app(gated_hub, Store())
     async with app.run_test(size=(120, 36)) as pilot:
         screen = chat(pilot)
         pane = screen.panes[0]
-        await apply_settings(pilot, max_tokens="400")
         await send(pilot, STORY, wait=False)
-        await until(pilot, lambda: screen.last_metrics and screen.last_metrics[0].chunks >= 5, "some tokens")
-        await pilot.press("escape")
+        await until(pilot, lambda: gated_hub.waiting and pane.answer_text, "some tokens")
+        press_now(app, "escape")
         await until(pilot, lambda: not screen.generating, "the cancel")
-        await pilot.pause()
+        assert cancelled_while == [True], "Escape was handled while the answer streamed"
+        await pilot.pause(0.01)
         partial = answers(pane)[0]
-        assert partial.strip() and texts(pane, "note") == ["(interrupted)"]
+        assert partial.strip() and partial == pane.answer_text and texts(pane, "note") == ["(interrupted)"]
         assert str(pane.stats_line.render()).startswith("interrupted · ")
         stored = app.store.load(pane.conv.id).entries[-1]
         assert stored.state == "cancelled" and stored.content == partial, "the partial answer is kept"
+        gated_hub.open()
         await apply_settings(pilot, max_tokens="16")
         await send(pilot, "Say hello.")
         assert len(answers(pane)) == 2 and answers(pane)[1].strip()
         assert "generated tokens" in str(pane.stats_line.render())
         assert app.store.load(pane.conv.id).entries[-1].state == "done"
+
+
+async def test_escape_before_the_run_has_started_gives_the_prompt_back(real_hub: Hub) -> None:
+    app = create_app(real_hub, Store())
+    async with app.run_test(size=(120, 36)) as pilot:
+        screen = chat(pilot)
+        pane = screen.panes[0]
+        # in one step of the event loop: the run's worker exists but its body has not begun
+        assert screen.send("Name a colour.") and screen.generating and screen.prompt.text == ""
+        screen.action_cancel()
+        assert not screen.generating and screen.prompt.text == "Name a colour.", "nothing sent, prompt back"
+        await pilot.pause(0.05)
+        assert texts(pane, "user") == [] and pane.conv.entries == [] and not pane.streaming
+        await send(pilot, screen.prompt.text)
+        assert texts(pane, "user") == ["Name a colour."] and answers(pane)[0].strip()
+
+
+async def test_escape_right_after_enter_stops_that_prompt(gated_hub: GatedHub, monkeypatch: pytest.MonkeyPatch) -> None:
+    cancelled_while: list[bool] = []
+    cancel = ChatScreen.action_cancel
+
+    def recording_cancel(self: ChatScreen) -> None:
+        cancelled_while.append(self.generating)
+        cancel(self)
+
+    monkeypatch.setattr(ChatScreen, "action_cancel", recording_cancel)
+    app = create_app(gated_hub, Store())
+    async with app.run_test(size=(120, 36)) as pilot:
+        screen = chat(pilot)
+        pane = screen.panes[0]
+        await until(pilot, lambda: screen.focused is screen.prompt, "the prompt's focus")
+        screen.prompt.text = STORY
+        press_now(app, "enter", "escape")  # in one burst, as fast as a terminal delivers them
+        await until(pilot, lambda: cancelled_while and not screen.generating, "the cancel")
+        assert cancelled_while == [True], "the Escape was handled after the Enter, and stopped its run"
+        await pilot.pause(0.01)
+        assert not pane.streaming
+        if screen.prompt.text != STORY:  # the run had begun: its prompt is shown, the answer marked interrupted
+            assert texts(pane, "user") == [STORY] and texts(pane, "note") == ["(interrupted)"]
+            assert app.store.load(pane.conv.id).entries[-1].state == "cancelled"
+        gated_hub.open()
+        await apply_settings(pilot, max_tokens="8")
+        await send(pilot, "Say hello.")
+        assert answers(pane)[-1].strip() and app.store.load(pane.conv.id).entries[-1].state == "done"
+
+
+async def test_a_second_enter_while_an_answer_streams_starts_nothing(
+    gated_hub: GatedHub, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sent: list[bool] = []
+    send_prompt = ChatScreen.send
+
+    def recording_send(self: ChatScreen, text: str) -> bool:
+        sent.append(send_prompt(self, text))
+        return sent[-1]
+
+    monkeypatch.setattr(ChatScreen, "send", recording_send)
+    app = create_app(gated_hub, Store())
+    async with app.run_test(size=(120, 36)) as pilot:
+        screen = chat(pilot)
+        pane = screen.panes[0]
+        await until(pilot, lambda: screen.focused is screen.prompt, "the prompt's focus")
+        screen.prompt.text = STORY
+        press_now(app, "enter")
+        await until(pilot, lambda: sent == [True], "the first Enter")
+        screen.prompt.text = "And another one."  # before the first answer has come (the gate holds it)
+        press_now(app, "enter")
+        await until(pilot, lambda: len(sent) == 2, "the second Enter")
+        assert sent == [True, False] and screen.prompt.text == "And another one.", "refused, the text kept"
+        assert any("still streaming" in str(n.message) for n in app._notifications)
+        press_now(app, "escape")
+        await until(pilot, lambda: not screen.generating, "the cancel")
+        await pilot.pause(0.01)
+        assert [e.content for e in pane.conv.entries if e.role == "user"] == [STORY], "one run, one prompt"
+        assert len(app.store.list()) == 1
+
+
+async def test_one_to_four_panes(real_hub: Hub) -> None:
+    app = create_app(real_hub, Store())
+    async with app.run_test(size=(160, 48)) as pilot:
+        screen = chat(pilot)
+        await pilot.press("ctrl+w")
+        assert len(screen.panes) == 1, "the last pane stays"
+        await pilot.press("ctrl+n", "ctrl+n", "ctrl+n", "ctrl+n")
+        assert len(screen.panes) == 4
+        assert any("at most 4 panes" in str(n.message) for n in app._notifications)
+        await pilot.press("ctrl+t")
+        await send(pilot, "Name a colour.")
+        assert [m.status for m in screen.last_metrics] == ["done"] * 4
+        assert all(answers(p)[0].strip() and texts(p, "user") == ["Name a colour."] for p in screen.panes)
+        closed = screen.active_pane
+        closed_answer = answers(closed)[0]
+        await pilot.press("ctrl+w")
+        assert len(screen.panes) == 3 and closed not in screen.panes
+        assert app.store.load(closed.conv.id).entries[-1].content == closed_answer, "its history is kept"
+
+
+async def test_an_unreachable_backend_is_one_readable_line_and_the_prompt_comes_back(
+    shared_models: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("LLMSPELL_MODELS", str(shared_models))
+    config = Config(keep_alive=300, num_ctx=2048, options=Options(temperature=0, max_tokens=16))
+    # nothing listens on port 9: the connection is refused, as when Ollama is not running
+    hub = Hub(config, backends=[LlamaCppBackend(config), OllamaBackend(config, url="http://127.0.0.1:9")])
+    app = create_app(hub, Store())
+    async with app.run_test(size=(100, 30)) as pilot:
+        screen = chat(pilot)
+        pane = screen.panes[0]
+        await choose_model(pilot, pane, f"{SMOL}@ollama")
+        await send(pilot, "Are you there?")
+        errors = texts(pane, "error")
+        assert len(errors) == 1 and "Traceback" not in errors[0] and answers(pane) == []
+        # one message: what failed and where, then what to do about it
+        assert errors[0].splitlines()[0].startswith("Ollama is not reachable at http://127.0.0.1:9")
+        assert "ollama serve" in errors[0]
+        assert screen.prompt.text == "Are you there?", "the prompt is back in the input"
+        assert str(pane.stats_line.render()) == "error: the prompt is kept in the input"
+        await choose_model(pilot, pane, SMOL)
+        await send(pilot, screen.prompt.text)
+        assert answers(pane)[0].strip() and screen.prompt.text == ""
+
+
+async def test_the_stop_reason_is_shown(real_hub: Hub) -> None:
+    app = create_app(real_hub, Store())
+    async with app.run_test(size=(120, 36)) as pilot:
+        screen = chat(pilot)
+        await apply_settings(pilot, max_tokens="6")
+        await send(pilot, STORY)
+        pane = screen.panes[0]
+        stats = app.store.load(pane.conv.id).entries[-1].stats
+        assert stats is not None and stats.stop_reason == "length" and stats.generated_tokens == 6
+        assert str(pane.stats_line.render()).endswith(" · stopped at max tokens")
 
 
 async def test_a_wrong_model_name_shows_one_message_and_keeps_the_prompt(real_hub: Hub) -> None:
@@ -287,6 +480,59 @@ async def test_reopening_an_unknown_conversation_says_so(real_hub: Hub) -> None:
         await pilot.pause()
         assert screen.active_pane.conv is before
         assert any("no conversation 'doesnotexist'" in str(n.message) for n in app._notifications)
+
+
+async def test_finishing_waits_for_a_flush_in_flight(real_hub: Hub, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The answer's end never cuts into a flush: no segment is lost or sealed twice, whatever the timing."""
+    reached, release = asyncio.Event(), asyncio.Event()
+    held: list[str] = []
+    update = Markdown.update
+
+    def held_update(self: Markdown, markdown: str) -> Awaitable[None]:
+        """Markdown.update, except that the first call made by a flush waits until the test releases it."""
+        if held or not markdown.startswith("the rest"):
+            return update(self, markdown)
+        held.append(markdown)
+
+        async def wait_then_update() -> None:
+            reached.set()
+            await release.wait()
+            await update(self, markdown)
+
+        return wait_then_update()
+
+    monkeypatch.setattr(Markdown, "update", held_update)
+    head, tail = "The dragon paints. " * 100 + "\n\n", "the rest of the answer"
+    app = create_app(real_hub, Store())
+    async with app.run_test(size=(100, 30)) as pilot:
+        pane = chat(pilot).panes[0]
+        await pane.begin("a long answer, please")
+        pane.feed(head + tail)
+        # the flush timer writes the text: it seals the head as one segment, then sets the open one to the tail
+        await until(pilot, reached.is_set, "a flush in the middle of sealing a segment")
+        finishing = asyncio.create_task(pane.finish(StreamMetrics(0, SMOL, status="cancelled")))
+        await until(pilot, lambda: not pane.streaming, "the finish begun")
+        release.set()
+        await finishing
+        view = pane.log_view.query_one(AnswerView)
+        assert view.sources == [head, tail] and view.text == head + tail == pane.answer_text
+
+
+async def test_a_first_batch_longer_than_a_segment_streams_on(real_hub: Hub) -> None:
+    """One flush that already holds a whole segment (a stalled screen, a burst) seals it and keeps streaming."""
+    head, tail = "The dragon paints. " * 100 + "\n\n", "the rest"
+    app = create_app(real_hub, Store())
+    async with app.run_test(size=(100, 30)) as pilot:
+        pane = chat(pilot).panes[0]
+        await pane.begin("a long answer, please")
+        pane.feed(head + tail)
+        view = pane.log_view.query_one(AnswerView)
+        await until(pilot, lambda: view.sources == [head, tail], "the head sealed, the tail streaming")
+        pane.feed(" arrives.")
+        await until(pilot, lambda: view.sources == [head, tail + " arrives."], "the next flush")
+        assert pane.streaming
+        await pane.finish(StreamMetrics(0, SMOL, status="cancelled"))
+        assert view.sources == [head, tail + " arrives."] and texts(pane, "note") == ["(interrupted)"]
 
 
 # ----- scripted backend: exact text -------------------------------------------------------------
@@ -381,27 +627,6 @@ async def test_deltas_are_batched_into_the_markdown_stream(monkeypatch: pytest.M
         assert len(writes) <= len(flushes), "text reaches the Markdown only on the flush timer"
         # what was streamed is a prefix of the answer; the final full update() brings the rest
         assert SCRIPTED_ANSWER.startswith("".join(writes))
-
-
-async def test_one_to_four_panes() -> None:
-    hub, _ = scripted_hub()
-    app = create_app(hub, Store())
-    async with app.run_test(size=(160, 48)) as pilot:
-        screen = chat(pilot)
-        await pilot.press("ctrl+w")
-        assert len(screen.panes) == 1, "the last pane stays"
-        await pilot.press("ctrl+n", "ctrl+n", "ctrl+n", "ctrl+n")
-        await pilot.pause()
-        assert len(screen.panes) == 4
-        assert any("at most 4 panes" in str(n.message) for n in app._notifications)
-        await pilot.press("ctrl+t")
-        await send(pilot, "hi")
-        assert all(answers(p) == [SCRIPTED_ANSWER] for p in screen.panes)
-        closed = screen.active_pane
-        await pilot.press("ctrl+w")
-        await pilot.pause()
-        assert len(screen.panes) == 3 and closed not in screen.panes
-        assert app.store.load(closed.conv.id).entries[-1].content == SCRIPTED_ANSWER, "its history is kept"
 
 
 async def test_a_long_answer_streams_in_segments_and_arrives_whole() -> None:

@@ -8,10 +8,10 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING, ClassVar
 
 from textual import events, on, work
+from textual.actions import SkipAction
 from textual.app import ComposeResult, SystemCommand
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal
-from textual.message import Message
 from textual.reactive import reactive
 from textual.screen import Screen
 from textual.widgets import Footer, Static, TextArea
@@ -32,7 +32,7 @@ MAX_PANES = 4
 
 
 class PromptArea(TextArea):
-    """The prompt: Enter sends, Shift+Enter or Ctrl+J starts a new line, pasted text keeps its lines."""
+    """The prompt: Shift+Enter or Ctrl+J starts a new line, pasted text keeps its lines (Enter is the screen's)."""
 
     DEFAULT_CSS = """
     PromptArea {
@@ -46,19 +46,7 @@ class PromptArea(TextArea):
     }
     """
 
-    class Submitted(Message):
-        """The user pressed Enter in the prompt."""
-
-        def __init__(self, text: str) -> None:
-            super().__init__()
-            self.text = text
-
     async def _on_key(self, event: events.Key) -> None:
-        if event.key == "enter":
-            event.stop()
-            event.prevent_default()
-            self.post_message(self.Submitted(self.text))
-            return
         if event.key in ("shift+enter", "ctrl+j"):
             event.stop()
             event.prevent_default()
@@ -87,6 +75,9 @@ class ChatScreen(Screen[None]):
     # the footer shows what fits in 80 columns next to F1-F3 and the palette key; the rest is in the palette
     # (Ctrl+P) and the README's key table
     BINDINGS: ClassVar[list[BindingType]] = [
+        # Enter and Escape are both priority bindings, so both are handled in the order they were typed: an
+        # Escape right after an Enter stops that prompt (a message from the prompt would arrive after the Escape)
+        Binding("enter", "submit", "Send", show=False, priority=True),
         Binding("escape", "cancel", "Cancel", show=True, priority=True, key_display="esc"),
         Binding("ctrl+n", "add_pane", "Add pane"),
         # priority: the prompt would take Ctrl+W as "delete word" (Ctrl+Backspace still does that)
@@ -337,10 +328,11 @@ class ChatScreen(Screen[None]):
 
     # ----- sending and cancelling --------------------------------------------------------
 
-    @on(PromptArea.Submitted)
-    def _submitted(self, event: PromptArea.Submitted) -> None:
-        event.stop()
-        self.send(event.text)
+    def action_submit(self) -> None:
+        """Send what is in the prompt (Enter); elsewhere Enter goes on to the focused widget."""
+        if self.focused is not self.prompt:
+            raise SkipAction()
+        self.send(self.prompt.text)
 
     def send(self, text: str) -> bool:
         """Send a prompt to the focused pane or, in compare mode, to every pane; False when nothing was sent."""

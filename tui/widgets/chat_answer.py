@@ -110,15 +110,19 @@ class AnswerView(Vertical):
         """Append a batch of deltas: streamed into the open segment, which is sealed when it has grown long."""
         if not text:
             return
-        if self._stream is None:
-            self._stream = Markdown.get_stream(self._last())
         self._open += text
         cut = cut_point(self._open)
         if not cut:
+            # made only when there is text for it: a stream stopped before its task first ran raises
+            # CancelledError from stop() (Textual 8.2), which would end the caller as if it had been cancelled
+            if self._stream is None:
+                self._stream = Markdown.get_stream(self._last())
             await self._stream.write(text)
             return
         head, tail = self._open[:cut], self._open[cut:]
-        await self._stream.stop()
+        if self._stream is not None:
+            await self._stream.stop()
+            self._stream = None
         last = self._last()
         # sealed: its full text parsed whole, as one widget (a Markdown widget is one child per block, and every
         # layout pass visits them all: a long answer would slow down each later append)
@@ -126,7 +130,6 @@ class AnswerView(Vertical):
         await last.update(tail)
         self._sealed.append(head)
         self._open = tail
-        self._stream = Markdown.get_stream(last)
 
     async def finish(self, rest: str = "") -> None:
         """The answer ended (``rest`` is what arrived since the last batch): stop streaming and render the open

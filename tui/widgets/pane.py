@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from textual import on
 from textual.app import ComposeResult
 from textual.containers import Vertical, VerticalScroll
@@ -87,6 +89,10 @@ class ChatPane(Vertical):
         self._parts: list[str] = []
         self._timer: Timer | None = None
         self._metrics: StreamMetrics | None = None
+        # one writer at a time into the answer: the flush timer's write and finish() must not interleave (stopping
+        # the timer mid-write would cancel it between sealing a segment and recording it, and finish would seal
+        # that text a second time)
+        self._write_lock = asyncio.Lock()
         #: True while an answer streams into this pane
         self.streaming = False
 
@@ -205,6 +211,10 @@ class ChatPane(Vertical):
             log.anchor()
 
     async def _flush(self) -> None:
+        async with self._write_lock:
+            await self._flush_now()
+
+    async def _flush_now(self) -> None:
         if self._pending and self._answer is not None:
             text = "".join(self._pending)
             self._pending.clear()
@@ -219,14 +229,17 @@ class ChatPane(Vertical):
             return
         self.streaming = False
         self._retitle()
-        if self._timer is not None:
-            self._timer.stop()
-            self._timer = None
+        async with self._write_lock:
+            # under the lock the timer is between two flushes, so stopping it cancels no write
+            if self._timer is not None:
+                self._timer.stop()
+                self._timer = None
+            # the final flush: what arrived since the last batch, and one full update of the open segment
+            if self._answer is not None:
+                await self._answer.finish("".join(self._pending))
+            self._pending.clear()
         metrics = metrics or self._metrics
         text = self.answer_text
-        if self._answer is not None:
-            await self._answer.finish("".join(self._pending))
-        self._pending.clear()
         status = metrics.status if metrics is not None else "cancelled"
         if error is None and metrics is not None and metrics.error:
             error = metrics.error
