@@ -1,73 +1,108 @@
-"""End to end: the real embedded model streams into a chat pane of the real app, and the store keeps up."""
+"""End to end: the real embedded model streams into a chat pane of the real app, and the store keeps up.
+
+In process, answers pass ``GatedHub``'s gate (the real hub and engine; the test decides when chunks may go on),
+so "while it streams" is a state the test holds rather than a race against a fast model; keys go in with
+``press_now``, since Pilot's ``press`` waits for an idle process and a generating engine never is one. The
+last test runs the installed ``llmspell-tui`` in a terminal and kills it mid-answer.
+"""
 
 from __future__ import annotations
 
+import os
+import signal
+import sqlite3
+import sys
+from collections.abc import Callable
 from pathlib import Path
 
+import pexpect
 import pytest
-from textual.widgets import Markdown
+from helpers import GatedHub, press_now
+from textual.pilot import Pilot
+from textual.widgets import Static
 
-from llmspell.config import Config, history_path
+from llmspell.config import Config, config_path, history_path
 from llmspell.hub import Hub
 from llmspell.store import Store, StoreError
 from llmspell.types import Options
 from llmspell_tui.app import create_app
 from llmspell_tui.screens.chat import ChatScreen
+from llmspell_tui.widgets.chat_answer import AnswerView
+from llmspell_tui.widgets.pane import ChatPane
 
 
 @pytest.fixture
-def hub(shared_models: Path, monkeypatch: pytest.MonkeyPatch) -> Hub:
-    """The real hub on the embedded engine."""
+def gated_hub(shared_models: Path, monkeypatch: pytest.MonkeyPatch) -> GatedHub:
+    """The real hub on the embedded engine, behind a closed gate."""
     monkeypatch.setenv("LLMSPELL_MODELS", str(shared_models))
-    return Hub(Config(keep_alive=300, num_ctx=2048))
+    return GatedHub(Config(keep_alive=300, num_ctx=2048))
 
 
-async def test_an_answer_streams_from_the_real_model_into_a_pane(hub: Hub) -> None:
-    app = create_app(hub, Store())
+async def until(pilot: Pilot[None], cond: Callable[[], object], what: str, limit: float = 240.0) -> None:
+    """Let the app run until ``cond()`` holds (short pauses with a delay: no wait for an idle process)."""
+    for _ in range(int(limit / 0.01)):
+        if cond():
+            return
+        await pilot.pause(0.01)
+    raise AssertionError(f"gave up waiting for {what}")
+
+
+async def test_an_answer_streams_from_the_real_model_into_a_pane(
+    gated_hub: GatedHub, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    renders: list[tuple[bool, str, str]] = []  # after each flush: still streaming?, the answer shown, the stats line
+    flush = ChatPane._flush
+
+    async def recording_flush(self: ChatPane) -> None:
+        await flush(self)
+        views = self.log_view.query(AnswerView)
+        shown = "".join(views.last().sources) if views else ""
+        renders.append((self.streaming, shown, str(self.stats_line.render())))
+
+    monkeypatch.setattr(ChatPane, "_flush", recording_flush)
+    gated_hub.allow(5)
+    app = create_app(gated_hub, Store())
     async with app.run_test(size=(100, 30)) as pilot:
         screen = app.screen
         assert isinstance(screen, ChatScreen)
         pane = screen.active_pane
         pane.conv.options = Options(temperature=0, max_tokens=48)
-        await pilot.press(*"Write a poem about the sea.")
+        await pilot.press(*"Write a poem about the sea.")  # nothing generates yet: Pilot's own keys are fine
         assert screen.prompt.text == "Write a poem about the sea."
-        await pilot.press("enter")
+        press_now(app, "enter")
+        await until(pilot, lambda: any(streaming and shown for streaming, shown, _ in renders), "a partial render")
         assert screen.prompt.text == "", "the prompt was taken"
-        seen_partial: list[str] = []
-        live_lines: list[str] = []
-        for _ in range(6000):
-            await pilot.pause(0.05)
-            shown = [md.source for md in pane.log_view.query(Markdown)]
-            if pane.streaming and shown and shown[-1]:
-                seen_partial.append(shown[-1])
-                live_lines.append(str(pane.stats_line.render()))
-            if not screen.generating:
-                break
-        assert seen_partial, "text appeared in the pane while the answer was still streaming"
-        assert any(line.startswith("TTFT ") and "tok/s" in line for line in live_lines), "live numbers"
+        gated_hub.open()
+        await until(pilot, lambda: not screen.generating, "the whole answer")
+        await pilot.pause(0.01)
         stored = app.store.load(pane.conv.id).entries[-1]
-        final = pane.log_view.query(Markdown).last().source
+        final = "".join(pane.log_view.query(AnswerView).last().sources)
         assert stored.state == "done" and final == stored.content == pane.answer_text
-        assert all(final.startswith(p) for p in seen_partial), "streamed text only grew, and it all arrived"
+        partial = [shown for streaming, shown, _ in renders if streaming]
+        assert any(0 < len(p) < len(final) for p in partial), "part of the answer was on screen before its end"
+        assert all(final.startswith(p) for p in partial), "each render showed a beginning of the final answer"
+        assert [len(p) for p in partial] == sorted(len(p) for p in partial), "streamed text only grew"
+        live = [line for streaming, shown, line in renders if streaming and shown]
+        assert any(line.startswith("TTFT ") and "tok/s" in line for line in live), "live numbers while streaming"
         assert stored.stats is not None and str(pane.stats_line.render()) == stored.stats.summary()
 
 
-async def test_the_answer_is_in_the_store_while_it_streams(hub: Hub) -> None:
+async def test_the_answer_is_in_the_store_while_it_streams(gated_hub: GatedHub) -> None:
     """A second reader of the history sees the prompt and the partial answer mid-stream (kill-safe)."""
-    app = create_app(hub, Store())
+    gated_hub.allow(1)
+    app = create_app(gated_hub, Store())
     async with app.run_test(size=(100, 30)) as pilot:
         screen = app.screen
         assert isinstance(screen, ChatScreen)
         pane = screen.active_pane
         pane.conv.options = Options(temperature=0, max_tokens=400)
         screen.prompt.text = "Write a very long story about a dragon, in many paragraphs."
-        await pilot.press("enter")
+        press_now(app, "enter")
         other = Store(history_path())
         partial = None
-        for _ in range(6000):
-            await pilot.pause(0.05)
-            if not screen.generating:
-                break
+        # one more chunk at a time, until the writer's next periodic save has put some text in the file
+        for _ in range(24000):
+            await pilot.pause(0.01)
             try:
                 entries = other.load(pane.conv.id).entries
             except StoreError:  # the conversation row is written with the first message
@@ -75,13 +110,81 @@ async def test_the_answer_is_in_the_store_while_it_streams(hub: Hub) -> None:
             if len(entries) == 2 and entries[1].content:
                 partial = entries
                 break
+            if gated_hub.waiting:
+                gated_hub.allow(1)
         assert partial is not None, "the partial answer reached the history file before the answer ended"
         assert partial[0].content.startswith("Write a very long story") and partial[1].state == "streaming"
-        assert screen.generating
-        await pilot.press("escape")
-        for _ in range(2000):
-            if not screen.generating:
-                break
-            await pilot.pause(0.05)
+        assert screen.generating and pane.streaming
+        press_now(app, "escape")
+        await until(pilot, lambda: not screen.generating, "the cancel")
         assert other.load(pane.conv.id).entries[1].state == "cancelled"
         other.close()
+
+
+# an answer that cannot end early: llama.cpp's grammar allows no end of text before 400 items (booleans: an
+# array of integers is allowed too, but its grammar makes the sampler take seconds per token)
+_ENDLESS_OPTIONS = """[options]
+temperature = 0
+max_tokens = 2000
+format = { type = "array", items = { type = "boolean" }, minItems = 400 }
+"""
+
+
+def _answer_rows(path: Path) -> list[tuple[str, str, str]]:
+    """(role, content, state) of every stored message, read the way another process would."""
+    if not path.exists():
+        return []
+    with sqlite3.connect(path, timeout=5) as db:
+        try:
+            return list(db.execute("SELECT role, content, state FROM messages ORDER BY id"))
+        except sqlite3.OperationalError:  # the tables are created as the app starts
+            return []
+
+
+async def test_a_killed_app_keeps_the_prompt_and_the_partial_answer(shared_models: Path) -> None:
+    """SIGKILL the real llmspell-tui mid-answer: the history has the prompt and the partial answer, unfinished."""
+    config_path().parent.mkdir(parents=True, exist_ok=True)
+    config_path().write_text(_ENDLESS_OPTIONS, encoding="utf-8")
+    env = {**os.environ, "LLMSPELL_MODELS": str(shared_models), "TERM": "xterm-256color", "COLUMNS": "100"}
+    script = Path(sys.executable).with_name("llmspell-tui")
+    child = pexpect.spawn(str(script), env=env, dimensions=(30, 100), encoding="utf-8", timeout=60)
+    seen: list[tuple[str, str, str]] = []
+    try:
+        # the first status check has answered: the screen is up and the prompt has had its focus for a while
+        child.expect("none loaded")
+        child.send("Count from one.")
+        child.expect("Count from one.")  # typed into the prompt, not lost
+        child.send("\r")
+        for _ in range(6000):
+            try:  # keep reading the screen: a full terminal buffer would stall the app
+                child.read_nonblocking(1 << 16, timeout=0.05)
+            except pexpect.TIMEOUT:
+                pass
+            seen = _answer_rows(history_path())
+            if len(seen) == 2 and seen[1][1]:
+                break
+        assert len(seen) == 2 and seen[1][1], "the answer was being written to the history"
+        os.kill(child.pid, signal.SIGKILL)
+        child.wait()
+    finally:
+        if child.isalive():
+            child.kill(signal.SIGKILL)
+    assert child.signalstatus == signal.SIGKILL
+
+    store = Store(history_path())
+    [row] = store.list()
+    conv = store.load(row["id"])
+    user, answer = conv.entries
+    assert user.role == "user" and user.content == "Count from one."
+    assert answer.role == "assistant" and answer.state == "streaming", "marked unfinished"
+    assert answer.content.startswith(seen[1][1]) and answer.content.startswith("["), "the partial answer is kept"
+    # the next start shows it so
+    app = create_app(Hub(Config()), store)
+    async with app.run_test(size=(100, 30)) as pilot:
+        screen = app.screen
+        assert isinstance(screen, ChatScreen)
+        await screen.open_conversation(conv.id)
+        pane = screen.active_pane
+        await until(pilot, lambda: pane.conv.id == conv.id, "the conversation reopened")
+        notes = [str(w.render()) for w in pane.log_view.query("Static.note").results(Static)]
+        assert notes == ["(unfinished)"] and pane.log_view.query_one(AnswerView).text == answer.content
