@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 from hfserver import silent_endpoint
+from textual.command import CommandList, CommandPalette
 from textual.pilot import Pilot
 from textual.widgets import Footer
 
@@ -210,10 +211,17 @@ async def test_the_command_palette_reaches_the_screens_and_their_actions(models_
         for want in ("Chat screen (F1)", "History screen (F3)", "Pull a model (p)", "Delete model (d)"):
             assert want in titles
         await pilot.press("ctrl+p")
-        await pilot.pause()
+        await wait_until(pilot, lambda: isinstance(app.screen, CommandPalette), "the palette")
         for key in "history screen":
             await pilot.press("space" if key == " " else key)
-        await pilot.pause(0.3)
+        # the matches are searched in the background: Enter before they arrive would pick nothing
+        commands = app.screen.query_one(CommandList)
+
+        def first_match() -> str:
+            option = commands.highlighted_option
+            return str(option.prompt) if option is not None else ""
+
+        await wait_until(pilot, lambda: first_match().startswith("History screen (F3)"), "the match highlighted")
         await pilot.press("enter")
         await wait_until(pilot, lambda: app.current_mode == "history", "palette switched to history")
 

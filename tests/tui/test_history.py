@@ -157,3 +157,25 @@ async def test_export_writes_the_markdown_and_asks_before_replacing(
         await wait_until(pilot, lambda: any("cannot write" in n for n in notes(app)), "error shown")
         assert any("No such file or directory" in n for n in notes(app))
         assert not (tmp_path / "missing").exists()
+
+
+async def test_export_to_an_unwritable_place_says_why(
+    store: Store, convs: list[Conversation], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    out = tmp_path / "out"
+    out.mkdir()
+    monkeypatch.chdir(out)
+    blocker = out / "notes.txt"  # a file where the path needs a folder: no user, root included, can write below it
+    blocker.write_text("keep me")
+    app = create_app(Hub(Config()), store, mode="history")
+    async with app.run_test(size=(100, 30)) as pilot:
+        screen = await history(pilot)
+        await pilot.press("e")
+        assert isinstance(app.screen, TextPromptScreen)
+        app.screen.query_one(Input).value = str(blocker / "chat.md")
+        await pilot.press("enter")
+        await wait_until(pilot, lambda: any("cannot write" in n for n in notes(app)), "error shown")
+        [error] = [n for n in notes(app) if "cannot write" in n]
+        assert error == f"cannot write {blocker / 'chat.md'}: Not a directory"
+        assert blocker.read_text() == "keep me" and [p.name for p in out.iterdir()] == ["notes.txt"]
+        assert app.screen is screen and app.is_running, "the screen goes on"
