@@ -16,6 +16,7 @@ import pytest
 from helpers import GEMMA, SMOL, GatedHub, press_now
 from scripted import SCRIPTED_ANSWER, SCRIPTED_STATS, ScriptedBackend
 from textual import events
+from textual.binding import Binding
 from textual.pilot import Pilot
 from textual.widgets import Input, Markdown, Static, Switch
 
@@ -409,6 +410,32 @@ async def test_the_stop_reason_is_shown(real_hub: Hub) -> None:
         stats = app.store.load(pane.conv.id).entries[-1].stats
         assert stats is not None and stats.stop_reason == "length" and stats.generated_tokens == 6
         assert str(pane.stats_line.render()).endswith(" · stopped at max tokens")
+
+
+async def test_shift_enter_and_ctrl_j_start_a_new_line_and_enter_sends_it_all(real_hub: Hub) -> None:
+    app = create_app(real_hub, Store())
+    async with app.run_test(size=(100, 30)) as pilot:
+        screen = chat(pilot)
+        await until(pilot, lambda: screen.focused is screen.prompt, "the prompt's focus")
+        await pilot.press(*"one", "shift+enter", *"two", "ctrl+j", *"three")
+        assert screen.prompt.text == "one\ntwo\nthree" and not screen.generating
+        await send(pilot, screen.prompt.text)
+        assert texts(screen.panes[0], "user") == ["one\ntwo\nthree"] and answers(screen.panes[0])[0].strip()
+
+
+def test_the_readme_lists_every_chat_key() -> None:
+    readme = (Path(__file__).parents[2] / "README.md").read_text(encoding="utf-8")
+    section = readme.split("\n## llmspell-tui\n", 1)[1].split("\n## ", 1)[0]
+    rows = [line for line in section.splitlines() if line.startswith("| chat |")]
+    names = {"left": "←", "right": "→"}
+
+    def shown(key: str) -> str:
+        return "+".join(names.get(part, part.capitalize()) for part in key.split("+"))
+
+    keys = [b.key for b in ChatScreen.BINDINGS if isinstance(b, Binding)] + ["shift+enter", "ctrl+j"]
+    assert len(keys) > 10
+    for key in keys:
+        assert any(f"`{shown(key)}`" in row for row in rows), f"{shown(key)} is in the README's key table"
 
 
 async def test_a_wrong_model_name_shows_one_message_and_keeps_the_prompt(real_hub: Hub) -> None:
