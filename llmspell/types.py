@@ -310,6 +310,27 @@ class ModelInfo:
         """JSON-ready form."""
         return dataclasses.asdict(self)
 
+    def facts(self) -> list[tuple[str, str]]:
+        """What `llmspell model info` and the TUI's info dialog show, as label and value (empty ones left out)."""
+        from llmspell.machine import human_bytes
+
+        rows: list[tuple[str, object]] = [
+            ("name", f"{self.name}@{self.backend}"),
+            ("about", self.description),
+            ("family", self.family),
+            ("parameters", self.parameters),
+            ("quantization", self.quantization),
+            ("context", self.context_length),
+            ("license", self.license),
+            ("size", human_bytes(self.size_bytes) if self.size_bytes else None),
+            ("source", self.source),
+            ("file", self.location),
+            ("sha256", self.sha256),
+            ("loaded", "yes" if self.loaded else "no"),
+            ("chat template", "yes" if self.has_chat_template else "none (plain completion only)"),
+        ]
+        return [(label, str(value)) for label, value in rows if value not in (None, "")]
+
 
 @dataclass(frozen=True)
 class BackendStatus:

@@ -14,7 +14,7 @@ from typing import Any, TextIO
 from llmspell import __version__
 from llmspell.errors import InvalidOptions, LLMSpellError
 from llmspell.machine import human_bytes
-from llmspell.types import ModelInfo, Options, PullProgress, Stats
+from llmspell.types import Options, PullProgress, Stats
 
 
 def _table(rows: list[list[str]], headers: list[str], out: TextIO) -> None:
@@ -175,31 +175,13 @@ async def cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
-def _info_rows(info: ModelInfo) -> list[tuple[str, Any]]:
-    return [
-        ("name", f"{info.name}@{info.backend}"),
-        ("family", info.family),
-        ("parameters", info.parameters),
-        ("quantization", info.quantization),
-        ("context", info.context_length),
-        ("license", info.license),
-        ("size", human_bytes(info.size_bytes) if info.size_bytes else None),
-        ("source", info.source),
-        ("file", info.location),
-        ("sha256", info.sha256),
-        ("loaded", "yes" if info.loaded else "no"),
-        ("chat template", "yes" if info.has_chat_template else "none (plain completion only)"),
-    ]
-
-
 async def cmd_info(args: argparse.Namespace) -> int:
     info = await _hub().info(args.model)
     if args.json:
         print(json.dumps(info.to_dict(), indent=2, default=str))
         return 0
-    for label, value in _info_rows(info):
-        if value not in (None, ""):
-            print(f"{label + ':':15} {value}")
+    for label, value in info.facts():
+        print(f"{label + ':':15} {value}")
     if info.source == "not downloaded":
         print(f"{'status:':15} not downloaded; pull it with: llmspell model pull {info.name}@{info.backend}")
     if info.chat_template:

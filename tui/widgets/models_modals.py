@@ -239,23 +239,7 @@ class PullScreen(ModalScreen[str | None]):
 
 def info_rows(info: ModelInfo) -> list[tuple[str, str]]:
     """The facts ``llmspell model info`` prints, as label and value (empty values left out)."""
-    rows: list[tuple[str, object]] = [
-        ("name", f"{info.name}@{info.backend}"),
-        ("family", info.family),
-        ("parameters", info.parameters),
-        ("quantization", info.quantization),
-        ("context", info.context_length),
-        ("license", info.license),
-        ("size", human_bytes(info.size_bytes) if info.size_bytes else None),
-        ("source", info.source),
-        ("file", info.location),
-        ("sha256", info.sha256),
-        ("loaded", "yes" if info.loaded else "no"),
-        ("chat template", "yes" if info.has_chat_template else "none (plain completion only)"),
-    ]
-    if info.description:
-        rows.insert(1, ("about", info.description))
-    return [(label, str(value)) for label, value in rows if value not in (None, "")]
+    return info.facts()
 
 
 class InfoScreen(ModalScreen[None]):
