@@ -24,8 +24,16 @@ def describe_status(status: BackendStatus) -> Text:
     else:
         line.append("● ", style="bold red")
         line.append(status.backend, style="bold")
-        line.append(" not reachable: ")
-        line.append(status.error or "no reason given", style="italic")
+        reason = status.error or "no reason given"
+        # A backend's own message often opens with "<Backend> is not reachable": keep only what follows,
+        # so the line does not say it twice.
+        said = f"{status.backend} is not reachable "
+        if reason.lower().startswith(said.lower()):
+            line.append(" not reachable ")
+            line.append(reason[len(said) :], style="italic")
+        else:
+            line.append(" not reachable: ")
+            line.append(reason, style="italic")
     return line
 
 
