@@ -119,6 +119,29 @@ def quiet_engine() -> None:
 
     _log_callback = _forward  # referenced for the life of the process: llama.cpp keeps the raw pointer
     llama_cpp.llama_log_set(_forward, ctypes.c_void_p(0))
+    # llama-cpp-python silences a load (verbose=False) by pointing the whole process's stdout and stderr, file
+    # descriptors and sys.* alike, at /dev/null for as long as the load takes. Another thread's output is lost
+    # meanwhile (a TUI's screen updates, a server's log), and two loads at once restore each other's /dev/null,
+    # leaving both streams silenced for good. The engine's lines already come here, so nothing needs hiding.
+    import llama_cpp.llama
+    import llama_cpp.llama_chat_format
+
+    for module in (llama_cpp.llama, llama_cpp._internals, llama_cpp.llama_chat_format):
+        if hasattr(module, "suppress_stdout_stderr"):
+            module.suppress_stdout_stderr = _KeepStreams  # type: ignore[attr-defined]
+
+
+class _KeepStreams:
+    """Takes the place of llama-cpp-python's ``suppress_stdout_stderr``: leaves stdout and stderr alone."""
+
+    def __init__(self, disable: bool = True) -> None:
+        self.disable = disable
+
+    def __enter__(self) -> _KeepStreams:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        return None
 
 
 def _common_prefix(a: np.ndarray, b: np.ndarray) -> int:

@@ -406,3 +406,34 @@ async def test_models_generating_at_once_split_the_cores(backend: LlamaCppBacken
     assert backend.worker_for(SMOL).report.threads_used == {total}, "alone again, it has every core"
     await collect(backend.chat(parse_spec(SMOL), HI, Options(temperature=0, max_tokens=4, num_threads=1)))
     assert backend.worker_for(SMOL).report.threads_used == {1}, "an explicit num_threads wins"
+
+
+async def test_loading_models_leaves_stdout_and_stderr_alone(
+    backend: LlamaCppBackend, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """What the rest of the process writes while models load arrives (a TUI's screen, a server's log).
+
+    llama-cpp-python hides a load's output by pointing the process's stdout and stderr at /dev/null for the
+    length of the load; two loads at once (two panes, two models served side by side) left them there for good.
+    """
+    import os
+    import sys
+
+    before = (os.readlink("/proc/self/fd/1"), os.readlink("/proc/self/fd/2"), sys.stdout, sys.stderr)
+    loads = asyncio.gather(
+        collect(backend.chat(parse_spec(SMOL), HI, Options(max_tokens=2))),
+        collect(backend.chat(parse_spec(GEMMA), HI, Options(max_tokens=2))),
+    )
+    n = 0
+    while not loads.done():
+        print(f"out line {n}", flush=True)
+        print(f"err line {n}", file=sys.stderr, flush=True)
+        n += 1
+        await asyncio.sleep(0.002)
+    await loads
+    assert sorted(await backend.loaded()) == sorted([SMOL, GEMMA]), "both models were loaded in this test"
+    assert (os.readlink("/proc/self/fd/1"), os.readlink("/proc/self/fd/2"), sys.stdout, sys.stderr) == before
+    out, err = capfd.readouterr()
+    assert n > 5, "lines were written while the models loaded"
+    assert out.splitlines() == [f"out line {i}" for i in range(n)], "no line written during a load was lost"
+    assert err.splitlines() == [f"err line {i}" for i in range(n)]
