@@ -263,9 +263,11 @@ async def test_escape_cancels_and_the_next_prompt_works(gated_hub: GatedHub, mon
         pane = screen.panes[0]
         await send(pilot, STORY, wait=False)
         await until(pilot, lambda: gated_hub.waiting and pane.answer_text, "some tokens")
+        assert not screen.prompt.cursor_blink, "the prompt's cursor holds still (no repaints) while answers stream"
         press_now(app, "escape")
         await until(pilot, lambda: not screen.generating, "the cancel")
         assert cancelled_while == [True], "Escape was handled while the answer streamed"
+        assert screen.prompt.cursor_blink, "the cursor blinks again once the answer stopped"
         await pilot.pause(0.01)
         partial = answers(pane)[0]
         assert partial.strip() and partial == pane.answer_text and texts(pane, "note") == ["(interrupted)"]

@@ -364,6 +364,9 @@ class ChatScreen(Screen[None]):
         stream = compare(self.hub, targets, text, store=self.store, parallel=self.parallel)
         failed = False
         finished: set[int] = set()
+        # a blinking cursor repaints the screen twice a second, on the cores the engine is using: it stays steady
+        # while answers stream
+        self.prompt.cursor_blink = False
         try:
             # inside the try: an Escape while the panes are being set up still ends them in the finally
             for pane in panes:
@@ -388,6 +391,7 @@ class ChatScreen(Screen[None]):
             for pane in panes:
                 await pane.finish(error=error_text(exc))
         finally:
+            self.prompt.cursor_blink = True
             await stream.aclose()
             for i, pane in enumerate(panes):
                 if i not in finished:

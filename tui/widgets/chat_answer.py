@@ -1,6 +1,6 @@
 """One assistant answer as Markdown that can grow while it streams, kept cheap to render however long it gets.
 
-Deltas arrive in batches (the pane flushes every ~80 ms) and go to ``Markdown.get_stream``. A long answer is
+Deltas arrive in batches (the pane flushes every ~100 ms) and go to ``Markdown.get_stream``. A long answer is
 split into segments at paragraph breaks outside code fences: each segment is one Markdown widget, sealed with
 a full ``update()`` of its own text when the next one starts, and the open one gets its full ``update()`` when
 the answer ends. Every part of the text is so parsed whole once (no token lost, fences rendered), while each

@@ -16,8 +16,9 @@ from llmspell.chat import Conversation, Entry
 from llmspell.compare import StreamMetrics
 from llmspell_tui.widgets.chat_answer import AnswerView
 
-#: how often streamed text is handed to the Markdown widget (batched: never a re-render per token)
-FLUSH_EVERY = 0.08
+#: how often streamed text is handed to the Markdown widget (batched: never a re-render per token). Each flush
+#: costs a screen update on the cores the engine shares; 100 ms is the slowest that still reads as live.
+FLUSH_EVERY = 0.1
 
 
 class ChatPane(Vertical):
