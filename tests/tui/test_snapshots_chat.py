@@ -13,7 +13,7 @@ from textual.widgets import Input
 from llmspell.config import Config
 from llmspell.hub import Hub
 from llmspell.store import Store
-from llmspell_tui.app import create_app
+from llmspell_tui.app import LIGHT_THEME, create_app
 from llmspell_tui.screens.chat import ChatScreen
 from llmspell_tui.widgets.settings import SettingsScreen
 
@@ -85,6 +85,16 @@ def test_one_empty_pane(snap_compare: Any, size: tuple[int, int]) -> None:
 @pytest.mark.parametrize("size", SIZES)
 def test_one_pane_after_an_answer(snap_compare: Any, size: tuple[int, int]) -> None:
     async def steps(pilot: Pilot) -> None:
+        await _answer(pilot, "Say something short.")
+
+    assert snap_compare(_app(), terminal_size=size, run_before=_run(steps))
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_one_pane_after_an_answer_in_the_light_theme(snap_compare: Any, size: tuple[int, int]) -> None:
+    async def steps(pilot: Pilot) -> None:
+        await pilot.press("f4")
+        assert pilot.app.theme == LIGHT_THEME
         await _answer(pilot, "Say something short.")
 
     assert snap_compare(_app(), terminal_size=size, run_before=_run(steps))

@@ -366,7 +366,7 @@ class ChatScreen(Screen[None]):
         finished: set[int] = set()
         # a blinking cursor repaints the screen twice a second, on the cores the engine is using: it stays steady
         # while answers stream
-        self.prompt.cursor_blink = False
+        blink, self.prompt.cursor_blink = self.prompt.cursor_blink, False
         try:
             # inside the try: an Escape while the panes are being set up still ends them in the finally
             for pane in panes:
@@ -391,7 +391,7 @@ class ChatScreen(Screen[None]):
             for pane in panes:
                 await pane.finish(error=error_text(exc))
         finally:
-            self.prompt.cursor_blink = True
+            self.prompt.cursor_blink = blink
             await stream.aclose()
             for i, pane in enumerate(panes):
                 if i not in finished:
