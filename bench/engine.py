@@ -75,6 +75,24 @@ def raw_engine(
 _RAW: dict[Path, object] = {}
 
 
+def close_raw() -> None:
+    """Free the raw engines now, not in a destructor at interpreter exit (llama-cpp-python's then fails)."""
+    for llm in _RAW.values():
+        llm.close()  # type: ignore[attr-defined]
+    _RAW.clear()
+
+
+def cpu_name() -> str:
+    """The processor's model name, for the benchmarks' header lines."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor()
+
+
 def raw_conversation(backend: LlamaCppBackend, spec: str) -> list[float]:
     """First-token time per turn of the same growing conversation on the raw engine (its own prefix reuse)."""
     import llama_cpp
@@ -219,20 +237,8 @@ async def main() -> None:
     args = ap.parse_args()
     import llama_cpp
 
-    cpu = (
-        next(
-            (
-                ln.split(":", 1)[1].strip()
-                for ln in Path("/proc/cpuinfo").read_text().splitlines()
-                if ln.startswith("model name")
-            ),
-            platform.processor(),
-        )
-        if Path("/proc/cpuinfo").exists()
-        else ""
-    )
     print(
-        f"# bench/engine.py  {date.today()}  {platform.machine()} {cpu}  "
+        f"# bench/engine.py  {date.today()}  {platform.machine()} {cpu_name()}  "
         f"{os.cpu_count()} logical cores, {physical_cores()} threads  llama-cpp-python {llama_cpp.__version__}  "
         f"Python {sys.version.split()[0]}"
     )
@@ -262,6 +268,7 @@ async def main() -> None:
                 f"{r['alt_turn10_ms']:.1f} ms, ratio {r['alt_turn10_over_1']:.2f}  (target <= 1.3)"
             )
         print()
+    close_raw()
     await get_hub().close()
 
 

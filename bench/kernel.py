@@ -29,7 +29,7 @@ os.environ.setdefault("LLMSPELL_HOME", tempfile.mkdtemp(prefix="llmspell-bench-"
 os.environ.setdefault("OLLAMA_HOST", "http://127.0.0.1:9")
 sys.path.insert(0, str(Path(__file__).parent))
 
-from engine import PROMPT, raw_engine
+from engine import PROMPT, cpu_name, raw_engine
 from jupyter_client.kernelspec import KernelSpecManager
 from jupyter_client.manager import KernelManager
 
@@ -171,20 +171,8 @@ def main() -> None:
         text, add_bos, _ = backend.render_chat(model, info, [Message("user", prompt)])
         return text, add_bos
 
-    cpu = (
-        next(
-            (
-                ln.split(":", 1)[1].strip()
-                for ln in Path("/proc/cpuinfo").read_text().splitlines()
-                if ln.startswith("model name")
-            ),
-            platform.processor(),
-        )
-        if Path("/proc/cpuinfo").exists()
-        else ""
-    )
     print(
-        f"# bench/kernel.py  {date.today()}  {platform.machine()} {cpu}  {os.cpu_count()} logical cores, "
+        f"# bench/kernel.py  {date.today()}  {platform.machine()} {cpu_name()}  {os.cpu_count()} logical cores, "
         f"{physical_cores()} threads  llama-cpp-python {llama_cpp.__version__}  Python {sys.version.split()[0]}"
     )
     print(f"# {SPEC}, temperature 0, {args.tokens} new tokens, {args.repeats} repeats, medians\n")

@@ -28,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import httpx
 import ollama
 import openai
-from engine import PROMPT, raw_engine
+from engine import PROMPT, cpu_name, raw_engine
 
 from llmspell.backends.llamacpp import LlamaCppBackend, gguf_info
 from llmspell.config import load_config
@@ -159,12 +159,8 @@ def main() -> None:
     sys.stdout.reconfigure(line_buffering=True)  # type: ignore[attr-defined]  # results survive an interrupted run
     import llama_cpp
 
-    cpu = next(
-        (ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines() if "model name" in ln),
-        platform.processor(),
-    )
     print(
-        f"# bench/server.py  {date.today()}  {platform.machine()} {cpu}  {os.cpu_count()} logical cores  "
+        f"# bench/server.py  {date.today()}  {platform.machine()} {cpu_name()}  {os.cpu_count()} logical cores  "
         f"llama-cpp-python {llama_cpp.__version__}  Python {sys.version.split()[0]}"
     )
     print(f"# {MODEL}, temperature 0, {args.tokens} new tokens, {args.repeats} repeats, medians\n")

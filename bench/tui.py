@@ -24,6 +24,9 @@ from datetime import date
 from pathlib import Path
 
 os.environ.setdefault("LLMSPELL_HOME", tempfile.mkdtemp(prefix="llmspell-bench-"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from engine import close_raw, cpu_name, raw_engine
 
 from llmspell.backends.base import Backend
 from llmspell.backends.llamacpp import LlamaCppBackend, gguf_info
@@ -117,35 +120,6 @@ class SyntheticBackend(Backend):
             yield c
 
 
-def raw_tps(path: Path, prompt: str, add_bos: bool, n_tokens: int, threads: int, n_ctx: int) -> float:
-    """Generation tokens/s of raw llama-cpp-python: Llama.generate on the same chat prompt, greedy."""
-    import llama_cpp
-    from llama_cpp import Llama
-
-    llm = _RAW.get(path)
-    if llm is None:
-        llm = Llama(str(path), n_ctx=n_ctx, n_threads=threads, n_threads_batch=threads, verbose=False)
-        _RAW[path] = llm
-    tokens = llm.tokenize(prompt.encode(), add_bos=add_bos, special=True)
-    first = None
-    n = 0
-    for tok in llm.generate(tokens, temp=0.0, top_k=40, top_p=0.95, min_p=0.05, repeat_penalty=1.0):
-        if first is None:
-            first = time.perf_counter()
-        if llama_cpp.llama_vocab_is_eog(llm._model.vocab, tok):
-            break
-        llm._model.detokenize([tok])
-        n += 1
-        if n >= n_tokens:
-            break
-    end = time.perf_counter()
-    assert first is not None
-    return (n - 1) / (end - first)
-
-
-_RAW: dict[Path, object] = {}
-
-
 def _watch_finish(panes: Sequence[ChatPane], done_at: dict[int, float]) -> None:
     """Record when each pane's final render (the full Markdown update) completed."""
     for i, pane in enumerate(panes):
@@ -190,7 +164,7 @@ async def pane_runs(repeats: int, n_tokens: int) -> dict[str, float]:
             prompt = f"Story number {i + 1}. {PROMPT}"
             rendered, add_bos, _ = backend.render_chat(model, info, [Message("user", prompt)])
             if i % 2:
-                raw.append(raw_tps(path, rendered, add_bos, n_tokens, threads, n_ctx))
+                raw.append(raw_engine(path, rendered, add_bos, True, n_tokens, threads, n_ctx)[1])
             # one pane alone: a fresh conversation each time, so the whole prompt is read as in the raw run
             screen.compare_mode = False
             await screen.action_new_conversation()
@@ -201,7 +175,7 @@ async def pane_runs(repeats: int, n_tokens: int) -> dict[str, float]:
             one_e2e.append((m.chunks - 1) / (ended - m.first_token_at))
             one_wall.append(m.stats.generated_tokens / (ended - sent))
             if not i % 2:
-                raw.append(raw_tps(path, rendered, add_bos, n_tokens, threads, n_ctx))
+                raw.append(raw_engine(path, rendered, add_bos, True, n_tokens, threads, n_ctx)[1])
             # the same pane with live rendering off (only the final render): what the rest of the app costs
             pane_module.FLUSH_EVERY, flush_every = 1e9, pane_module.FLUSH_EVERY
             try:
@@ -220,9 +194,7 @@ async def pane_runs(repeats: int, n_tokens: int) -> dict[str, float]:
             sent, done = await _send(screen, pilot, f"Poem number {i + 1}. {PROMPT}")
             total = sum(m.stats.generated_tokens for m in screen.last_metrics if m.stats)
             two_wall.append(total / (max(done.values()) - sent))
-    for llm in _RAW.values():
-        llm.close()  # type: ignore[attr-defined]  # freed now, not by a destructor at interpreter exit
-    _RAW.clear()
+    close_raw()
     return {
         "raw_tps": statistics.median(raw),
         "pane_tps": statistics.median(one_e2e),
@@ -286,16 +258,6 @@ def _key(key: str) -> object:
     return events.Key(key, None)
 
 
-def _cpu() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor()
-
-
 async def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--repeats", type=int, default=3)
@@ -305,7 +267,7 @@ async def main() -> None:
     import textual
 
     print(
-        f"# bench/tui.py  {date.today()}  {platform.machine()} {_cpu()}  {os.cpu_count()} logical cores, "
+        f"# bench/tui.py  {date.today()}  {platform.machine()} {cpu_name()}  {os.cpu_count()} logical cores, "
         f"{physical_cores()} threads  llama-cpp-python {llama_cpp.__version__}  textual {textual.__version__}  "
         f"Python {sys.version.split()[0]}"
     )
