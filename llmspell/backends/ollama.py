@@ -6,6 +6,7 @@ import asyncio
 import datetime as dt
 import os
 from collections.abc import AsyncGenerator, Sequence
+from contextlib import aclosing
 from typing import Any
 
 import httpx
@@ -36,21 +37,29 @@ def _iso(when: dt.datetime | None) -> str | None:
     return when.astimezone(dt.UTC).isoformat().replace("+00:00", "Z")
 
 
+#: the Ollama options that are llmspell's, by Ollama name: the backend sends them, ``llmspell serve`` takes them
+OLLAMA_OPTIONS = {
+    "temperature": "temperature",
+    "top_k": "top_k",
+    "top_p": "top_p",
+    "min_p": "min_p",
+    "repeat_penalty": "repeat_penalty",
+    "seed": "seed",
+    "stop": "stop",
+    "num_predict": "max_tokens",
+    "num_ctx": "num_ctx",
+    "num_thread": "num_threads",
+}
+
+
 def _ollama_options(opts: Options) -> dict[str, Any]:
-    mapping = {
-        "temperature": "temperature",
-        "top_k": "top_k",
-        "top_p": "top_p",
-        "min_p": "min_p",
-        "repeat_penalty": "repeat_penalty",
-        "seed": "seed",
-        "max_tokens": "num_predict",
-        "num_ctx": "num_ctx",
-        "num_threads": "num_thread",
-    }
-    out = {dst: getattr(opts, src) for src, dst in mapping.items() if getattr(opts, src) is not None}
-    if opts.stop:
-        out["stop"] = list(opts.stop)
+    out: dict[str, Any] = {}
+    for name, field in OLLAMA_OPTIONS.items():
+        value = getattr(opts, field)
+        if field == "stop":
+            value = list(value) or None
+        if value is not None:
+            out[name] = value
     return out
 
 
@@ -380,14 +389,11 @@ class OllamaBackend(Backend):
             format=opts.format,
             keep_alive=self.config.keep_alive,
         )
-        stream = self._stream(spec, client, call)
-        try:
+        # leaving ``async for`` does not close the inner generator; without aclosing the HTTP response would stay
+        # open (the server generating on) until garbage collection closed it from another task
+        async with aclosing(self._stream(spec, client, call)) as stream:
             async for chunk in stream:
                 yield chunk
-        finally:
-            # leaving ``async for`` does not close the inner generator; without this the HTTP response would stay
-            # open (the server generating on) until garbage collection closed it from another task
-            await stream.aclose()
 
     async def complete(
         self, spec: ModelSpec, prompt: str, options: Options | None = None
@@ -404,11 +410,6 @@ class OllamaBackend(Backend):
             format=opts.format,
             keep_alive=self.config.keep_alive,
         )
-        stream = self._stream(spec, client, call)
-        try:
+        async with aclosing(self._stream(spec, client, call)) as stream:  # closed at once, as in chat()
             async for chunk in stream:
                 yield chunk
-        finally:
-            # leaving ``async for`` does not close the inner generator; without this the HTTP response would stay
-            # open (the server generating on) until garbage collection closed it from another task
-            await stream.aclose()

@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, model_validator
 from llmspell import __version__
 from llmspell import errors as E
 from llmspell.backends.base import Backend
+from llmspell.backends.ollama import OLLAMA_OPTIONS
 from llmspell.server.app import (
     Generation,
     GenerationResponse,
@@ -29,19 +30,6 @@ from llmspell.types import Chunk, Message, ModelInfo, Options
 
 router = APIRouter()
 
-#: Ollama options that map onto llmspell's, by Ollama name
-_OPTION_MAP = {
-    "temperature": "temperature",
-    "top_k": "top_k",
-    "top_p": "top_p",
-    "min_p": "min_p",
-    "repeat_penalty": "repeat_penalty",
-    "seed": "seed",
-    "stop": "stop",
-    "num_predict": "max_tokens",
-    "num_ctx": "num_ctx",
-    "num_thread": "num_threads",
-}
 #: Ollama options with no meaning for these engines; Ollama itself lets a model ignore what it does not use
 _OPTION_IGNORED = frozenset(
     {
@@ -76,12 +64,12 @@ _OPTION_IGNORED = frozenset(
 def ollama_options(raw: dict[str, Any] | None, fmt: Any = None) -> Options:
     """Ollama's ``options`` and ``format`` as llmspell Options; unknown names and bad values are errors."""
     raw = raw or {}
-    unknown = sorted(k for k in raw if k not in _OPTION_MAP and k not in _OPTION_IGNORED)
+    unknown = sorted(k for k in raw if k not in OLLAMA_OPTIONS and k not in _OPTION_IGNORED)
     if unknown:
         raise E.InvalidOptions(
-            f"unknown option(s): {', '.join(unknown)}", hint=f"options used here: {', '.join(_OPTION_MAP)}"
+            f"unknown option(s): {', '.join(unknown)}", hint=f"options used here: {', '.join(OLLAMA_OPTIONS)}"
         )
-    values = {_OPTION_MAP[k]: v for k, v in raw.items() if k in _OPTION_MAP and v is not None}
+    values = {OLLAMA_OPTIONS[k]: v for k, v in raw.items() if k in OLLAMA_OPTIONS and v is not None}
     if isinstance(values.get("max_tokens"), int) and not isinstance(values["max_tokens"], bool):
         if values["max_tokens"] < 0:  # -1 is "no limit", -2 "fill the context" in Ollama
             del values["max_tokens"]
