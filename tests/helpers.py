@@ -15,7 +15,10 @@ from llmspell.spec import ModelSpec
 from llmspell.types import Chunk, Message, Options
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from textual.app import App
+    from textual.pilot import Pilot
 
 SMOL = "smollm2:135m"
 GEMMA = "gemma3:270m"
@@ -45,6 +48,20 @@ async def wait_idle(worker: object, timeout: float = 30.0) -> None:
             return
         await asyncio.sleep(0.01)
     raise AssertionError("the worker stayed busy")
+
+
+async def wait_until(pilot: Pilot[None], cond: Callable[[], bool], what: str, tries: int = 400) -> None:
+    """Let a Textual app run until ``cond`` holds (bounded by a number of short pauses, not a clock)."""
+    for _ in range(tries):
+        if cond():
+            return
+        await pilot.pause(0.05)
+    raise AssertionError(f"never happened: {what}")
+
+
+def notes(app: App[object]) -> list[str]:
+    """Every notification a Textual app has shown so far, as text."""
+    return [str(n.message) for n in app._notifications]
 
 
 def press_now(app: App[object], *keys: str) -> None:

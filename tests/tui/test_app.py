@@ -5,14 +5,14 @@ from __future__ import annotations
 import json
 import socket
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
+from helpers import wait_until
 from hfserver import silent_endpoint
 from textual.command import CommandList, CommandPalette
-from textual.pilot import Pilot
 from textual.widgets import Footer
 
 from llmspell.backends.llamacpp import LlamaCppBackend
@@ -23,15 +23,6 @@ from llmspell_tui.app import DARK_THEME, LIGHT_THEME, LLMSpellApp, create_app, m
 from llmspell_tui.screens.history import HistoryScreen
 from llmspell_tui.screens.models import ModelsScreen
 from llmspell_tui.widgets.status import BackendStatusBar
-
-
-async def wait_until(pilot: Pilot[None], cond: Callable[[], bool], what: str, tries: int = 400) -> None:
-    """Let the app run until ``cond`` holds (bounded by a number of short pauses, not a clock)."""
-    for _ in range(tries):
-        if cond():
-            return
-        await pilot.pause(0.05)
-    raise AssertionError(f"never happened: {what}")
 
 
 def status_text(app: LLMSpellApp) -> str:

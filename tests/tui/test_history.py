@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from helpers import notes, wait_until
 from textual.pilot import Pilot
 from textual.widgets import Input
 
@@ -13,23 +13,9 @@ from llmspell.chat import Conversation, Entry
 from llmspell.config import Config
 from llmspell.hub import Hub
 from llmspell.store import Store
-from llmspell_tui.app import LLMSpellApp, create_app
+from llmspell_tui.app import create_app
 from llmspell_tui.screens.history import HistoryScreen, export_name
 from llmspell_tui.widgets.modals import ConfirmScreen, TextPromptScreen
-
-
-async def wait_until(pilot: Pilot[None], cond: Callable[[], bool], what: str, tries: int = 400) -> None:
-    """Let the app run until ``cond`` holds (bounded by a number of short pauses, not a clock)."""
-    for _ in range(tries):
-        if cond():
-            return
-        await pilot.pause(0.05)
-    raise AssertionError(f"never happened: {what}")
-
-
-def notes(app: LLMSpellApp) -> list[str]:
-    """Every notification shown so far, as text."""
-    return [str(n.message) for n in app._notifications]
 
 
 def conversation(store: Store, title: str, model: str, turns: list[tuple[str, str]]) -> Conversation:

