@@ -195,7 +195,8 @@ CONFIG_TEMPLATE = """\
 
 # The embedded llama.cpp engine.
 [llamacpp]
-# threads = 2          # default: the number of physical cores
+# threads = 2          # default: one per physical core, fewer while other programs keep cores busy;
+#                      # a number here is used as it is, whatever else runs
 # gpu_layers = -1      # layers offloaded to the GPU when the build supports one; 0 = CPU only
 # num_ctx = 4096       # context window when a request does not set num_ctx
 # state_cache_mb = 256 # memory for saved conversation states (prefix reuse across conversations)

@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from llmspell.backends._threads import ThreadBudget
 from llmspell.errors import Cancelled, GenerationError, InsufficientResources, LLMSpellError, ModelFileCorrupt
 from llmspell.types import Chunk, Options, Stats, StopReason
 
@@ -67,30 +68,6 @@ class Report:
     saved_state: bool = False
     #: every thread count the job ran with (it changes when other models start or stop generating)
     threads_used: set[int] = field(default_factory=set)
-
-
-class ThreadBudget:
-    """Splits the cores among the models generating at the same moment, so side-by-side streams never
-    oversubscribe a small CPU (two models with 2 threads each on 2 cores run slower than one alone)."""
-
-    def __init__(self, total: int) -> None:
-        self.total = total
-        self._active = 0
-        self._lock = threading.Lock()
-
-    def enter(self) -> None:
-        """A model starts generating."""
-        with self._lock:
-            self._active += 1
-
-    def leave(self) -> None:
-        """A model stopped generating."""
-        with self._lock:
-            self._active -= 1
-
-    def share(self) -> int:
-        """Threads each generating model should use now."""
-        return max(1, self.total // max(1, self._active))
 
 
 @dataclass

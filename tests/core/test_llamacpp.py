@@ -12,6 +12,7 @@ import pytest
 from helpers import GEMMA, SMOL, collect, smollm2_file, wait_idle
 
 from llmspell.backends.llamacpp import LlamaCppBackend
+from llmspell.config import Config
 from llmspell.errors import (
     GenerationError,
     InsufficientResources,
@@ -48,7 +49,9 @@ async def test_chat_streams_text_and_ends_with_stats(backend: LlamaCppBackend) -
 async def test_threads_default_to_physical_cores(backend: LlamaCppBackend) -> None:
     await collect(backend.chat(parse_spec(SMOL), HI, Options(max_tokens=2)))
     worker = backend.worker_for(SMOL)
-    assert worker is not None and worker.llama.n_threads == physical_cores()
+    assert backend.budget.total == physical_cores(), "at most one thread per physical core"
+    # fewer only while other programs keep cores busy (tests/core/test_threads.py)
+    assert worker is not None and worker.report.threads_used <= set(range(1, physical_cores() + 1))
     assert backend.device().startswith("CPU") or backend.device().startswith("GPU")
 
 
@@ -389,7 +392,17 @@ async def test_sha256_of_a_file_without_a_known_hash_is_computed_once(backend: L
     assert changed.sha256 == hashlib.sha256(model.read_bytes()).hexdigest() != info.sha256
 
 
-async def test_models_generating_at_once_split_the_cores(backend: LlamaCppBackend) -> None:
+async def test_models_generating_at_once_split_the_cores(shared_models: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # a fixed thread count, so what this test sees is the split among models, not the machine's other load
+    monkeypatch.setenv("LLMSPELL_MODELS", str(shared_models))
+    backend = LlamaCppBackend(Config(keep_alive=300, num_ctx=2048, threads=physical_cores()))
+    try:
+        await _split_the_cores(backend)
+    finally:
+        backend.close_sync()
+
+
+async def _split_the_cores(backend: LlamaCppBackend) -> None:
     story = [Message("user", "Write a long story about a dragon.")]
     opts = Options(temperature=0, max_tokens=64)
     for name in (SMOL, GEMMA):  # both loaded first, so their answers overlap from the first token

@@ -1,0 +1,207 @@
+"""How many threads the embedded engine uses now: the cores split among this process's generating models,
+less the cores that other programs (another llmspell among them) keep busy.
+
+ggml's threads spin at every barrier of the graph. When one of them is descheduled because another program
+wants its core, the others wait a whole time slice, hundreds of times per token: on 2 cores with one busy,
+smollm2 falls from 41 tokens/s at 1 thread to 1.2 at 2. So the engine must never run more threads than there
+are free cores. Free cores are measured, not assumed: the machine's busy time from /proc/stat minus this
+process's own CPU time is what the rest of the machine uses, read every tenth of a second while generating.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+#: a core counts as taken by other programs once they use more than this share of it: ggml's barriers stall
+#: on a core that is busy even part of the time
+BUSY_SHARE = 0.35
+#: how long one reading of the machine's load covers while a model generates (/proc/stat counts in 10 ms ticks,
+#: so on 2 cores a window this long is 20 ticks: fine enough, and short enough to follow a load that comes or goes)
+WINDOW = 0.1
+#: a window longer than this says little about now: the start of a generation also looks at what is running
+STALE = 2.0
+
+
+@dataclass(frozen=True)
+class _Reading:
+    wall: float
+    #: CPU seconds the CPUs we may run on spent busy, every process together
+    busy: float
+    #: CPU seconds this process spent
+    ours: float
+
+
+class CpuLoad:
+    """Measures how many cores the rest of the machine keeps busy (Linux; elsewhere it reports nothing)."""
+
+    def __init__(self, root: Path = Path("/proc")) -> None:
+        self._root = root
+        try:
+            self._cpus: set[int] | None = set(os.sched_getaffinity(0))
+        except AttributeError:
+            self._cpus = None
+        self._hz = float(os.sysconf("SC_CLK_TCK")) if hasattr(os, "sysconf") else 100.0
+        self._lock = threading.Lock()
+        self._last = self._read()
+        #: cores other programs used over the last window, and when that window ended (never, so far)
+        self.others = 0.0
+        self.measured_at = -math.inf
+
+    @property
+    def supported(self) -> bool:
+        """Whether this system tells us its load (it does where /proc/stat exists)."""
+        return self._last is not None
+
+    @property
+    def cpus(self) -> int:
+        """Logical CPUs this process may run on."""
+        return len(self._cpus) if self._cpus else (os.cpu_count() or 1)
+
+    def _read(self) -> _Reading | None:
+        try:
+            text = (self._root / "stat").read_text()
+        except OSError:
+            return None
+        busy = 0
+        for line in text.splitlines():
+            if not line.startswith("cpu"):
+                break
+            name, *fields = line.split()
+            if name == "cpu" or (self._cpus is not None and int(name[3:]) not in self._cpus):
+                continue
+            # user nice system idle iowait irq softirq steal (guest time is already inside user): steal counts
+            # as busy, since a hypervisor that takes the core stalls ggml's barriers just the same
+            values = [int(v) for v in fields[:8]]
+            busy += sum(values) - values[3] - values[4]
+        t = os.times()
+        return _Reading(time.monotonic(), busy / self._hz, t.user + t.system)
+
+    def update(self, window: float = WINDOW) -> float:
+        """Cores other programs use: measured anew once ``window`` seconds have passed since the last reading."""
+        with self._lock:
+            last = self._last
+            if last is None:
+                return 0.0
+            now = time.monotonic()
+            if now - last.wall < window:
+                return self.others
+            reading = self._read()
+            if reading is None:
+                return self.others
+            span = reading.wall - last.wall
+            others = (reading.busy - last.busy - (reading.ours - last.ours)) / span
+            self._last = reading
+            # a long window is an average over a past that may be gone: trust it only as far as what is
+            # runnable at this moment agrees (a program that stopped a second ago is no load any more)
+            if span > STALE:
+                others = min(others, float(self.runnable_others()))
+            self.others = min(float(self.cpus), max(0.0, others))
+            self.measured_at = reading.wall
+            return self.others
+
+    def runnable_others(self) -> int:
+        """Threads of other processes running or ready to run at this instant (a snapshot, so noisy)."""
+        try:
+            stat = (self._root / "stat").read_text()
+            running = next(int(line.split()[1]) for line in stat.splitlines() if line.startswith("procs_running"))
+        except (OSError, StopIteration, ValueError):
+            return 0
+        ours = 0
+        try:
+            for task in (self._root / "self" / "task").iterdir():
+                try:
+                    # the state follows the command name in parentheses, which may itself hold spaces
+                    if (task / "stat").read_text().rsplit(")", 1)[1].split()[0] == "R":
+                        ours += 1
+                except (OSError, IndexError):
+                    continue
+        except OSError:
+            ours = 1
+        return max(0, running - max(ours, 1))
+
+    def at_start(self) -> float:
+        """Cores other programs use, as a generation is about to start: the last window when it is fresh,
+        else what a new reading and the runnable threads right now say, whichever is busier (a generation
+        started on too many threads stalls at once; one started on too few is corrected a tenth of a second on)."""
+        with self._lock:
+            fresh = self._last is not None and time.monotonic() - self.measured_at < WINDOW * 2
+        if fresh:
+            return self.others
+        measured = self.update(window=0.02)
+        return max(measured, float(self.runnable_others()))
+
+
+class ThreadBudget:
+    """Splits the free cores among the models generating at the same moment, so neither side-by-side streams
+    nor other programs running beside us oversubscribe the CPU.
+
+    ``total`` is the most threads a model uses (one per physical core, or the config's ``threads``);
+    ``adaptive`` lowers that while other programs keep cores busy. An explicit thread count on a request
+    bypasses the budget altogether.
+    """
+
+    def __init__(self, total: int, *, adaptive: bool = True, load: CpuLoad | None = None) -> None:
+        self.total = total
+        self.load = load if load is not None else (CpuLoad() if adaptive else None)
+        self.adaptive = adaptive and self.load is not None and self.load.supported
+        self._active = 0
+        self._lock = threading.Lock()
+        #: threads per model at the last decision, and the cores others used then (for status lines)
+        self.current = total
+        self.others = 0.0
+
+    def enter(self) -> None:
+        """A model starts generating: look at the machine now, before its prompt is read."""
+        with self._lock:
+            self._active += 1
+        if self.adaptive:
+            assert self.load is not None
+            self.others = self.load.at_start()
+
+    def leave(self) -> None:
+        """A model stopped generating."""
+        with self._lock:
+            self._active -= 1
+
+    @property
+    def active(self) -> int:
+        """Models generating now."""
+        return self._active
+
+    def free(self) -> int:
+        """Threads the models of this process may use together now."""
+        if not self.adaptive:
+            return self.total
+        assert self.load is not None
+        self.others = self.load.update()
+        taken = math.floor(self.others + 1 - BUSY_SHARE)
+        return max(1, min(self.total, self.load.cpus - taken))
+
+    def share(self) -> int:
+        """Threads each generating model should use now."""
+        n = max(1, self.free() // max(1, self._active))
+        self.current = n
+        return n
+
+    def describe(self) -> str:
+        """What the engine runs on now and why, for status lines: '1 of 2 threads: 1.0 cores busy elsewhere'."""
+        unit = "thread" if self.total == 1 else "threads"
+        if not self.adaptive or self.total == 1:
+            return f"{self.total} {unit}"
+        if self._active == 0:
+            assert self.load is not None
+            self.others = self.load.at_start()
+            taken = math.floor(self.others + 1 - BUSY_SHARE)
+            n = max(1, min(self.total, self.load.cpus - taken))
+        else:
+            n = self.current
+        if n >= self.total:
+            return f"{self.total} {unit}; {self.total - 1 if self.total == 2 else 'fewer'} while busy"
+        if self.others >= BUSY_SHARE:
+            return f"{n} of {self.total} {unit}: {self.others:.1f} cores busy elsewhere"
+        return f"{n} of {self.total} {unit}: {self._active} models share them"
