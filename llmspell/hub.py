@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
-from collections.abc import AsyncGenerator, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from typing import Any
 
 from llmspell import config as cfgmod
@@ -158,6 +159,14 @@ class Hub:
         """Free a loaded model."""
         backend, parsed = await self.resolve(spec)
         return await backend.unload(parsed)
+
+    @contextlib.asynccontextmanager
+    async def room_to_draw(self) -> AsyncIterator[bool]:
+        """A face is about to draw: engines in this process leave it a core until the block ends (True if any
+        engine was generating and did)."""
+        async with contextlib.AsyncExitStack() as stack:
+            held = [await stack.enter_async_context(b.room_to_draw()) for b in self.backends.values()]
+            yield any(held)
 
     async def close(self) -> None:
         """Unload models and close connections of every backend."""

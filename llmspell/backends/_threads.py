@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import math
 import os
+import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,6 +27,31 @@ BUSY_SHARE = 0.35
 WINDOW = 0.1
 #: a window longer than this says little about now: the start of a generation also looks at what is running
 STALE = 2.0
+#: the interpreter's thread switch interval while a model generates. The engine's thread needs the GIL for a
+#: moment between two tokens; with Python's default of 5 ms, a face drawing (a TUI frame is 4-8 ms of Python)
+#: keeps it waiting that long per token
+GIL_SWITCH = 0.001
+
+_generating = 0
+_generating_lock = threading.Lock()
+_saved_switch = 0.0
+
+
+def _generation_started() -> None:
+    global _generating, _saved_switch
+    with _generating_lock:
+        _generating += 1
+        if _generating == 1:
+            _saved_switch = sys.getswitchinterval()
+            sys.setswitchinterval(min(_saved_switch, GIL_SWITCH))
+
+
+def _generation_ended() -> None:
+    global _generating
+    with _generating_lock:
+        _generating -= 1
+        if _generating == 0:
+            sys.setswitchinterval(_saved_switch)
 
 
 @dataclass(frozen=True)
@@ -154,11 +181,15 @@ class ThreadBudget:
         #: threads per model at the last decision, and the cores others used then (for status lines)
         self.current = total
         self.others = 0.0
+        #: cores held free for this process's own faces while they draw (see hold)
+        self._held = 0
+        self._on_boundary: list[Callable[[], None]] = []
 
     def enter(self) -> None:
         """A model starts generating: look at the machine now, before its prompt is read."""
         with self._lock:
             self._active += 1
+        _generation_started()
         if self.adaptive:
             assert self.load is not None
             self.others = self.load.at_start()
@@ -167,11 +198,37 @@ class ThreadBudget:
         """A model stopped generating."""
         with self._lock:
             self._active -= 1
+        _generation_ended()
 
     @property
     def active(self) -> int:
         """Models generating now."""
         return self._active
+
+    def hold(self, on_boundary: Callable[[], None]) -> bool:
+        """Keep one core free of engine threads from the next token on, for a face of this process to draw in.
+
+        Drawing during a decode that runs a thread on every core preempts one of them, and the others spin at
+        the next barrier until it is back: a 4 ms screen update cost the engine 10 ms. ``on_boundary`` is called
+        (from the engine's thread) once a generating model has passed a token boundary, so the face can start
+        drawing when the decode in flight has ended. False, and nothing held, when no model generates.
+        """
+        with self._lock:
+            if self._active == 0 or not self.adaptive or self.total < 2:
+                return False
+            self._held += 1
+            self._on_boundary.append(on_boundary)
+            return True
+
+    def release(self) -> None:
+        """The face has drawn: the core is the engine's again from the next token."""
+        with self._lock:
+            self._held = max(0, self._held - 1)
+
+    def _room(self) -> int:
+        """Cores not kept busy by other programs, by the last reading."""
+        assert self.load is not None
+        return max(1, self.load.cpus - math.floor(self.others + 1 - BUSY_SHARE))
 
     def free(self) -> int:
         """Threads the models of this process may use together now."""
@@ -179,13 +236,23 @@ class ThreadBudget:
             return self.total
         assert self.load is not None
         self.others = self.load.update()
-        taken = math.floor(self.others + 1 - BUSY_SHARE)
-        return max(1, min(self.total, self.load.cpus - taken))
+        return min(self.total, self._room())
 
     def share(self) -> int:
-        """Threads each generating model should use now."""
-        n = max(1, self.free() // max(1, self._active))
-        self.current = n
+        """Threads each generating model should use now (called by each generating model between tokens)."""
+        free = self.free()
+        active = max(1, self._active)
+        # what status lines report: the machine's verdict, not the moment a face draws
+        self.current = max(1, free // active)
+        n = self.current
+        if self._held:
+            # a face draws: leave it a core, unless the machine has more cores than the engine uses anyway
+            n = max(1, min(free, self._room() - self._held) // active)
+        if self._on_boundary:
+            with self._lock:
+                waiting, self._on_boundary = self._on_boundary, []
+            for notify in waiting:
+                notify()
         return n
 
     def describe(self) -> str:
@@ -196,8 +263,7 @@ class ThreadBudget:
         if self._active == 0:
             assert self.load is not None
             self.others = self.load.at_start()
-            taken = math.floor(self.others + 1 - BUSY_SHARE)
-            n = max(1, min(self.total, self.load.cpus - taken))
+            n = min(self.total, self._room())
         else:
             n = self.current
         if n >= self.total:

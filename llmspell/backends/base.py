@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 from abc import ABC, abstractmethod
 from collections.abc import AsyncGenerator, Sequence
+from contextlib import AbstractAsyncContextManager
 from typing import ClassVar
 
 from llmspell.spec import ModelSpec
@@ -66,6 +68,14 @@ class Backend(ABC):
     @abstractmethod
     def complete(self, spec: ModelSpec, prompt: str, options: Options | None = None) -> AsyncGenerator[Chunk, None]:
         """Stream a plain continuation of ``prompt`` (no chat template). Closing cancels."""
+
+    def room_to_draw(self) -> AbstractAsyncContextManager[bool]:
+        """Keep a core free of this backend's engine threads while a face in this process draws; the block
+        gets True when a core was held (a model was generating), so the face knows its drawing is awaited.
+
+        Only an engine running in this process competes with the face for the cores; others need nothing.
+        """
+        return contextlib.nullcontext(False)
 
     async def close(self) -> None:  # noqa: B027 - optional hook, most backends hold nothing
         """Release what the backend holds (loaded models, connections)."""

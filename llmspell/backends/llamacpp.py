@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import hashlib
 import importlib
@@ -10,7 +11,7 @@ import importlib.util
 import json
 import os
 import threading
-from collections.abc import AsyncGenerator, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -126,6 +127,11 @@ def estimate_ram(info: GGUFInfo, n_ctx: int) -> int:
     head_dim = int(md.get(f"{arch}.attention.key_length") or (embd // heads if heads else 0))
     kv = 2 * layers * n_ctx * kv_heads * head_dim * 2
     return int(info.size_bytes * 1.05 + kv + 64 * 1024**2)
+
+
+#: how long a face waits, at most, for the token in flight before it draws anyway (a token with a grammar, or
+#: a long prompt being read, can take longer than a frame)
+DRAW_WAIT = 0.03
 
 
 class LlamaCppBackend(Backend):
@@ -324,6 +330,31 @@ class LlamaCppBackend(Backend):
             loaded=tuple(await self.loaded()),
             notes=tuple(notes),
         )
+
+    @contextlib.asynccontextmanager
+    async def room_to_draw(self) -> AsyncIterator[bool]:
+        """Leave a face of this process a core to draw on: from the next token on, until the block ends."""
+        loop = asyncio.get_running_loop()
+        passed: asyncio.Future[None] = loop.create_future()
+
+        def settle() -> None:
+            if not passed.done():
+                passed.set_result(None)
+
+        def on_boundary() -> None:  # called on the engine's thread
+            with contextlib.suppress(RuntimeError):  # the face's loop has closed: nobody waits any more
+                loop.call_soon_threadsafe(settle)
+
+        if not self.budget.hold(on_boundary):
+            yield False
+            return
+        try:
+            # the decode in flight still runs a thread on every core: draw once it has ended (within a token)
+            await asyncio.wait({passed}, timeout=DRAW_WAIT)
+            yield True
+        finally:
+            passed.cancel()
+            self.budget.release()
 
     def threads(self) -> int:
         """Threads per model: the config value, else one per physical core."""

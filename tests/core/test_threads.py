@@ -172,3 +172,54 @@ def test_model_status_says_how_many_threads_and_why(spinners: Spinners) -> None:
     wait_for(load, lambda o: o >= load.cpus - 1.2, "spinners not seen")
     busy = status()
     assert f"CPU (1 of {total} threads: " in busy and "busy elsewhere" in busy, busy
+
+
+async def test_a_face_drawing_gets_a_core_and_the_interpreter_switches_fast(adaptive: LlamaCppBackend) -> None:
+    """While a face of this process draws, the engine leaves it a core; meanwhile a Python thread waiting for
+    the GIL (the engine's, between two tokens) gets it within a millisecond, not Python's default 5 ms."""
+    backend = adaptive
+    total = backend.budget.total
+    default_switch = sys.getswitchinterval()
+    async with backend.room_to_draw() as held:
+        assert not held, "nothing generates: there is nothing to hold"
+    await collect(backend.chat(parse_spec(SMOL), STORY, Options(max_tokens=1)))
+    worker = backend.worker_for(SMOL)
+    assert worker is not None
+    stream = backend.chat(parse_spec(SMOL), STORY, Options(temperature=0, max_tokens=600, seed=1))
+    try:
+        await anext(stream)  # generating
+        switch_while_generating = sys.getswitchinterval()
+        async with backend.room_to_draw() as held:
+            assert held
+            for _ in range(3):  # a few tokens while the face draws
+                await anext(stream)
+    finally:
+        await stream.aclose()
+    assert total - 1 in worker.report.threads_used, f"the engine kept every core: {worker.report.threads_used}"
+    assert switch_while_generating == pytest.approx(0.001)
+    await asyncio.sleep(0)
+    for _ in range(100):  # the worker leaves the budget a moment after the stream closes
+        if sys.getswitchinterval() == default_switch:
+            break
+        await asyncio.sleep(0.01)
+    assert sys.getswitchinterval() == default_switch, "the interpreter's default comes back once nothing generates"
+
+
+async def test_threads_fixed_in_the_config_are_never_lowered_for_drawing(
+    shared_models: object, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("LLMSPELL_MODELS", str(shared_models))
+    backend = LlamaCppBackend(Config(keep_alive=300, num_ctx=2048, threads=2))
+    try:
+        stream = backend.chat(parse_spec(SMOL), STORY, Options(temperature=0, max_tokens=40))
+        try:
+            await anext(stream)
+            async with backend.room_to_draw() as held:
+                assert not held
+                for _ in range(3):
+                    await anext(stream)
+        finally:
+            await stream.aclose()
+        assert backend.worker_for(SMOL).report.threads_used == {2}  # type: ignore[union-attr]
+    finally:
+        backend.close_sync()

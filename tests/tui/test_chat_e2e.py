@@ -8,11 +8,12 @@ last test runs the installed ``llmspell-tui`` in a terminal and kills it mid-ans
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import sqlite3
 import sys
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pexpect
@@ -85,6 +86,38 @@ async def test_an_answer_streams_from_the_real_model_into_a_pane(
         live = [line for streaming, shown, line in renders if streaming and shown]
         assert any(line.startswith("TTFT ") and "tok/s" in line for line in live), "live numbers while streaming"
         assert stored.stats is not None and str(pane.stats_line.render()) == stored.stats.summary()
+
+
+async def test_the_engine_leaves_a_pane_a_core_while_it_draws(gated_hub: GatedHub) -> None:
+    """Each live render of a pane asks the in-process engine for a core: drawn during a decode that runs a
+    thread on every core, a frame stalls the engine's threads at their next barrier."""
+    backend = gated_hub.backends["llamacpp"]
+    if backend.budget.total < 2:  # type: ignore[attr-defined]
+        pytest.skip("one core only: the engine runs one thread and has nothing to leave")
+    granted: list[bool] = []
+    room = gated_hub.room_to_draw
+
+    @contextlib.asynccontextmanager
+    async def recording_room() -> AsyncIterator[bool]:
+        async with room() as held:
+            granted.append(held)
+            yield held
+
+    gated_hub.room_to_draw = recording_room  # type: ignore[method-assign]
+    gated_hub.open()
+    app = create_app(gated_hub, Store())
+    async with app.run_test(size=(100, 30)) as pilot:
+        screen = app.screen
+        assert isinstance(screen, ChatScreen)
+        screen.active_pane.conv.options = Options(temperature=0, max_tokens=200)
+        screen.prompt.text = "Write a long story about a dragon who learns to paint."
+        press_now(app, "enter")
+        await until(pilot, lambda: screen.generating, "the answer to start")
+        await until(pilot, lambda: not screen.generating, "the whole answer")
+        worker = backend.worker_for("smollm2:135m")  # type: ignore[attr-defined]
+    assert True in granted, f"no live render was given a core: {granted}"
+    total = backend.budget.total  # type: ignore[attr-defined]
+    assert total - 1 in worker.report.threads_used, f"the engine never stepped aside: {worker.report.threads_used}"
 
 
 async def test_the_answer_is_in_the_store_while_it_streams(gated_hub: GatedHub) -> None:

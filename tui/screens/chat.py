@@ -223,7 +223,9 @@ class ChatScreen(Screen[None]):
         else:
             conv = Conversation(model or self.hub.config.default_model)
         self._pane_seq += 1
-        pane = ChatPane(conv, suggestions=self._suggestions, id=f"pane-{self._pane_seq}")
+        pane = ChatPane(
+            conv, suggestions=self._suggestions, id=f"pane-{self._pane_seq}", room_to_draw=self.hub.room_to_draw
+        )
         await self.query_one("#panes").mount(pane)
         self._set_active(pane)
         self._show_mode()

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
 
 from textual import on
 from textual.app import ComposeResult
@@ -81,9 +84,18 @@ class ChatPane(Vertical):
             self.pane = pane
             self.model = model
 
-    def __init__(self, conv: Conversation, *, suggestions: list[str] | None = None, id: str | None = None) -> None:
+    def __init__(
+        self,
+        conv: Conversation,
+        *,
+        suggestions: list[str] | None = None,
+        id: str | None = None,
+        room_to_draw: Callable[[], AbstractAsyncContextManager[bool]] | None = None,
+    ) -> None:
         super().__init__(id=id)
         self.conv = conv
+        #: asks the engines of this process to leave a core free while the pane draws (Hub.room_to_draw)
+        self._room_to_draw = room_to_draw or (lambda: contextlib.nullcontext(False))
         self._suggestions = suggestions or []
         self._answer: AnswerView | None = None
         self._pending: list[str] = []
@@ -214,8 +226,16 @@ class ChatPane(Vertical):
             log.anchor()
 
     async def _flush(self) -> None:
-        async with self._write_lock:
+        async with self._write_lock, self._room_to_draw() as held:
             await self._flush_now()
+            if held:  # the engine runs on fewer threads until the screen shows what was written
+                await self._drawn()
+
+    async def _drawn(self) -> None:
+        """Wait until the screen shows what was just written (the drawing is the costly part, not the write)."""
+        shown = asyncio.get_running_loop().create_future()
+        self.call_after_refresh(lambda: shown.done() or shown.set_result(None))
+        await asyncio.wait({shown}, timeout=FLUSH_EVERY)
 
     async def _flush_now(self) -> None:
         if self._pending and self._answer is not None:
