@@ -226,10 +226,15 @@ def bench_model(spec: str, repeats: int, n_tokens: int, thread_counts: list[int]
         used = sorted({t for r in ours for t in r["runs"][0]["threads"]})
         target = 0.9 if busy else 0.98
         print(f"{label}: raw engine {raw}", flush=True)
+        # each round's runs follow one another within seconds: their ratio is steadier than the ratio of medians
+        # on a machine whose speed drifts by 10% over minutes
+        paired = statistics.median(
+            ours[i]["tps"] / max(fixed[t][i]["tps"] for t in thread_counts) for i in range(repeats)
+        )
         print(
             f"{label}: llmspell default {med(ours, 'tps'):.1f} tok/s (ttft {med(ours, 'ttft') * 1000:.0f} ms, "
-            f"threads used {used})  ratio to best fixed ({best_t} thr) {med(ours, 'tps') / best:.3f}  "
-            f"(target >= {target})",
+            f"threads used {used})  ratio to best fixed ({best_t} thr) {med(ours, 'tps') / best:.3f}, "
+            f"per round {paired:.3f}  (target >= {target})",
             flush=True,
         )
     alone, two, raw_two = [], [], []

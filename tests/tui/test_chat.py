@@ -297,6 +297,23 @@ async def test_escape_before_the_run_has_started_gives_the_prompt_back(real_hub:
         assert texts(pane, "user") == ["Name a colour."] and answers(pane)[0].strip()
 
 
+async def test_a_burst_of_characters_and_enter_sends_the_whole_text(gated_hub: GatedHub) -> None:
+    """Keys are handled in the order they arrive: a prompt typed ahead (a fast typist, an SSH connection) and its
+    Enter in one burst send all of it, and what follows the Enter stays in the prompt for the next turn."""
+    app = create_app(gated_hub, Store())
+    async with app.run_test(size=(120, 36)) as pilot:
+        screen = chat(pilot)
+        pane = screen.panes[0]
+        await until(pilot, lambda: screen.focused is screen.prompt, "the prompt's focus")
+        text = "Why is the sky blue? Answer in one short sentence please."
+        press_now(app, *text, "enter", *"and then")
+        await until(pilot, lambda: texts(pane, "user") and screen.prompt.text == "and then", "the burst handled")
+        assert texts(pane, "user") == [text], "the whole prompt was sent, not the part typed before Enter arrived"
+        press_now(app, "escape")
+        await until(pilot, lambda: not screen.generating, "the cancel")
+        assert screen.prompt.text == "and then", "Escape stopped the answer and left the next prompt alone"
+
+
 async def test_escape_right_after_enter_stops_that_prompt(gated_hub: GatedHub, monkeypatch: pytest.MonkeyPatch) -> None:
     cancelled_while: list[bool] = []
     cancel = ChatScreen.action_cancel
@@ -330,13 +347,13 @@ async def test_a_second_enter_while_an_answer_streams_starts_nothing(
     gated_hub: GatedHub, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     sent: list[bool] = []
-    send_prompt = ChatScreen.send
+    submit = ChatScreen.submit
 
-    def recording_send(self: ChatScreen, text: str) -> bool:
-        sent.append(send_prompt(self, text))
+    def recording_submit(self: ChatScreen, text: str) -> bool:
+        sent.append(submit(self, text))
         return sent[-1]
 
-    monkeypatch.setattr(ChatScreen, "send", recording_send)
+    monkeypatch.setattr(ChatScreen, "submit", recording_submit)
     app = create_app(gated_hub, Store())
     async with app.run_test(size=(120, 36)) as pilot:
         screen = chat(pilot)

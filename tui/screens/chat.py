@@ -8,10 +8,10 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING, ClassVar
 
 from textual import events, on, work
-from textual.actions import SkipAction
 from textual.app import ComposeResult, SystemCommand
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal
+from textual.message import Message
 from textual.reactive import reactive
 from textual.screen import Screen
 from textual.widgets import Footer, Static, TextArea
@@ -32,7 +32,22 @@ MAX_PANES = 4
 
 
 class PromptArea(TextArea):
-    """The prompt: Shift+Enter or Ctrl+J starts a new line, pasted text keeps its lines (Enter is the screen's)."""
+    """The prompt: Enter sends, Escape stops, Shift+Enter or Ctrl+J starts a new line, pasted text keeps its lines.
+
+    Enter and Escape are read here, in the order of the keys typed before them, not as screen bindings: a screen
+    (or priority) binding is handled before the characters still queued for the prompt, so a fast typist's (or
+    an SSH connection's) "Why is the sky blue?<Enter>" sent "Why is the sky " and left the rest behind.
+    """
+
+    class Send(Message):
+        """Enter: the text typed before it, already taken out of the prompt."""
+
+        def __init__(self, text: str) -> None:
+            super().__init__()
+            self.text = text
+
+    class Stop(Message):
+        """Escape, in order with the Enter before it (so it stops the prompt just sent)."""
 
     DEFAULT_CSS = """
     PromptArea {
@@ -47,10 +62,19 @@ class PromptArea(TextArea):
     """
 
     async def _on_key(self, event: events.Key) -> None:
-        if event.key in ("shift+enter", "ctrl+j"):
+        if event.key in ("shift+enter", "ctrl+j", "enter", "escape"):
             event.stop()
             event.prevent_default()
-            self.insert("\n")
+            if event.key == "enter":
+                # taken now: what is typed after this Enter is the next prompt, not part of this one
+                text = self.text
+                if text.strip():
+                    self.clear()
+                self.post_message(self.Send(text))
+            elif event.key == "escape":
+                self.post_message(self.Stop())
+            else:
+                self.insert("\n")
             return
         await super()._on_key(event)
 
@@ -75,10 +99,8 @@ class ChatScreen(Screen[None]):
     # the footer shows what fits in 80 columns next to F1-F3 and the palette key; the rest is in the palette
     # (Ctrl+P) and the README's key table
     BINDINGS: ClassVar[list[BindingType]] = [
-        # Enter and Escape are both priority bindings, so both are handled in the order they were typed: an
-        # Escape right after an Enter stops that prompt (a message from the prompt would arrive after the Escape)
-        Binding("enter", "submit", "Send", show=False, priority=True),
-        Binding("escape", "cancel", "Cancel", show=True, priority=True, key_display="esc"),
+        # the prompt reads Enter and Escape itself (PromptArea); this binding is for the other widgets
+        Binding("escape", "cancel", "Cancel", show=True, key_display="esc"),
         Binding("ctrl+n", "add_pane", "Add pane"),
         # priority: the prompt would take Ctrl+W as "delete word" (Ctrl+Backspace still does that)
         Binding("ctrl+w", "remove_pane", "Close pane", priority=True, show=False),
@@ -330,21 +352,35 @@ class ChatScreen(Screen[None]):
 
     # ----- sending and cancelling --------------------------------------------------------
 
-    def action_submit(self) -> None:
-        """Send what is in the prompt (Enter); elsewhere Enter goes on to the focused widget."""
-        if self.focused is not self.prompt:
-            raise SkipAction()
-        self.send(self.prompt.text)
+    @on(PromptArea.Send)
+    def _prompt_sent(self, event: PromptArea.Send) -> None:
+        event.stop()
+        if not self.submit(event.text) and event.text.strip():
+            # refused (an answer still streams): the text goes back, before anything typed since
+            self.prompt.text = event.text + self.prompt.text
+            self.prompt.move_cursor(self.prompt.document.end)
+
+    @on(PromptArea.Stop)
+    def _prompt_stopped(self, event: PromptArea.Stop) -> None:
+        event.stop()
+        self.action_cancel()
 
     def send(self, text: str) -> bool:
-        """Send a prompt to the focused pane or, in compare mode, to every pane; False when nothing was sent."""
+        """Send a prompt to the focused pane or, in compare mode, to every pane; False when nothing was sent.
+        The prompt input is cleared when it was sent."""
+        started = self.submit(text)
+        if started:
+            self.prompt.clear()
+        return started
+
+    def submit(self, text: str) -> bool:
+        """Start answering ``text`` (taken from the prompt already); False, and a note why, when refused."""
         if not text.strip():
             return False
         if self.generating:
             self.notify("an answer is still streaming: press Escape to stop it", severity="warning")
             return False
         panes = self.panes if self.compare_mode else [self.active_pane]
-        self.prompt.clear()
         self._unstarted_prompt = text
         self._generation = self._run(panes, text)
         return True
