@@ -1,7 +1,8 @@
 """Benchmark: the chat screen end to end (headless Textual app) against raw llama-cpp-python, in one run.
 
 Run: .venv/bin/python bench/tui.py [--repeats 3] [--tokens 200]
-Prints three ratios (and, for (1), the same pane with live rendering off, to show what drawing costs):
+Prints three ratios (and, for (1), the same pane with live rendering off, to show what drawing costs, and
+drawing without a core left to it, as before issue 12):
   (1) one pane on smollm2:135m: tokens/s from the first token to the final render of the pane, over raw
       llama-cpp-python's generation tokens/s on the same prompt (target >= 0.95);
   (2) a synthetic 2,000 tokens/s stream into a pane: how long after the last token the pane shows the whole
@@ -144,6 +145,26 @@ async def _send(screen: ChatScreen, pilot: object, text: str) -> tuple[float, di
     return sent, done_at
 
 
+async def _without_room_to_draw(screen: ChatScreen, pilot: object, prompt: str) -> float:
+    """One pane's tokens/s with the engine keeping every core while the pane draws, and the 5 ms GIL switch."""
+    from contextlib import nullcontext
+
+    from llmspell.backends import _threads
+
+    pane = screen.active_pane
+    room, gil = pane._room_to_draw, _threads.GIL_SWITCH
+    pane._room_to_draw, _threads.GIL_SWITCH = (lambda: nullcontext(False)), sys.getswitchinterval()
+    try:
+        await screen.action_new_conversation()
+        _, done = await _send(screen, pilot, prompt)
+    finally:
+        pane._room_to_draw, _threads.GIL_SWITCH = room, gil
+    m = screen.last_metrics[0]
+    assert m.first_token_at is not None
+    (ended,) = done.values()
+    return (m.chunks - 1) / (ended - m.first_token_at)
+
+
 async def pane_runs(repeats: int, n_tokens: int) -> dict[str, float]:
     """(1) and (3): one pane alone and two panes at once on the real engine, alternating with the raw engine."""
     hub = Hub(Config(ollama_enabled=False, options=Options(temperature=0, max_tokens=n_tokens)))
@@ -153,7 +174,7 @@ async def pane_runs(repeats: int, n_tokens: int) -> dict[str, float]:
     info = gguf_info(path)
     threads, n_ctx = backend.threads(), backend.config.num_ctx
     app = create_app(hub, Store(Path(os.environ["LLMSPELL_HOME"]) / "bench-history.db"))
-    one_e2e, one_wall, raw, two_wall, unrendered = [], [], [], [], []
+    one_e2e, one_wall, raw, two_wall, unrendered, crowded = [], [], [], [], [], []
     async with app.run_test(size=(160, 48)) as pilot:
         screen = app.screen
         assert isinstance(screen, ChatScreen)
@@ -187,6 +208,9 @@ async def pane_runs(repeats: int, n_tokens: int) -> dict[str, float]:
             assert m.first_token_at is not None
             (ended,) = done.values()
             unrendered.append((m.chunks - 1) / (ended - m.first_token_at))
+            # the same pane as before issue 12: drawing with no core left to it, the engine waiting up to Python's
+            # default 5 ms for the GIL between tokens
+            crowded.append(await _without_room_to_draw(screen, pilot, prompt))
             # two panes at once, each with a fresh conversation
             screen.compare_mode = True
             for pane in screen.panes:
@@ -199,6 +223,9 @@ async def pane_runs(repeats: int, n_tokens: int) -> dict[str, float]:
         "raw_tps": statistics.median(raw),
         "pane_tps": statistics.median(one_e2e),
         "unrendered_tps": statistics.median(unrendered),
+        "crowded_tps": statistics.median(crowded),
+        # each round's two runs follow each other within seconds: their ratio shrugs off the machine's drift
+        "room_gain": statistics.median(a / b for a, b in zip(one_e2e, crowded, strict=True)),
         "one_wall_tps": statistics.median(one_wall),
         "two_wall_tps": statistics.median(two_wall),
     }
@@ -289,6 +316,12 @@ async def main() -> None:
     print(
         f"    the same pane with live rendering off (final render only): {r['unrendered_tps']:.1f} tok/s; ratio "
         f"{r['unrendered_tps'] / r['raw_tps']:.3f} (what the app costs besides drawing the stream)",
+        flush=True,
+    )
+    print(
+        f"    the same pane drawing on the engine's cores, 5 ms GIL switch (before issue 12): "
+        f"{r['crowded_tps']:.1f} tok/s; ratio {r['crowded_tps'] / r['raw_tps']:.3f}; the pane as it is now over this, "
+        f"per round: {r['room_gain']:.3f}",
         flush=True,
     )
     print(
