@@ -262,7 +262,11 @@ class ThreadBudget:
             return f"{self.total} {unit}"
         if self._active == 0:
             assert self.load is not None
-            self.others = self.load.at_start()
+            # a status line says "busy" only when the last stretch of time and this instant agree (a generation
+            # starting takes the busier of the two instead: see CpuLoad.at_start)
+            measured = self.load.update(window=0.05)
+            now = float(self.load.runnable_others())
+            self.others = min(measured, now) if self.load.measured_at > -math.inf else now
             n = min(self.total, self._room())
         else:
             n = self.current
