@@ -65,6 +65,19 @@ def _wait(start_at: float) -> None:
         time.sleep(delay)
 
 
+def _result(start: float, first: float | None, end: float, n: int, threads: list[int]) -> dict[str, Any]:
+    """One run's figures, as the child prints them: tokens/s from the first token on, as every bench here."""
+    assert first is not None, "no token came"
+    return {
+        "ttft": first - start,
+        "tps": (n - 1) / (end - first) if n > 1 else 0.0,
+        "tokens": n,
+        "start": start,
+        "end": end,
+        "threads": threads,
+    }
+
+
 def child_raw(spec: str, threads: int, n_tokens: int, prompt: str, start_at: float) -> dict[str, Any]:
     """The raw engine at a fixed thread count."""
     import llama_cpp
@@ -92,15 +105,7 @@ def child_raw(spec: str, threads: int, n_tokens: int, prompt: str, start_at: flo
             break
     end = time.monotonic()
     llm.close()
-    assert first is not None
-    return {
-        "ttft": first - start,
-        "tps": (n - 1) / (end - first) if n > 1 else 0.0,
-        "tokens": n,
-        "start": start,
-        "end": end,
-        "threads": [threads],
-    }
+    return _result(start, first, end, n, [threads])
 
 
 async def child_ours(spec: str, n_tokens: int, prompt: str, start_at: float) -> dict[str, Any]:
@@ -137,15 +142,7 @@ async def child_ours(spec: str, n_tokens: int, prompt: str, start_at: float) -> 
     end = time.monotonic()
     used = sorted(backend.worker_for(spec).report.threads_used)  # type: ignore[attr-defined]
     await get_hub().close()
-    assert first is not None
-    return {
-        "ttft": first - start,
-        "tps": (n - 1) / (end - first) if n > 1 else 0.0,
-        "tokens": n,
-        "start": start,
-        "end": end,
-        "threads": used,
-    }
+    return _result(start, first, end, n, used)
 
 
 # ----- the parent: loads, runs, ratios ----------------------------------------------------------------------
