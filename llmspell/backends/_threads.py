@@ -256,9 +256,11 @@ class ThreadBudget:
         return n
 
     def describe(self) -> str:
-        """What the engine runs on now and why, for status lines: '1 of 2 threads: 1.0 cores busy elsewhere'."""
+        """What the engine runs on now and why, for status lines: '1 of 2 threads: cores busy elsewhere'."""
         unit = "thread" if self.total == 1 else "threads"
-        if not self.adaptive or self.total == 1:
+        if not self.adaptive:
+            return f"{self.total} {unit}, as configured"
+        if self.total == 1:
             return f"{self.total} {unit}"
         if self._active == 0:
             assert self.load is not None
@@ -271,7 +273,7 @@ class ThreadBudget:
         else:
             n = self.current
         if n >= self.total:
-            return f"{self.total} {unit}; {self.total - 1 if self.total == 2 else 'fewer'} while busy"
+            return f"{self.total} {unit}"
         if self.others >= BUSY_SHARE:
-            return f"{n} of {self.total} {unit}: {self.others:.1f} cores busy elsewhere"
+            return f"{n} of {self.total} {unit}: cores busy elsewhere"
         return f"{n} of {self.total} {unit}: {self._active} models share them"

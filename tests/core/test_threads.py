@@ -60,16 +60,24 @@ def wait_for(load: CpuLoad, cond: Callable[[float], bool], what: str, tries: int
     raise AssertionError(f"{what}: others used {others:.2f} cores at the last reading")
 
 
+def baseline(load: CpuLoad) -> float:
+    """What the rest of the machine uses before a test adds its own load (a median of five readings)."""
+    return sorted(wait_for(load, lambda _o: True, "no reading") for _ in range(5))[2]
+
+
 def test_a_busy_process_is_measured_and_its_end_too(spinners: Spinners) -> None:
     load = CpuLoad()
+    before = baseline(load)
     spinners.start(1)
-    wait_for(load, lambda o: o >= 0.8, "a process spinning on one core was not seen")
+    seen = min(load.cpus, before + 1.0) - 0.2
+    wait_for(load, lambda o: o >= seen, f"a spinning process was not seen (was {before:.2f})")
     spinners.stop()
-    wait_for(load, lambda o: o < BUSY_SHARE, "the machine stayed busy after the spinner stopped")
+    wait_for(load, lambda o: o < before + BUSY_SHARE, f"still busy after the spinner stopped (was {before:.2f})")
 
 
 def test_our_own_work_is_not_counted_as_other_programs() -> None:
     load = CpuLoad()
+    before = baseline(load)
     stop = threading.Event()
 
     def burn() -> None:  # a thread of this process keeping a core busy, as the engine's own threads do
@@ -79,11 +87,11 @@ def test_our_own_work_is_not_counted_as_other_programs() -> None:
     t = threading.Thread(target=burn)
     t.start()
     try:
-        readings = [wait_for(load, lambda _o: True, "no reading") for _ in range(5)]
+        during = baseline(load)
     finally:
         stop.set()
         t.join()
-    assert min(readings) < BUSY_SHARE, f"this process's own CPU time was taken for other programs: {readings}"
+    assert during < before + BUSY_SHARE, f"our own CPU was taken for other programs: {before:.2f} -> {during:.2f}"
 
 
 @pytest.fixture
@@ -100,6 +108,9 @@ async def test_generation_steps_down_beside_a_busy_core_and_back_up(
     backend = adaptive
     budget = backend.budget
     total = budget.total
+    busy_already = await asyncio.to_thread(baseline, budget.load)  # type: ignore[arg-type]
+    if busy_already >= BUSY_SHARE:
+        pytest.skip(f"other programs use {busy_already:.1f} cores already: no idle core for the engine to take back")
     await collect(backend.chat(parse_spec(SMOL), STORY, Options(max_tokens=1)))  # loaded before the load starts
     # every core but one busy: one thread is what is left for the engine
     spinners.start(budget.load.cpus - 1)  # type: ignore[union-attr]
@@ -144,7 +155,7 @@ async def test_threads_set_in_the_config_are_taken_as_they_are(
     try:
         spinners.start(1)
         assert not backend.budget.adaptive
-        assert backend.device() == "CPU (2 threads)", "a fixed count says nothing of load"
+        assert backend.device() == "CPU (2 threads, as configured)", "a fixed count says nothing of load"
         await collect(backend.chat(parse_spec(SMOL), STORY, Options(temperature=0, max_tokens=8)))
         assert backend.worker_for(SMOL).report.threads_used == {2}  # type: ignore[union-attr]
     finally:
@@ -166,7 +177,7 @@ def test_model_status_says_how_many_threads_and_why(spinners: Spinners) -> None:
         return next(line for line in proc.stdout.splitlines() if "device:" in line)
 
     quiet = status()
-    assert f"{total} threads; " in quiet or "busy elsewhere" in quiet, quiet
+    assert f"CPU ({total} threads)" in quiet or "busy elsewhere" in quiet, quiet
     load = CpuLoad()
     spinners.start(load.cpus - 1)
     wait_for(load, lambda o: o >= load.cpus - 1.2, "spinners not seen")
