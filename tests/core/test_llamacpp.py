@@ -404,7 +404,7 @@ async def test_models_generating_at_once_split_the_cores(shared_models: Path, mo
 
 async def _split_the_cores(backend: LlamaCppBackend) -> None:
     story = [Message("user", "Write a long story about a dragon.")]
-    opts = Options(temperature=0, max_tokens=64)
+    opts = Options(temperature=0, max_tokens=160)  # long enough to overlap even on a loaded machine
     for name in (SMOL, GEMMA):  # both loaded first, so their answers overlap from the first token
         await collect(backend.complete(parse_spec(name), "Hi", Options(max_tokens=1)))
     await asyncio.gather(
@@ -415,6 +415,8 @@ async def _split_the_cores(backend: LlamaCppBackend) -> None:
     for name in (SMOL, GEMMA):
         used = backend.worker_for(name).report.threads_used
         assert max(1, total // 2) in used, f"{name} ran with {used} while the other model generated too"
+    for name in (SMOL, GEMMA):  # a worker leaves the budget a moment after its last chunk is sent
+        await wait_idle(backend.worker_for(name))
     await collect(backend.chat(parse_spec(SMOL), HI, GREEDY))
     assert backend.worker_for(SMOL).report.threads_used == {total}, "alone again, it has every core"
     await collect(backend.chat(parse_spec(SMOL), HI, Options(temperature=0, max_tokens=4, num_threads=1)))
