@@ -162,6 +162,14 @@ class CpuLoad:
         measured = self.update(window=0.02)
         return max(measured, float(self.runnable_others()))
 
+    def for_status(self) -> float:
+        """Cores other programs use, for a status line: "busy" only when the last stretch of time and this
+        instant agree, so a one-instant snapshot never makes an idle machine look busy (at_start is the
+        cautious one)."""
+        measured = self.update(window=0.05)
+        now = float(self.runnable_others())
+        return min(measured, now) if self.measured_at > -math.inf else now
+
 
 class ThreadBudget:
     """Splits the free cores among the models generating at the same moment, so neither side-by-side streams
@@ -199,11 +207,6 @@ class ThreadBudget:
         with self._lock:
             self._active -= 1
         _generation_ended()
-
-    @property
-    def active(self) -> int:
-        """Models generating now."""
-        return self._active
 
     def hold(self, on_boundary: Callable[[], None]) -> bool:
         """Keep one core free of engine threads from the next token on, for a face of this process to draw in.
@@ -264,11 +267,7 @@ class ThreadBudget:
             return f"{self.total} {unit}"
         if self._active == 0:
             assert self.load is not None
-            # a status line says "busy" only when the last stretch of time and this instant agree (a generation
-            # starting takes the busier of the two instead: see CpuLoad.at_start)
-            measured = self.load.update(window=0.05)
-            now = float(self.load.runnable_others())
-            self.others = min(measured, now) if self.load.measured_at > -math.inf else now
+            self.others = self.load.for_status()
             n = min(self.total, self._room())
         else:
             n = self.current
