@@ -9,16 +9,15 @@ import shlex
 import signal
 import time
 import uuid
-from collections.abc import AsyncIterator
-from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
 from ipykernel.kernelbase import Kernel
 
 from llmspell import __version__ as core_version
-from llmspell.chat import Conversation, ask
+from llmspell.chat import Conversation, Turn
 from llmspell.errors import InvalidOptions, LLMSpellError
-from llmspell.types import Chunk, Message, Options, Stats
+from llmspell.session import Session, error_text, export_conversation, model_names, state_note
+from llmspell.types import Options, Stats
 from llmspell_kernel import DEFAULT_MODEL_ENV, __version__
 from llmspell_kernel.magics import (
     MAGICS,
@@ -89,7 +88,8 @@ class LLMSpellKernel(Kernel):
     implementation_version = __version__
     language = "markdown"
     language_version = core_version
-    language_info: ClassVar[dict[str, Any]] = {
+    # ipykernel's Kernel declares these as instance attributes, so a ClassVar here would not type-check
+    language_info: dict[str, Any] = {  # noqa: RUF012
         "name": "markdown",
         "mimetype": "text/markdown",
         "file_extension": ".md",
@@ -100,7 +100,7 @@ class LLMSpellKernel(Kernel):
         f"llmspell {core_version}: a cell is a prompt to a local LLM; the conversation carries across cells. "
         "%help lists the magics."
     )
-    help_links: ClassVar[list[dict[str, str]]] = []
+    help_links: list[dict[str, str]] = []  # noqa: RUF012
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -138,6 +138,10 @@ class LLMSpellKernel(Kernel):
 
             self._store = Store()
         return self._store
+
+    def _session(self) -> Session:
+        """The core's Session over this kernel's conversation (the kernel keeps only cells and displays)."""
+        return Session(self.hub, self.store, self.conversation)
 
     def _saved(self) -> bool:
         return bool(self.conversation.entries)
@@ -233,7 +237,7 @@ class LLMSpellKernel(Kernel):
         except (asyncio.CancelledError, Interrupted):
             return self._error_reply("Interrupted", "stopped by the user; what arrived until then is kept above")
         except LLMSpellError as exc:
-            return self._error_reply(type(exc).__name__, str(exc))
+            return self._error_reply(type(exc).__name__, error_text(exc))
         except Exception as exc:  # one readable line in the cell, the traceback only in the kernel's log
             self.log.exception("llmspell kernel: unexpected error")
             return self._error_reply("InternalError", f"{type(exc).__name__}: {exc} (see the kernel log)")
@@ -254,10 +258,8 @@ class LLMSpellKernel(Kernel):
 
     # ----- streaming an answer -------------------------------------------------------------------------------
 
-    async def _stream_into_display(
-        self, stream: AsyncIterator[Chunk], title: str = ""
-    ) -> tuple[str, Stats | None, str, bool]:
-        """Show a stream as one growing display; returns (text, stats, display id, interrupted)."""
+    async def _stream_into_display(self, stream: Turn, title: str = "") -> tuple[str, Stats | None, str, bool]:
+        """Show a turn as one growing display; returns (text, stats, display id, interrupted)."""
         display_id = uuid.uuid4().hex
         head = f"**{title}**\n\n" if title else ""
         self._markdown(head + "*…*", "…", display_id, keep=False)
@@ -282,11 +284,12 @@ class LLMSpellKernel(Kernel):
             self._drop_stream()  # the placeholder goes; the error takes its place
             raise
         finally:
-            await stream.aclose()  # type: ignore[attr-defined]
+            await stream.aclose()
         text = "".join(parts)
-        if interrupted or stats is None or stats.stop_reason == "cancelled":
-            note = f"*interrupted* · {stats.summary()}" if stats else "*interrupted*"
-            self._markdown(f"{head}{text}\n\n---\n{note}", f"{text}\n[interrupted]", display_id, update=True)
+        if interrupted or stream.state != "done":
+            word = state_note(stream.state if stream.state != "done" else "cancelled")
+            note = f"*{word}* · {stats.summary()}" if stats else f"*{word}*"
+            self._markdown(f"{head}{text}\n\n---\n{note}", f"{text}\n[{word}]", display_id, update=True)
             raise Interrupted
         return text, stats, display_id, False
 
@@ -311,7 +314,7 @@ class LLMSpellKernel(Kernel):
     async def _prompt(self, text: str, options: Options | None = None) -> tuple[str, Stats | None, str]:
         conv = self.conversation
         _ = self.hub  # fills in the default model before the turn is recorded
-        stream = ask(self.hub, conv, text, self.store, options)
+        stream = self._session().send(text, options)
         answer, stats, display_id, _i = await self._stream_into_display(stream)
         if options is None or options.format is None:
             meta = {
@@ -339,14 +342,12 @@ class LLMSpellKernel(Kernel):
         if not arg:
             self._result({"text/plain": self.conversation.model})
             return
+        # the one check every face makes: an unknown or not downloaded model is refused, the old one stays
+        await self._session().switch_model(arg)
         info = await hub.info(arg)
-        self.conversation.model = arg
-        self._persist()
         details = ", ".join(x for x in (info.family, info.parameters, info.quantization) if x)
         line = f"model: {arg} ({info.name}@{info.backend}{', ' + details if details else ''})"
         self._print(line)
-        if info.source == "not downloaded":
-            self._warn(f"warning: {info.name} is not downloaded yet; get it with %pull {info.name}@{info.backend}")
         if info.has_chat_template is False:
             self._warn(f"warning: {info.name} has no chat template, so it cannot chat")
 
@@ -354,20 +355,7 @@ class LLMSpellKernel(Kernel):
         stamp, names = self._names
         if names and time.monotonic() - stamp < _NAMES_TTL:
             return names
-        from llmspell.catalog import load_catalog
-
-        found: list[str] = []
-        try:
-            models, _failed = await self.hub.list_all()
-            for m in models:
-                found += [m.name, f"{m.name}@{m.backend}"]
-        except LLMSpellError:
-            pass
-        try:
-            found += load_catalog().tags()
-        except LLMSpellError:
-            pass
-        names = sorted(set(found))
+        names = await model_names(self.hub)
         self._names = (time.monotonic(), names)
         return names
 
@@ -426,8 +414,9 @@ class LLMSpellKernel(Kernel):
 
     async def _magic_reset(self, arg: str) -> None:
         _ = self.hub
-        old = self.conversation
-        self.conversation = Conversation(model=old.model, system=old.system, options=old.options)
+        session = self._session()
+        old = session.restart()
+        self.conversation = session.conv
         self._print(f"new conversation {self.conversation.id} (model {old.model})")
 
     async def _magic_history(self, arg: str) -> None:
@@ -436,11 +425,11 @@ class LLMSpellKernel(Kernel):
         if words and words[0] == "list":
             rows = [
                 [
-                    c["id"],
-                    c["title"],
-                    c["model"],
-                    str(c["messages"]),
-                    time.strftime("%Y-%m-%d %H:%M", time.localtime(c["updated"])),
+                    c.id,
+                    c.title,
+                    c.model,
+                    str(c.messages),
+                    time.strftime("%Y-%m-%d %H:%M", time.localtime(c.updated)),
                 ]
                 for c in self.store.list(20)
             ]
@@ -450,11 +439,16 @@ class LLMSpellKernel(Kernel):
         if words and words[0] == "open":
             if len(words) != 2:
                 raise MagicError("%history open needs one conversation id", hint="%history list shows them")
-            self.conversation = self.store.load(words[1])
+            session = self._session()
+            self.conversation = session.open(words[1])
             self._print(
                 f"continuing conversation {self.conversation.id} ({len(self.conversation.entries)} "
                 f"messages, model {self.conversation.model})"
             )
+            try:
+                await session.check_model()
+            except LLMSpellError as exc:  # the conversation is open; only its model needs changing
+                self._warn(f"warning: {error_text(exc)}; switch with %model SPEC")
             return
         if words:
             raise MagicError(f"%history does not know {words[0]!r}", hint=f"usage: {MAGICS['history'].usage}")
@@ -465,40 +459,17 @@ class LLMSpellKernel(Kernel):
             md += f"\n\n**system:** {conv.system}"
         for e in conv.entries:
             who = "you" if e.role == "user" else (e.model or conv.model)
-            mark = "" if e.state == "done" else " *(interrupted)*"
+            mark = f" *({state_note(e.state)})*" if e.state != "done" else ""
             md += f"\n\n**{who}:** {e.content}{mark}"
         plain = f"conversation {conv.id} ({conv.model}, {len(conv.entries)} messages)"
         self._markdown(md, plain)
 
     async def _magic_save(self, arg: str) -> None:
         conv = self.conversation
-        path = Path(arg).expanduser()
-        if path.suffix.lower() == ".json":
-            data = {
-                "id": conv.id,
-                "model": conv.model,
-                "system": conv.system,
-                "options": conv.options.to_dict(),
-                "messages": [
-                    {
-                        "role": e.role,
-                        "content": e.content,
-                        "model": e.model,
-                        "state": e.state,
-                        "stats": e.stats.to_dict() if e.stats else None,
-                    }
-                    for e in conv.entries
-                ],
-            }
-            text = json.dumps(data, indent=2, ensure_ascii=False) + "\n"
-        else:
-            text = conv.to_markdown()
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(text, encoding="utf-8")
-        except OSError as exc:
-            why = exc.strerror or exc
-            raise MagicError(f"cannot write {path}: {why}", hint="pick a folder you can write to") from None
+            path = export_conversation(conv, arg)
+        except InvalidOptions as exc:
+            raise MagicError(exc.message, hint=exc.hint) from None
         self._print(f"saved {len(conv.entries)} messages to {path}")
 
     async def _magic_pull(self, arg: str) -> None:
@@ -561,39 +532,55 @@ class LLMSpellKernel(Kernel):
         hub = self.hub
         for spec in specs:
             hub.spec(spec)  # every spec is checked before the first model runs
-        conv = self.conversation
-        messages = ([Message("system", conv.system)] if conv.system else []) + [Message("user", prompt)]
-        failures: list[tuple[str, LLMSpellError]] = []
+        # Session.compare: each model answers its own stored copy of this conversation; this one is unchanged
+        failures: list[tuple[str, str]] = []
         # the contents of the per-model error notes shown so far (a clear re-sends them, as new entries of _kept)
         notes: list[dict[str, Any]] = []
-        for spec in specs:
-            try:
-                stream = hub.chat(spec, messages, conv.options)
-                text, stats, display_id, _i = await self._stream_into_display(stream, title=spec)
-            except LLMSpellError as exc:
-                shown = len(self._kept)
-                self._markdown(f"**{spec}**\n\n*{exc}*", f"{spec}: {exc}")
-                notes += [content for _t, content in self._kept[shown:]]
-                failures.append((spec, exc))
-                continue
-            md = f"**{spec}**\n\n{text}\n\n---\n<small>{stats.summary() if stats else ''}</small>"
-            self._markdown(md, f"{spec}: {text}", display_id, update=True)
-            self._kept.append(
-                (
-                    "display_data",
-                    {
-                        "data": {"text/markdown": md, "text/plain": f"{spec}: {text}"},
-                        "metadata": {},
-                        "transient": {"display_id": display_id},
-                    },
-                )
-            )
+        display_id, last = "", 0.0
+        stream = self._session().compare(specs, prompt, parallel=False)
+        try:
+            async for event in stream:
+                spec, m = specs[event.index], event.metrics
+                head = f"**{spec}**\n\n"
+                if event.kind == "start":
+                    display_id = uuid.uuid4().hex
+                    self._markdown(head + "*…*", "…", display_id, keep=False)
+                    continue
+                if event.kind == "chunk":
+                    now = time.monotonic()
+                    if now - last >= self._update_every:
+                        last = now
+                        self._markdown(head + m.text + _CURSOR, m.text, display_id, update=True)
+                    continue
+                if event.kind == "error":
+                    error = m.error or "failed"
+                    md, plain = f"{head}*{error}*", f"{spec}: {error}"
+                    failures.append((spec, error))
+                else:
+                    summary = m.stats.summary() if m.stats else ""
+                    md, plain = f"{head}{m.text}\n\n---\n<small>{summary}</small>", f"{spec}: {m.text}"
+                self._markdown(md, plain, display_id, update=True)
+                content = {
+                    "data": {"text/markdown": md, "text/plain": plain},
+                    "metadata": {},
+                    "transient": {"display_id": display_id},
+                }
+                self._kept.append(("display_data", content))
+                if event.kind == "error":
+                    notes.append(content)
+        except asyncio.CancelledError:
+            if display_id and not any(k[1]["transient"].get("display_id") == display_id for k in self._kept[-1:]):
+                text, word = "".join(m.parts), state_note("cancelled")
+                self._markdown(f"{head}{text}\n\n---\n*{word}*", f"{text}\n[{word}]", display_id, update=True)
+            raise Interrupted from None
+        finally:
+            await stream.aclose()
         if specs and len(failures) == len(specs):
             # no answer at all is a failed cell (so "Run all" stops): one error naming each model's reason replaces
             # the per-model notes
             self._kept = [k for k in self._kept if not any(k[1] is note for note in notes)]
             self._drop_stream()
-            reasons = "".join(f"\n{spec}: {exc.message.splitlines()[0]}" for spec, exc in failures)
+            reasons = "".join(f"\n{spec}: {error.split('; ')[0]}" for spec, error in failures)
             raise CompareFailed(f"no model answered the comparison:{reasons}")
 
     async def _magic_json(self, arg: str, prompt: str) -> None:

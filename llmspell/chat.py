@@ -6,7 +6,7 @@ import time
 import uuid
 from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 from llmspell.types import Chunk, Message, Options, Stats
 
@@ -16,6 +16,8 @@ if TYPE_CHECKING:
 
 #: how often a streaming answer's text is written to the store (a crash loses at most this much)
 SAVE_EVERY = 0.25
+
+AnswerState = Literal["done", "cancelled", "failed"]
 
 #: how each face marks an answer that did not finish normally ("streaming" left in the store = the writer died)
 STATE_NOTES = {"cancelled": "interrupted", "failed": "failed", "streaming": "unfinished"}
@@ -78,57 +80,107 @@ class Conversation:
             who = "You" if e.role == "user" else f"{e.model or self.model}"
             lines += ["", f"## {who}", "", e.content]
             if e.state != "done":
-                lines += ["", f"*({STATE_NOTES.get(e.state, 'unfinished')})*"]
+                lines += ["", f"*({state_note(e.state)})*"]
         return "\n".join(lines) + "\n"
 
 
-async def ask(
-    hub: Hub, conv: Conversation, text: str, store: Store | None = None, options: Options | None = None
-) -> AsyncGenerator[Chunk, None]:
+def answer_state(stats: Stats | None, *, failed: bool = False) -> AnswerState:
+    """How an answer ended, decided here once for every face: failed (the backend raised), cancelled (closed
+    early, or the engine says so) or done."""
+    if failed:
+        return "failed"
+    if stats is None or stats.stop_reason == "cancelled":
+        return "cancelled"
+    return "done"
+
+
+def state_note(state: str) -> str:
+    """The words every face shows beside an answer that did not finish normally ("" for a finished one)."""
+    return "" if state == "done" else STATE_NOTES.get(state, "unfinished")
+
+
+class Turn:
+    """One user turn being answered: iterate for the answer's chunks, close to cancel; ``answer`` is the stored
+    entry (its ``state`` says how it ended once the stream is closed or exhausted) and ``error`` what failed.
+
+    Both the prompt and the answer are recorded in the conversation (and the store) while it streams.
+    """
+
+    def __init__(
+        self, hub: Hub, conv: Conversation, text: str, store: Store | None = None, options: Options | None = None
+    ) -> None:
+        self.conv = conv
+        self.text = text
+        self.answer: Entry | None = None
+        self.error: BaseException | None = None
+        self._stream = self._run(hub, store, options)
+
+    def __aiter__(self) -> Turn:
+        return self
+
+    async def __anext__(self) -> Chunk:
+        return await self._stream.__anext__()
+
+    async def aclose(self) -> None:
+        """Stop the answer (if it still runs) and record how it ended."""
+        await self._stream.aclose()
+
+    @property
+    def state(self) -> str:
+        """streaming while it runs, then done, cancelled or failed."""
+        return self.answer.state if self.answer is not None else "streaming"
+
+    async def _run(self, hub: Hub, store: Store | None, options: Options | None) -> AsyncGenerator[Chunk, None]:
+        conv = self.conv
+        user = Entry("user", self.text)
+        if store is not None:
+            store.add(conv, user)
+        else:
+            conv.entries.append(user)
+        # taken before the empty answer row exists, so this prompt is the last message sent
+        messages = conv.messages()
+        answer = (
+            store.begin_answer(conv, conv.model)
+            if store is not None
+            else Entry("assistant", "", conv.model, state="streaming")
+        )
+        if store is None:
+            conv.entries.append(answer)
+        self.answer = answer
+        parts: list[str] = []
+        stats: Stats | None = None
+        failed = False
+        last_save = time.monotonic()
+        stream = hub.chat(conv.model, messages, conv.options.merged(options))
+        try:
+            async for chunk in stream:
+                parts.append(chunk.text)
+                if chunk.done:
+                    stats = chunk.stats
+                elif store is not None and time.monotonic() - last_save >= SAVE_EVERY:
+                    store.update_answer(answer, "".join(parts))
+                    last_save = time.monotonic()
+                else:
+                    answer.content = "".join(parts)
+                yield chunk
+        except Exception as exc:
+            # a backend error (not a cancel): the partial text stays, marked failed; the caller shows the error
+            failed = True
+            self.error = exc
+            raise
+        finally:
+            await stream.aclose()
+            final = "".join(parts)
+            state = answer_state(stats, failed=failed)
+            if store is not None:
+                store.finish_answer(answer, final, stats, cancelled=state == "cancelled", failed=state == "failed")
+            else:
+                answer.content, answer.stats, answer.state = final, stats, state
+
+
+def ask(hub: Hub, conv: Conversation, text: str, store: Store | None = None, options: Options | None = None) -> Turn:
     """Send ``text`` as the next user turn and stream the answer; both are recorded in ``conv`` (and ``store``).
 
     Closing the stream cancels the answer; what arrived until then is kept, marked cancelled.
     """
-    user = Entry("user", text)
-    if store is not None:
-        store.add(conv, user)
-    else:
-        conv.entries.append(user)
-    # taken before the empty answer row exists, so this prompt is the last message sent
-    messages = conv.messages()
-    answer = (
-        store.begin_answer(conv, conv.model)
-        if store is not None
-        else Entry("assistant", "", conv.model, state="streaming")
-    )
-    if store is None:
-        conv.entries.append(answer)
-    parts: list[str] = []
-    stats: Stats | None = None
-    failed = False
-    last_save = time.monotonic()
-    stream = hub.chat(conv.model, messages, conv.options.merged(options))
-    try:
-        async for chunk in stream:
-            parts.append(chunk.text)
-            if chunk.done:
-                stats = chunk.stats
-            elif store is not None and time.monotonic() - last_save >= SAVE_EVERY:
-                store.update_answer(answer, "".join(parts))
-                last_save = time.monotonic()
-            else:
-                answer.content = "".join(parts)
-            yield chunk
-    except Exception:
-        # a backend error (not a cancel): the partial text stays, marked failed; the caller shows the error
-        failed = True
-        raise
-    finally:
-        await stream.aclose()
-        cancelled = not failed and (stats is None or stats.stop_reason == "cancelled")
-        final = "".join(parts)
-        if store is not None:
-            store.finish_answer(answer, final, stats, cancelled=cancelled, failed=failed)
-        else:
-            answer.content, answer.stats = final, stats
-            answer.state = "failed" if failed else "cancelled" if cancelled else "done"
+    return Turn(hub, conv, text, store, options)

@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncGenerator, Sequence
+from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal
 
-from llmspell.chat import Conversation, ask
+from llmspell.chat import Conversation, answer_state, ask
 from llmspell.errors import LLMSpellError
 from llmspell.types import Options, Stats
 
@@ -33,6 +33,8 @@ class Target:
 
     conv: Conversation
     options: Options | None = None
+    #: run before the answer starts (a model check, say); what it raises becomes this target's error event
+    prepare: Callable[[], Awaitable[None]] | None = None
 
 
 @dataclass
@@ -112,9 +114,9 @@ class CompareEvent:
 
 
 def error_text(exc: BaseException) -> str:
-    """One readable line (plus the hint) for an error, never a traceback."""
+    """The one way every face words an error: what went wrong and, after "; ", what to do; never a traceback."""
     if isinstance(exc, LLMSpellError):
-        return str(exc)
+        return f"{exc.message}; {exc.hint}" if exc.hint else exc.message
     if isinstance(exc, ConnectionError):
         return f"the backend cannot be reached: {exc}"
     return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
@@ -144,6 +146,8 @@ async def compare(
         queue.put_nowait(CompareEvent(i, "start", m))
         stream = ask(hub, target.conv, text, store, target.options)
         try:
+            if target.prepare is not None:
+                await target.prepare()
             async for chunk in stream:
                 if chunk.text:
                     now = time.perf_counter()
@@ -154,7 +158,7 @@ async def compare(
                     m.parts.append(chunk.text)
                 if chunk.done:
                     m.stats = chunk.stats
-                    m.status = "cancelled" if chunk.stats and chunk.stats.stop_reason == "cancelled" else "done"
+                    m.status = "done" if answer_state(chunk.stats) == "done" else "cancelled"
                     queue.put_nowait(CompareEvent(i, "done", m, chunk.text))
                 elif chunk.text:
                     queue.put_nowait(CompareEvent(i, "chunk", m, chunk.text))
@@ -167,8 +171,8 @@ async def compare(
         finally:
             await stream.aclose()
             m.last_token_at = m.last_token_at or time.perf_counter()
-            if m.status == "streaming":  # ended without a final chunk
-                m.status = "cancelled"
+            if m.status in ("waiting", "streaming"):  # ended without a final chunk (the stored answer says how)
+                m.status = "error" if stream.state == "failed" else "cancelled"
             queue.put_nowait(None)
 
     async def in_order() -> None:

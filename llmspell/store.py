@@ -13,37 +13,61 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from llmspell import config
 from llmspell.chat import Conversation, Entry
 from llmspell.errors import LLMSpellError
 from llmspell.types import Options, Stats
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS conversations (
-    id TEXT PRIMARY KEY,
-    title TEXT NOT NULL,
-    model TEXT NOT NULL,
-    system TEXT,
-    options TEXT NOT NULL,
-    created REAL NOT NULL,
-    updated REAL NOT NULL
-);
-CREATE TABLE IF NOT EXISTS messages (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    conversation_id TEXT NOT NULL REFERENCES conversations(id) ON DELETE CASCADE,
-    role TEXT NOT NULL,
-    content TEXT NOT NULL,
-    model TEXT,
-    stats TEXT,
-    -- 'done', 'streaming' (the writer stopped mid-answer), 'cancelled', 'failed' (the backend raised)
-    state TEXT NOT NULL DEFAULT 'done',
-    created REAL NOT NULL
-);
-CREATE INDEX IF NOT EXISTS messages_by_conversation ON messages(conversation_id, id);
-"""
+#: the schema's history, in order: migration N brings a database from user_version N-1 to N. A database written
+#: before versions existed reads 0 and has the tables of migration 1 already (hence IF NOT EXISTS there). Add a
+#: change as a new entry at the end; never edit one that has shipped.
+MIGRATIONS: tuple[str, ...] = (
+    # 1: conversations and their messages, as the first release wrote them
+    """
+    CREATE TABLE IF NOT EXISTS conversations (
+        id TEXT PRIMARY KEY,
+        title TEXT NOT NULL,
+        model TEXT NOT NULL,
+        system TEXT,
+        options TEXT NOT NULL,
+        created REAL NOT NULL,
+        updated REAL NOT NULL
+    );
+    CREATE TABLE IF NOT EXISTS messages (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        conversation_id TEXT NOT NULL REFERENCES conversations(id) ON DELETE CASCADE,
+        role TEXT NOT NULL,
+        content TEXT NOT NULL,
+        model TEXT,
+        stats TEXT,
+        -- 'done', 'streaming' (the writer stopped mid-answer), 'cancelled', 'failed' (the backend raised)
+        state TEXT NOT NULL DEFAULT 'done',
+        created REAL NOT NULL
+    );
+    CREATE INDEX IF NOT EXISTS messages_by_conversation ON messages(conversation_id, id);
+    """,
+    # 2: every face lists conversations newest first; without this the list reads the whole table
+    """
+    CREATE INDEX IF NOT EXISTS conversations_by_updated ON conversations(updated DESC);
+    """,
+)
+
+#: the schema version this llmspell writes
+SCHEMA_VERSION = len(MIGRATIONS)
+
+
+@dataclass(frozen=True)
+class ConversationRow:
+    """One line of the history list: a stored conversation without its messages."""
+
+    id: str
+    title: str
+    model: str
+    updated: float
+    messages: int
 
 
 class StoreError(LLMSpellError):
@@ -76,12 +100,41 @@ class Store:
             # still survives the process being killed, only a power cut may lose the last few
             self._db.execute("PRAGMA synchronous=NORMAL")
             self._db.execute("PRAGMA foreign_keys=ON")
-            self._db.executescript(_SCHEMA)
+            self._migrate()
         except sqlite3.DatabaseError as exc:
             raise StoreError(
                 f"the history file {self.path} cannot be used: {exc}",
                 hint="move it aside (it is only history) and start again",
             ) from None
+
+    def _migrate(self) -> None:
+        """Bring the file to SCHEMA_VERSION, one migration per transaction, so a crash leaves a known version."""
+        version = self._db.execute("PRAGMA user_version").fetchone()[0]
+        if version > SCHEMA_VERSION:
+            self._db.close()
+            raise StoreError(
+                f"the history file {self.path} was written by a newer llmspell (schema {version}; this one knows "
+                f"up to {SCHEMA_VERSION})",
+                hint="upgrade llmspell, or point LLMSPELL_HOME at another folder",
+            )
+        for number in range(version + 1, SCHEMA_VERSION + 1):
+            statements = [x.strip() for x in MIGRATIONS[number - 1].split(";") if x.strip()]
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                for statement in statements:
+                    self._db.execute(statement)
+                # PRAGMA takes no parameters; number is our own int
+                self._db.execute(f"PRAGMA user_version = {number:d}")
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+
+    @property
+    def version(self) -> int:
+        """The schema version of the open file."""
+        with self._lock:
+            return int(self._db.execute("PRAGMA user_version").fetchone()[0])
 
     def close(self) -> None:
         """Close the database."""
@@ -159,15 +212,15 @@ class Store:
                 (text, _stats_json(stats), entry.state, entry.id),
             )
 
-    def list(self, limit: int = 100) -> list[dict[str, Any]]:
-        """The most recently updated conversations: id, title, model, updated, message count."""
+    def list(self, limit: int = 100) -> list[ConversationRow]:
+        """The most recently updated conversations, newest first."""
         with self._lock:
             rows = self._db.execute(
                 "SELECT c.id, c.title, c.model, c.updated, COUNT(m.id) FROM conversations c "
                 "LEFT JOIN messages m ON m.conversation_id = c.id GROUP BY c.id ORDER BY c.updated DESC LIMIT ?",
                 (limit,),
             ).fetchall()
-        return [{"id": r[0], "title": r[1], "model": r[2], "updated": r[3], "messages": r[4]} for r in rows]
+        return [ConversationRow(*r) for r in rows]
 
     def load(self, conv_id: str) -> Conversation:
         """A conversation with all its messages; an id prefix of 6+ characters is enough."""
@@ -175,7 +228,9 @@ class Store:
             query = "SELECT id, title, model, system, options, created, updated FROM conversations WHERE id "
             rows = self._db.execute(query + "= ?", (conv_id,)).fetchall()
             if not rows and len(conv_id) >= 6:
-                rows = self._db.execute(query + "LIKE ?", (conv_id + "%",)).fetchall()
+                # an id is hex: % and _ typed by a user are characters to match, not wildcards
+                pattern = conv_id.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+                rows = self._db.execute(query + "LIKE ? ESCAPE '\\'", (pattern + "%",)).fetchall()
             if len(rows) != 1:
                 raise StoreError(
                     f"no conversation {conv_id!r}" if not rows else f"{conv_id!r} matches several conversations",
@@ -191,6 +246,19 @@ class Store:
         return Conversation(
             model, system, Options.from_dict(json.loads(options)), title, entries, cid, created, updated
         )
+
+    def find(self, key: str) -> Conversation:
+        """A conversation by what a user types: "latest", a title (any case), an id or an id prefix."""
+        if key == "latest":
+            recent = self.list(1)
+            if not recent:
+                raise StoreError("there is no saved conversation to resume", hint="start one with: llmspell chat MODEL")
+            return self.load(recent[0].id)
+        folded = key.casefold()
+        for row in self.list(100_000):
+            if row.title.casefold() == folded:
+                return self.load(row.id)
+        return self.load(key)
 
     def delete(self, conv_id: str) -> None:
         """Remove a conversation and its messages."""

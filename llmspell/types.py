@@ -158,6 +158,22 @@ _FLOAT_OPTIONS = frozenset({"temperature", "top_p", "min_p", "repeat_penalty"})
 _UNSET_WORDS = frozenset({"default", "none", "unset", ""})
 
 
+def read_format(text: str) -> str:
+    """A ``format`` value as typed: ``@FILE`` is the JSON schema in FILE, anything else is the value itself."""
+    if not text.startswith("@"):
+        return text
+    path = Path(text[1:]).expanduser()
+    try:
+        return path.read_text(encoding="utf-8")
+    except OSError as exc:  # a typo in a path is the user's to fix, not an internal error
+        raise InvalidOptions(
+            f"cannot read the format file {path}: {exc.strerror or exc}",
+            hint="give a JSON schema file, e.g. @schema.json",
+        ) from None
+    except UnicodeDecodeError:
+        raise InvalidOptions(f"the format file {path} is not UTF-8 text", hint="give a JSON schema file") from None
+
+
 def parse_option_value(name: str, text: str) -> Any:
     """One option's value typed as text: numbers checked by type, ``stop`` split on ``|``, ``format`` as JSON.
 

@@ -12,9 +12,9 @@ from collections.abc import Sequence
 from typing import Any, TextIO
 
 from llmspell import __version__
-from llmspell.errors import InvalidOptions, LLMSpellError
+from llmspell.errors import LLMSpellError
 from llmspell.machine import human_bytes
-from llmspell.types import Options, PullProgress, Stats
+from llmspell.types import Options, PullProgress, Stats, read_format
 
 
 def _table(rows: list[list[str]], headers: list[str], out: TextIO) -> None:
@@ -279,17 +279,7 @@ def _options(args: argparse.Namespace) -> Options:
     if args.stop:
         raw["stop"] = tuple(args.stop)
     if args.format:
-        fmt = args.format
-        if fmt.startswith("@"):
-            try:
-                with open(fmt[1:], encoding="utf-8") as f:
-                    fmt = f.read()
-            except OSError as exc:  # a typo in a path is the user's to fix, not an internal error
-                raise InvalidOptions(
-                    f"cannot read the format file {fmt[1:]}: {exc.strerror or exc}",
-                    hint="give a JSON schema file, e.g. --format @schema.json",
-                ) from None
-        raw["format"] = fmt
+        raw["format"] = read_format(args.format)
     return Options.from_dict(raw)
 
 

@@ -34,12 +34,13 @@ from rich.console import Console
 from rich.text import Text
 
 from llmspell import config as cfgmod
-from llmspell.chat import STATE_NOTES, Conversation, Entry, ask
+from llmspell.chat import Conversation, Turn
 from llmspell.cli.repl_render import make_view
-from llmspell.errors import InvalidOptions, LLMSpellError, ModelNotFound
+from llmspell.errors import InvalidOptions, LLMSpellError
 from llmspell.hub import Hub
-from llmspell.store import Store, StoreError
-from llmspell.types import Chunk, Options, Stats, parse_option_value, parse_option_words
+from llmspell.session import Session, error_text, model_names, state_note
+from llmspell.store import Store
+from llmspell.types import Options, Stats, parse_option_value, parse_option_words, read_format
 
 T = TypeVar("T")
 
@@ -61,12 +62,6 @@ class Command:
     help: str
     handler: Callable[[Repl, str], Awaitable[bool]]
     aliases: tuple[str, ...] = ()
-
-
-def _format_error(exc: BaseException) -> str:
-    if isinstance(exc, LLMSpellError):
-        return f"{exc.message}; {exc.hint}" if exc.hint else exc.message
-    return f"{type(exc).__name__}: {exc}"
 
 
 def _age(ts: float) -> str:
@@ -190,7 +185,8 @@ class Repl:
         self.history = history
         self.quiet = quiet
         self.markdown = not raw
-        self.conv = Conversation(hub.config.default_model)
+        #: the conversation and everything that happens to it; this class only reads keys and prints
+        self.chat = Session(hub, store)
         #: why the current model cannot be used, or None when it can
         self.model_error: str | None = None
         #: models the next prompt goes to, set by /compare
@@ -210,6 +206,15 @@ class Repl:
         self.session: PromptSession[str] | None = None
         self._warning: Awaitable[None] | None = None
 
+    @property
+    def conv(self) -> Conversation:
+        """The conversation being had."""
+        return self.chat.conv
+
+    @conv.setter
+    def conv(self, conv: Conversation) -> None:
+        self.chat.conv = conv
+
     # ----- output ----------------------------------------------------------------------------------
 
     def say(self, text: str, style: str = "") -> None:
@@ -218,7 +223,7 @@ class Repl:
 
     def error(self, exc: BaseException | str) -> None:
         """One readable line naming the cause and the fix; never a traceback."""
-        message = exc if isinstance(exc, str) else _format_error(exc)
+        message = exc if isinstance(exc, str) else error_text(exc)
         self.err.print(Text(f"error: {message}", style="red"), soft_wrap=True)
 
     def dim(self, text: str) -> None:
@@ -238,7 +243,7 @@ class Repl:
         """Start a new conversation (or reopen one); False when the session cannot go on."""
         if resume:
             try:
-                self.conv = self._find_conversation(resume)
+                self.chat.open(resume)
             except LLMSpellError as exc:
                 self.error(exc)
                 return False
@@ -255,57 +260,26 @@ class Repl:
         await self._check_current_model()
         return not (self.model_error and not self.interactive)
 
-    async def check_model(self, spec: str) -> str:
-        """The spec bound to the backend that will serve it; raises the core's error when it cannot be used."""
-        backend, parsed = await self.hub.resolve(spec)
-        if not await backend.has_model(parsed):
-            # info() raises the precise reason: unknown model, server down, not downloaded
-            info = await backend.info(parsed)
-            if info.source == "not downloaded":
-                raise ModelNotFound(f"{parsed} is not downloaded", hint=f"pull it with: llmspell model pull {parsed}")
-        return str(parsed)
-
     async def _check_current_model(self) -> None:
         try:
-            await self.check_model(self.conv.model)
+            await self.chat.check_model()
             self.model_error = None
         except LLMSpellError as exc:
-            self.model_error = _format_error(exc)
+            self.model_error = error_text(exc)
             self.error(exc)
             if self.interactive:
                 self.dim("pick another model with /model SPEC (/models lists them)")
 
-    def _find_conversation(self, key: str) -> Conversation:
-        if key == "latest":
-            recent = self.store.list(1)
-            if not recent:
-                raise StoreError("there is no saved conversation to resume", hint="start one with: llmspell chat MODEL")
-            return self.store.load(recent[0]["id"])
-        folded = key.casefold()
-        for row in self.store.list(10_000):
-            if row["title"].casefold() == folded:
-                return self.store.load(row["id"])
-        return self.store.load(key)
-
     def saved_titles(self) -> list[str]:
         """Titles of saved conversations, most recent first (for /load completion)."""
         try:
-            return [row["title"] for row in self.store.list(200)]
+            return [row.title for row in self.store.list(200)]
         except LLMSpellError:
             return []
 
     async def _load_names(self) -> None:
         """Fill model-name completion from every backend and the catalog, off the startup path."""
-        names: set[str] = set()
-        with contextlib.suppress(Exception):
-            models, _ = await self.hub.list_all()
-            for m in models:
-                names.update((m.name, f"{m.name}@{m.backend}"))
-        with contextlib.suppress(Exception):
-            from llmspell.catalog import load_catalog
-
-            names.update(await asyncio.to_thread(lambda: load_catalog().tags()))
-        self.model_names = sorted(names)
+        self.model_names = await model_names(self.hub)
 
     # ----- the loop ------------------------------------------------------------------------------------
 
@@ -486,16 +460,12 @@ class Repl:
 
     async def stream_turn(self, conv: Conversation, text: str) -> str:
         """Stream one answer to the screen and record it; 'done', 'interrupted' or 'error'."""
+        self.chat.conv = conv
         view = make_view(self.console, markdown=self.markdown and conv.options.format is None)
-        stats: Stats | None = None
-        outcome = "done"
-        failure: LLMSpellError | None = None
-        stream = ask(self.hub, conv, text, self.store)
+        turn = self.chat.send(text)
         try:
-            async for chunk in stream:
+            async for chunk in turn:
                 view.feed(chunk.text)
-                if chunk.done:
-                    stats = chunk.stats
                 # a stream with tokens already queued never suspends, so a Ctrl-C would wait for the whole
                 # backlog to be printed (a slow terminal falls behind the engine): let it in after each token
                 await asyncio.sleep(0)
@@ -506,24 +476,27 @@ class Repl:
             current = asyncio.current_task()
             if current is not None:
                 current.uncancel()
-            outcome = "interrupted"
-        except LLMSpellError as exc:
-            failure = exc
+        except LLMSpellError:
+            pass  # recorded by the turn; reported below, once, after the partial answer
         finally:
-            await self._close_stream(stream)
+            await self._close_stream(turn)
             view.close()
-        if failure is not None:
-            # reported after the view is closed (once), so the error line follows the partial answer directly
-            self.error(failure)
-            return "error"
-        if outcome == "interrupted" or stats is None or stats.stop_reason == "cancelled":
-            self.dim("[interrupted: the partial answer is kept]")
-            return "interrupted"
-        if not self.quiet:
-            self.dim(stats.summary())
-        return outcome
+        result = self.chat.result(turn)
+        return self._report(result.state, result.stats, result.error)
 
-    async def _close_stream(self, stream: AsyncGenerator[Chunk, None]) -> None:
+    def _report(self, state: str, stats: Stats | None, error: str | None) -> str:
+        """The line under an answer: its error, its state note, or its numbers; the outcome as a word."""
+        if error is not None:
+            self.error(error)
+            return "error"
+        if state != "done":
+            self.dim(f"[{state_note(state)}: the partial answer is kept]")
+            return "interrupted"
+        if not self.quiet and stats is not None:
+            self.dim(stats.summary())
+        return "done"
+
+    async def _close_stream(self, stream: Turn | AsyncGenerator[Any, None]) -> None:
         """Close an answer's stream and wait for the close to finish, even through another Ctrl-C."""
         # closing is what records the answer as finished: a second Ctrl-C that cut it short would leave the
         # stored answer "streaming" for good (a network backend's close takes a while)
@@ -546,25 +519,43 @@ class Repl:
             raise asyncio.CancelledError
 
     async def compare(self, specs: list[str], text: str) -> None:
-        """Send one prompt to several models, one after the other; each answer is saved as its own conversation."""
+        """Send one prompt to several models, one after the other (Session.compare: each answers its own copy of
+        this conversation, saved as its own conversation)."""
         rows: list[tuple[str, Stats | None, str]] = []
-        for spec in specs:
-            self.console.rule(Text(spec, style="bold"))
-            try:
-                model = await self.check_model(spec)
-            except LLMSpellError as exc:
-                self.error(exc)
-                rows.append((spec, None, "error"))
-                continue
-            fork = Conversation(model, self.conv.system, self.conv.options, title=f"{text[:48]} [{spec}]")
-            for e in self.conv.entries:
-                if e.content:
-                    self.store.add(fork, Entry(e.role, e.content, e.model, e.stats, e.state))
-            outcome = await self.stream_turn(fork, text)
-            stats = fork.entries[-1].stats if fork.entries else None
-            rows.append((spec, stats, outcome if outcome != "done" else fork.id[:8]))
-            if outcome == "interrupted":
-                break
+        view = None
+        stream = self.chat.compare(specs, text, parallel=False)
+        try:
+            async for event in stream:
+                m = event.metrics
+                if event.kind == "start":
+                    self.console.rule(Text(specs[event.index], style="bold"))
+                    view = make_view(self.console, markdown=self.markdown and self.conv.options.format is None)
+                    continue
+                if view is not None:
+                    view.feed(event.text)
+                if event.kind in ("done", "error"):
+                    if view is not None:
+                        view.close()
+                        view = None
+                    outcome = self._report(m.status if m.status != "error" else "failed", m.stats, m.error)
+                    fork = self.chat.forks[event.index] if event.index < len(self.chat.forks) else None
+                    note = fork.id[:8] if outcome == "done" and fork is not None else outcome
+                    rows.append((specs[event.index], m.stats if outcome == "done" else None, note))
+                await asyncio.sleep(0)  # let a Ctrl-C in between tokens, as in stream_turn
+        except asyncio.CancelledError:
+            if not self.interrupted:
+                raise
+            current = asyncio.current_task()
+            if current is not None:
+                current.uncancel()
+        finally:
+            await self._close_stream(stream)
+            if view is not None:
+                view.close()
+        if len(rows) < len(specs):
+            self.dim("[interrupted: the partial answer is kept]")
+            done = {r[0] for r in rows}
+            rows += [(spec, None, "interrupted") for spec in specs if spec not in done][:1]
         self.console.rule(Text("compare", style="bold"))
         width = max(len(r[0]) for r in rows)
         for spec, stats, note in rows:
@@ -592,7 +583,7 @@ class Repl:
                 view.feed(e.content)
                 view.close()
                 if e.state != "done":
-                    self.dim(f"[{STATE_NOTES.get(e.state, e.state)}]")  # a failed answer is not an interrupted one
+                    self.dim(f"[{state_note(e.state)}]")  # a failed answer is not an interrupted one
 
 
 async def _cmd_help(repl: Repl, arg: str) -> bool:
@@ -619,14 +610,11 @@ async def _cmd_model(repl: Repl, arg: str) -> bool:
         return True
     spec = arg.split()[0]
     try:
-        await repl.check_model(spec)
+        await repl.chat.switch_model(spec)
     except LLMSpellError as exc:
         repl.error(exc)
         return True
-    repl.conv.model = spec
     repl.model_error = None
-    if repl.conv.entries:
-        repl.store.save(repl.conv)
     repl.say(f"now talking to {spec}")
     return True
 
@@ -778,12 +766,7 @@ async def _cmd_json(repl: Repl, arg: str) -> bool:
         repl.conv.options = repl.conv.options.with_values({"format": None})
         repl.say("answers are free text again")
     else:
-        schema = arg or "json"
-        if schema.startswith("@"):
-            try:
-                schema = Path(schema[1:]).expanduser().read_text(encoding="utf-8")
-            except OSError as exc:
-                raise InvalidOptions(f"cannot read the schema file {schema[1:]}: {exc.strerror}") from None
+        schema = await asyncio.to_thread(read_format, arg or "json")
         repl.conv.options = repl.conv.options.with_values({"format": parse_option_value("format", schema)})
         what = "any JSON value" if repl.conv.options.format == "json" else "the JSON schema"
         repl.say(f"answers must now be {what} (/json off to stop)")
@@ -793,8 +776,7 @@ async def _cmd_json(repl: Repl, arg: str) -> bool:
 
 
 async def _cmd_reset(repl: Repl, arg: str) -> bool:
-    old = repl.conv
-    repl.conv = Conversation(old.model, old.system, old.options)
+    old = repl.chat.restart()
     if old.entries:
         repl.say(f"new conversation; the previous one is saved: /load {old.id[:8]}")
     else:
@@ -818,8 +800,7 @@ async def _cmd_save(repl: Repl, arg: str) -> bool:
 async def _cmd_load(repl: Repl, arg: str) -> bool:
     if not arg:
         raise InvalidOptions("/load needs a title or an id", hint="/history lists the saved conversations")
-    conv = repl._find_conversation(arg)
-    repl.conv = conv
+    conv = repl.chat.open(arg)
     repl._replay(conv)
     await repl._check_current_model()
     return True
@@ -831,11 +812,8 @@ async def _cmd_history(repl: Repl, arg: str) -> bool:
         repl.say("no saved conversations yet")
         return True
     for row in rows:
-        mark = "*" if row["id"] == repl.conv.id else " "
-        repl.say(
-            f"{mark} {row['id'][:8]}  {_age(row['updated']):>11}  {row['messages']:3d} msgs  "
-            f"{row['model']:<18} {row['title']}"
-        )
+        mark = "*" if row.id == repl.conv.id else " "
+        repl.say(f"{mark} {row.id[:8]}  {_age(row.updated):>11}  {row.messages:3d} msgs  {row.model:<18} {row.title}")
     repl.dim("reopen one with /load ID or /load TITLE")
     return True
 
@@ -843,19 +821,7 @@ async def _cmd_history(repl: Repl, arg: str) -> bool:
 async def _cmd_export(repl: Repl, arg: str) -> bool:
     if not arg:
         raise InvalidOptions("/export needs a file name", hint="e.g. /export chat.md")
-    path = Path(arg).expanduser()
-    if not path.suffix:
-        path = path.with_suffix(".md")
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        tmp.write_text(repl.conv.to_markdown(), encoding="utf-8")
-        os.replace(tmp, path)
-    except OSError as exc:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        raise InvalidOptions(
-            f"cannot write {path}: {exc.strerror}", hint="check that the folder exists and is writable"
-        ) from None
+    path = repl.chat.export(arg)
     repl.say(f"wrote {path} ({len(repl.conv.entries)} messages)")
     return True
 
@@ -887,7 +853,7 @@ _COMMANDS = (
     Command("/save", "/save NAME", "name this conversation", _cmd_save),
     Command("/load", "/load NAME|ID", "reopen a saved conversation", _cmd_load),
     Command("/history", "/history", "list saved conversations", _cmd_history),
-    Command("/export", "/export FILE.md", "write this conversation as Markdown", _cmd_export),
+    Command("/export", "/export FILE.md|FILE.json", "write this conversation as Markdown or JSON", _cmd_export),
     Command("/compare", "/compare SPEC...", "send the next prompt to several models", _cmd_compare),
     Command("/json", "/json [SCHEMA|off]", "make answers JSON (matching SCHEMA, or @file.json)", _cmd_json),
     Command("/help", "/help", "this list", _cmd_help, ("/?",)),

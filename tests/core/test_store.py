@@ -35,7 +35,7 @@ def test_conversations_round_trip_and_list(tmp_path: Path) -> None:
     ]
     assert again.entries[1].stats is not None and again.entries[1].stats.generated_tokens == 2
     assert [m.role for m in again.messages()] == ["system", "user", "assistant"]
-    assert store.list()[0]["id"] == conv.id and store.list()[0]["messages"] == 2
+    assert store.list()[0].id == conv.id and store.list()[0].messages == 2
     md = again.to_markdown()
     assert md.startswith("# Hello there") and "## You" in md and "Hi!" in md
     store.delete(conv.id)
@@ -139,3 +139,78 @@ async def test_a_failed_prompt_is_kept_marked_failed_and_not_sent_again(
         "".join(c.text for c in chunks),
     ]
     hub.backends["llamacpp"].close_sync()  # type: ignore[attr-defined]
+
+
+#: a history written by the release before schema versions existed (llmspell at commit 8f7a80a, user_version 0):
+#: a finished and an interrupted answer with stats, options and non-ASCII text; an answer whose writer died
+#: mid-stream; a failed one
+FIXTURE_V0 = Path(__file__).parent / "fixtures" / "history-0.sqlite"
+
+
+def test_a_history_from_the_release_before_versions_opens_with_every_conversation(tmp_path: Path) -> None:
+    import shutil
+    import sqlite3
+
+    from llmspell.store import SCHEMA_VERSION
+
+    path = tmp_path / "history.sqlite3"
+    shutil.copy(FIXTURE_V0, path)
+    assert sqlite3.connect(path).execute("PRAGMA user_version").fetchone()[0] == 0
+    store = Store(path)
+    assert store.version == SCHEMA_VERSION >= 2
+    rows = store.list()
+    assert [(r.title, r.model, r.messages) for r in rows] == [
+        ("hello", "llama3.2@ollama", 2),
+        ("saved by name", "gemma3:270m", 2),
+        ("Name the capital of France.", "smollm2:135m@llamacpp", 4),
+    ]
+    first = store.load(rows[2].id)
+    assert first.system == "You are terse." and first.options == Options(temperature=0.2, seed=7, max_tokens=64)
+    assert [(e.role, e.content, e.state) for e in first.entries] == [
+        ("user", "Name the capital of France.", "done"),
+        ("assistant", "Paris.", "done"),
+        ("user", "And of Italy? Écris « Rome » 🇮🇹", "done"),
+        ("assistant", "Rome, the capital", "cancelled"),
+    ]
+    assert first.entries[1].stats is not None and first.entries[1].stats.generated_tokens == 3
+    assert [e.state for e in store.load(rows[1].id).entries] == ["done", "streaming"]
+    assert store.load(rows[1].id).options.format == {"type": "object"}
+    assert [e.state for e in store.load(rows[0].id).entries] == ["done", "failed"]
+    # the new schema is in place and the file goes on being written
+    indexes = {r[0] for r in sqlite3.connect(path).execute("SELECT name FROM sqlite_master WHERE type='index'")}
+    assert "conversations_by_updated" in indexes
+    store.add(first, Entry("user", "Thanks."))
+    store.close()
+    again = Store(path)  # a second open migrates nothing and loses nothing
+    assert again.version == SCHEMA_VERSION and len(again.load(first.id).entries) == 5
+
+
+def test_a_history_from_a_newer_llmspell_is_refused_untouched(tmp_path: Path) -> None:
+    import sqlite3
+
+    path = tmp_path / "history.sqlite3"
+    Store(path).close()
+    db = sqlite3.connect(path)
+    db.execute("PRAGMA user_version = 999")
+    db.close()
+    before = path.read_bytes()
+    with pytest.raises(StoreError) as err:
+        Store(path)
+    assert "written by a newer llmspell (schema 999" in str(err.value) and "upgrade llmspell" in str(err.value)
+    assert path.read_bytes() == before
+
+
+def test_conversations_are_found_by_title_id_prefix_or_latest_and_wildcards_match_nothing(tmp_path: Path) -> None:
+    store = Store(tmp_path / "h.sqlite3")
+    with pytest.raises(StoreError, match="no saved conversation to resume"):
+        store.find("latest")
+    older = Conversation("smollm2:135m", title="Rust Questions")
+    store.add(older, Entry("user", "a"))
+    newer = Conversation("smollm2:135m")
+    store.add(newer, Entry("user", "b"))
+    assert store.find("latest").id == newer.id
+    assert store.find("rust questions").id == older.id
+    assert store.find(older.id[:7]).id == older.id
+    for typed in ("%%%%%%", "______", "%" + older.id[1:8]):
+        with pytest.raises(StoreError, match="no conversation"):
+            store.find(typed)

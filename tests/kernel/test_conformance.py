@@ -14,13 +14,23 @@ from kernel_session import kernel_env, start_kernel
 from nbclient import NotebookClient
 from nbclient.exceptions import CellExecutionError
 
+from llmspell.chat import Conversation, Entry
+from llmspell.store import Store
+
+MISSING_MODEL_CONVERSATION = "c0ffee00c0ffee00c0ffee00c0ffee00"
+
 
 @pytest.fixture(scope="class")
 def conformance_kernel(
     request: pytest.FixtureRequest, spec_prefix: Path, kernel_home: Path, shared_models: Path
 ) -> Iterator[None]:
     """Give the unittest-style suite our kernel, started with the test environment (its own start uses none)."""
-    ks = start_kernel(spec_prefix, kernel_env(kernel_home, shared_models))
+    # a stored conversation whose model is not on disk: reopening it warns on stderr (code_stderr)
+    env = kernel_env(kernel_home, shared_models)
+    store = Store(Path(env["LLMSPELL_HOME"]) / "history.sqlite3")
+    store.add(Conversation("qwen2.5:0.5b", id=MISSING_MODEL_CONVERSATION), Entry("user", "Hello?"))
+    store.close()
+    ks = start_kernel(spec_prefix, env)
     request.cls.km, request.cls.kc = ks.km, ks.kc
     try:
         yield
@@ -48,8 +58,8 @@ class TestLLMSpellKernelConformance(jupyter_kernel_test.KernelTests):
     language_name = "markdown"
     file_extension = ".md"
     code_hello_world = "%echo hello, world"
-    # a catalog model that is not on disk: switching to it warns on stderr (then back to the default)
-    code_stderr = "%model qwen2.5:0.5b\n%model smollm2:135m"
+    # reopening a conversation whose model is not on disk warns on stderr (then back to the default, anew)
+    code_stderr = f"%history open {MISSING_MODEL_CONVERSATION}\n%model smollm2:135m\n%reset"
     code_execute_result = [{"code": "%model", "result": "smollm2:135m"}]  # noqa: RUF012
     code_display_data = [  # noqa: RUF012
         {"code": "%status", "mime": "text/markdown"},

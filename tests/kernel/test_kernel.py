@@ -12,6 +12,7 @@ import jsonschema
 import pytest
 from kernel_session import KernelSession, Ran, kernel_env, start_kernel
 
+from llmspell.chat import Conversation, Entry
 from llmspell.store import Store
 
 SMOL = "smollm2:135m"
@@ -154,11 +155,14 @@ def test_model_shows_switches_and_switches_back(session: KernelSession) -> None:
     session.run(f"%model {SMOL}")
 
 
-def test_switching_to_a_model_not_on_disk_warns_how_to_get_it(session: KernelSession) -> None:
-    ran = session.run(f"%model qwen2.5:0.5b\n%model {SMOL}")
-    assert ran.status == "ok"
-    stderr = "".join(c["text"] for c in ran.of("stream") if c["name"] == "stderr")
-    assert stderr == "warning: qwen2.5:0.5b is not downloaded yet; get it with %pull qwen2.5:0.5b@llamacpp\n"
+def test_switching_to_a_model_not_on_disk_is_refused_and_says_how_to_get_it(session: KernelSession) -> None:
+    session.run(f"%model {SMOL}")
+    ran = session.run("%model qwen2.5:0.5b")
+    assert ran.status == "error" and ran.reply["ename"] == "ModelNotFound"
+    assert ran.error.endswith(
+        "qwen2.5:0.5b@llamacpp is not downloaded; pull it with: llmspell model pull qwen2.5:0.5b@llamacpp"
+    )
+    assert session.run("%model").result["text/plain"] == SMOL, "the model stays as it was"
 
 
 def test_models_and_status_tables(session: KernelSession) -> None:
@@ -206,6 +210,10 @@ def test_save_writes_markdown_and_json(session: KernelSession, tmp_path: Path) -
     text = md.read_text()
     assert "## You\n\nName a colour." in text and answer in text
     js = tmp_path / "sub" / "chat.json"
+    # as in every face, a folder that does not exist is a typo to fix, not something to create
+    missing = session.run(f"%save {js}")
+    assert missing.status == "error" and f"cannot write {js}: No such file or directory" in missing.error
+    js.parent.mkdir()
     session.run(f"%save {js}")
     data = json.loads(js.read_text())
     assert [m["role"] for m in data["messages"]] == ["user", "assistant"]
@@ -402,7 +410,7 @@ def test_a_compare_where_every_model_fails_is_one_error(session: KernelSession) 
     lines = ran.error.splitlines()
     assert lines[0].endswith("no model answered the comparison:")
     assert lines[1].startswith("qwen2.5:0.5b@ollama: Ollama is not reachable")
-    assert lines[2] == "qwen2.5:0.5b@llamacpp: qwen2.5:0.5b is not downloaded yet"
+    assert lines[2] == "qwen2.5:0.5b@llamacpp: qwen2.5:0.5b@llamacpp is not downloaded"
     assert "Traceback" not in ran.error and 'File "' not in ran.error
     # the per-model notes are replaced by the one error, as in any failed cell
     assert ran.left == ["error"]
@@ -410,18 +418,32 @@ def test_a_compare_where_every_model_fails_is_one_error(session: KernelSession) 
     session.run("%set temperature=0 max_tokens=4")
     some = session.run(f"%compare qwen2.5:0.5b@ollama {SMOL}\nHello?")
     assert some.status == "ok", some.outputs
-    assert "qwen2.5:0.5b@ollama: Ollama is not reachable" in some.shown
+    updates = [c["data"]["text/plain"] for c in some.of("update_display_data")]
+    assert any(u.startswith("qwen2.5:0.5b@ollama: Ollama is not reachable") for u in updates)
     assert some.of("update_display_data")[-1]["data"]["text/plain"].startswith(f"{SMOL}: ")
 
 
-def test_a_prompt_to_a_catalog_model_not_downloaded_says_how_to_get_it(session: KernelSession) -> None:
-    session.run("%reset")
-    assert session.run("%model qwen2.5:0.5b").status == "ok"
+def test_a_prompt_to_a_catalog_model_not_downloaded_says_how_to_get_it(
+    session: KernelSession, kernel_home: Path
+) -> None:
+    # a conversation kept from when its model was on disk (%model refuses to switch to it now)
+    store = Store(kernel_home / "llmspell" / "history.sqlite3")
+    conv = Conversation("qwen2.5:0.5b")
+    store.add(conv, Entry("user", "Hi"))
+    store.add(conv, Entry("assistant", "Hello!", "qwen2.5:0.5b"))
+    store.close()
+    opened = session.run(f"%history open {conv.id}")
+    assert opened.status == "ok" and f"continuing conversation {conv.id}" in opened.stdout
+    stderr = "".join(c["text"] for c in opened.of("stream") if c["name"] == "stderr")
+    assert stderr.startswith("warning: qwen2.5:0.5b@llamacpp is not downloaded; pull it with")
     try:
         ran = session.run("Hello?")
         assert ran.status == "error" and ran.reply["ename"] == "ModelNotFound"
         assert "qwen2.5:0.5b is not downloaded yet" in ran.error and "pull" in ran.error
         assert "Traceback" not in ran.error
+        assert [e.state for e in Store(kernel_home / "llmspell" / "history.sqlite3").load(conv.id).entries][
+            -1
+        ] == "failed"
         # the streamed placeholder is gone: the cell shows the error only
         assert ran.left == ["error"]
     finally:

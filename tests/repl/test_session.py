@@ -246,12 +246,12 @@ async def test_every_slash_command(start_repl, tmp_path: Path) -> None:
     assert d.repl.conv.options.format is None
 
     await d.command("/compare smollm2:135m nosuchmodel", "the next prompt goes to smollm2:135m, nosuchmodel")
-    before = {row["id"] for row in Store().list()}
+    before = {row.id for row in Store().list()}
     out = await d.command("Say hello.", "/load ID continues")
     assert "error: no model named 'nosuchmodel'" in out, "a model that cannot answer gets its one line"
     assert out.count("tok/s") == 2 and "/load " in out, "each answer's stats, then a summary row"
-    forks = [row for row in Store().list() if row["id"] not in before]
-    assert len(forks) == 1 and forks[0]["title"].endswith("[smollm2:135m]")
+    forks = [row for row in Store().list() if row.id not in before]
+    assert len(forks) == 1 and forks[0].title.endswith("[smollm2:135m]")
     assert len(d.repl.conv.entries) == 4, "the compared prompt stays out of the current conversation"
 
     d.type("/bye\r")
@@ -312,7 +312,7 @@ async def test_bad_input_gets_one_line_and_the_session_goes_on(start_repl, tmp_p
         (f"/export {tmp_path}/missing/dir/x.md", "error: cannot write"),
         ("/compare", "error: /compare needs models"),
         ("/load", "error: /load needs a title or an id; /history lists"),
-        (f"/json @{tmp_path}/missing.json", f"error: cannot read the schema file {tmp_path}/missing.json"),
+        (f"/json @{tmp_path}/missing.json", f"error: cannot read the format file {tmp_path}/missing.json"),
         ("/set seed=abc", "error: option seed must be an integer, not 'abc'"),
         ("/set foo", "error: unknown option 'foo'; valid options: temperature"),
         (
@@ -525,7 +525,7 @@ async def test_save_on_an_empty_conversation_stores_nothing_until_the_first_mess
     assert "will be saved as 'early'" in out and not Store().list(), "no empty row in the history"
     await d.command("Name the capital of France.", "tok/s")
     rows = Store().list()
-    assert [(r["title"], r["messages"]) for r in rows] == [("early", 2)], "the name given is kept"
+    assert [(r.title, r.messages) for r in rows] == [("early", 2)], "the name given is kept"
     d.type("/bye\r")
     assert await d.ended() == 0
 

@@ -72,7 +72,7 @@ def _latest_answer() -> tuple[str, str]:
     rows = Store().list(1)
     if not rows:
         return "", ""
-    entry = Store().load(rows[0]["id"]).entries[-1]
+    entry = Store().load(rows[0].id).entries[-1]
     return (entry.content, entry.state) if entry.role == "assistant" else ("", "")
 
 
@@ -153,7 +153,7 @@ def test_a_session_on_a_terminal_streams_answers_runs_every_command_and_resumes(
     again.expect(pexpect.EOF)
     again.close()
     assert again.exitstatus == 0
-    saved = Store().load(Store().list(1)[0]["id"])
+    saved = Store().load(Store().list(1)[0].id)
     assert saved.title == "dragons" and saved.entries[-2].content == "And of Italy?"
     assert saved.entries[-1].state == "done" and saved.entries[-1].content
 
@@ -188,7 +188,7 @@ def test_piped_input_prints_the_answer_and_exits(shared_models: Path) -> None:
     assert proc.returncode == 0, proc.stderr
     assert "Paris" in proc.stdout and "\x1b" not in proc.stdout and ">>>" not in proc.stdout
     assert "tok/s" in proc.stderr, "the stats line goes to stderr, so stdout is only the answer"
-    saved = Store().load(Store().list(1)[0]["id"])
+    saved = Store().load(Store().list(1)[0].id)
     assert [e.role for e in saved.entries] == ["user", "assistant"], "a piped chat is saved too"
 
 
@@ -208,7 +208,7 @@ def test_piped_quiet_prints_no_stats_and_system_is_saved(shared_models: Path) ->
     assert proc.returncode == 0, proc.stderr
     assert "Paris" in proc.stdout
     assert "tok/s" not in proc.stderr and "TTFT" not in proc.stderr, proc.stderr
-    saved = Store().load(Store().list(1)[0]["id"])
+    saved = Store().load(Store().list(1)[0].id)
     assert saved.system == "You answer in one short sentence."
     assert saved.entries[-1].state == "done" and saved.entries[-1].content.strip() in proc.stdout
 
@@ -220,7 +220,7 @@ def test_piped_chat_without_a_spec_uses_the_configured_default_model(shared_mode
     proc = _piped(shared_models, "--temperature", "0", "--max-tokens", "24", stdin="Name the capital of France.\n")
     assert proc.returncode == 0, proc.stderr
     assert "Paris" in proc.stdout
-    saved = Store().load(Store().list(1)[0]["id"])
+    saved = Store().load(Store().list(1)[0].id)
     assert saved.model == "local/smollm2:135m@llamacpp"
 
 
@@ -317,7 +317,7 @@ def test_ctrl_c_in_a_piped_chat_stops_the_answer_exits_130_and_keeps_it_marked(
             proc.wait()
     assert proc.returncode == 130, err
     assert "[interrupted" in err.decode() and "Traceback" not in err.decode()
-    saved = Store().load(Store().list(1)[0]["id"])
+    saved = Store().load(Store().list(1)[0].id)
     answer = saved.entries[-1]
     assert answer.role == "assistant" and answer.state == "cancelled"
     assert answer.content.strip() == (seen + rest).decode().strip(), "what was printed is what was kept"

@@ -13,7 +13,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import pytest
-from helpers import GEMMA, SMOL, GatedHub, press_now
+from helpers import GEMMA, SMOL, GatedHub, notes, press_now, wait_until
 from scripted import SCRIPTED_ANSWER, SCRIPTED_STATS, ScriptedBackend
 from textual import events
 from textual.binding import Binding
@@ -22,6 +22,7 @@ from textual.widgets import Input, Markdown, Static, Switch
 
 from llmspell.backends.llamacpp import LlamaCppBackend
 from llmspell.backends.ollama import OllamaBackend
+from llmspell.chat import Conversation, Entry
 from llmspell.compare import StreamMetrics
 from llmspell.config import Config
 from llmspell.hub import Hub
@@ -401,14 +402,19 @@ async def test_an_unreachable_backend_is_one_readable_line_and_the_prompt_comes_
     config = Config(keep_alive=300, num_ctx=2048, options=Options(temperature=0, max_tokens=16))
     # nothing listens on port 9: the connection is refused, as when Ollama is not running
     hub = Hub(config, backends=[LlamaCppBackend(config), OllamaBackend(config, url="http://127.0.0.1:9")])
-    app = create_app(hub, Store())
+    store = Store()
+    # a conversation kept from when Ollama ran (choosing the model now is refused: see the wrong-name test)
+    kept = Conversation(f"{SMOL}@ollama")
+    store.add(kept, Entry("user", "Hi"))
+    store.add(kept, Entry("assistant", "Hello!", f"{SMOL}@ollama"))
+    app = create_app(hub, store)
     async with app.run_test(size=(100, 30)) as pilot:
         screen = chat(pilot)
         pane = screen.panes[0]
-        await choose_model(pilot, pane, f"{SMOL}@ollama")
+        await screen.open_conversation(kept.id)
         await send(pilot, "Are you there?")
         errors = texts(pane, "error")
-        assert len(errors) == 1 and "Traceback" not in errors[0] and answers(pane) == []
+        assert len(errors) == 1 and "Traceback" not in errors[0] and answers(pane) == ["Hello!"]
         # one message: what failed and where, then what to do about it
         assert errors[0].splitlines()[0].startswith("Ollama is not reachable at http://127.0.0.1:9")
         assert "ollama serve" in errors[0]
@@ -416,7 +422,7 @@ async def test_an_unreachable_backend_is_one_readable_line_and_the_prompt_comes_
         assert str(pane.stats_line.render()) == "error: the prompt is kept in the input"
         await choose_model(pilot, pane, SMOL)
         await send(pilot, screen.prompt.text)
-        assert answers(pane)[0].strip() and screen.prompt.text == ""
+        assert answers(pane)[-1].strip() and screen.prompt.text == ""
 
 
 async def test_the_stop_reason_is_shown(real_hub: Hub) -> None:
@@ -462,14 +468,18 @@ async def test_a_wrong_model_name_shows_one_message_and_keeps_the_prompt(real_hu
     async with app.run_test(size=(100, 30)) as pilot:
         screen = chat(pilot)
         pane = screen.panes[0]
-        await choose_model(pilot, pane, "nosuchmodel:7b")
+        before = pane.conv
+        for wrong, reason in (
+            ("nosuchmodel:7b", "no model named 'nosuchmodel'"),
+            ("qwen2.5:0.5b", "qwen2.5:0.5b@llamacpp is not downloaded; pull it with: llmspell model pull"),
+            (f"{SMOL}@ollama", "Ollama is not reachable at http://127.0.0.1:9"),
+        ):
+            await choose_model(pilot, pane, wrong)
+            await wait_until(pilot, lambda r=reason: any(r in n for n in notes(app)), f"refused: {wrong}")
+            assert pane.conv is before and pane.conv.model == before.model, "the pane keeps its model"
+            assert pane.model_input.value == before.model
+        assert all("Traceback" not in n for n in notes(app)) and texts(pane, "error") == []
         await send(pilot, "hello there")
-        errors = texts(pane, "error")
-        assert len(errors) == 1 and "nosuchmodel" in errors[0] and "Traceback" not in errors[0]
-        assert screen.prompt.text == "hello there", "the prompt is back in the input"
-        assert texts(pane, "user") == ["hello there"]
-        await choose_model(pilot, pane, SMOL)
-        await send(pilot, screen.prompt.text)
         assert answers(pane)[0].strip() and texts(pane, "error") == []
 
 

@@ -206,7 +206,7 @@ async def test_a_killed_app_keeps_the_prompt_and_the_partial_answer(shared_model
 
     store = Store(history_path())
     [row] = store.list()
-    conv = store.load(row["id"])
+    conv = store.load(row.id)
     user, answer = conv.entries
     assert user.role == "user" and user.content == "Count from one."
     assert answer.role == "assistant" and answer.state == "streaming", "marked unfinished"

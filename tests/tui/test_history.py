@@ -104,7 +104,7 @@ async def test_delete_asks_and_no_keeps_it(store: Store, convs: list[Conversatio
         assert len(store.list()) == 2
         await pilot.press("d", "y")
         await wait_until(pilot, lambda: screen.titles() == ["Capital of France"], "row gone")
-        assert [c["id"] for c in store.list()] == [convs[0].id]
+        assert [c.id for c in store.list()] == [convs[0].id]
 
 
 async def test_export_writes_the_markdown_and_asks_before_replacing(
@@ -162,6 +162,9 @@ async def test_export_to_an_unwritable_place_says_why(
         await pilot.press("enter")
         await wait_until(pilot, lambda: any("cannot write" in n for n in notes(app)), "error shown")
         [error] = [n for n in notes(app) if "cannot write" in n]
-        assert error == f"cannot write {blocker / 'chat.md'}: Not a directory"
+        assert (
+            error
+            == f"cannot write {blocker / 'chat.md'}: Not a directory; check that the folder exists and is writable"
+        )
         assert blocker.read_text() == "keep me" and [p.name for p in out.iterdir()] == ["notes.txt"]
         assert app.screen is screen and app.is_running, "the screen goes on"

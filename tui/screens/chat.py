@@ -18,8 +18,9 @@ from textual.widgets import Footer, Static, TextArea
 from textual.worker import Worker
 
 from llmspell.chat import Conversation
-from llmspell.compare import StreamMetrics, Target, compare, error_text
+from llmspell.compare import StreamMetrics, Target, compare
 from llmspell.errors import LLMSpellError
+from llmspell.session import check_model, error_text, model_names
 from llmspell_tui.widgets.pane import ChatPane
 from llmspell_tui.widgets.settings import PaneSettings, SettingsScreen
 from llmspell_tui.widgets.status import BackendStatusBar
@@ -201,11 +202,7 @@ class ChatScreen(Screen[None]):
     @work(exclusive=True, group="models", exit_on_error=False)
     async def load_models(self) -> None:
         """Offer every model of every backend in the pickers (a dead backend only shortens the list)."""
-        models, _ = await self.hub.list_all()
-        names: list[str] = []
-        for m in models:
-            names += [m.name, f"{m.name}@{m.backend}"]
-        self._suggestions = sorted(dict.fromkeys(names))
+        self._suggestions = await model_names(self.hub)
         for pane in self.panes:
             pane.set_suggestions(self._suggestions)
 
@@ -301,6 +298,14 @@ class ChatScreen(Screen[None]):
             pane.model_input.value = pane.conv.model
             self.notify("press Escape to stop the answer first", severity="warning")
             return
+        if event.model != pane.conv.model:
+            # the one check every face makes: an unknown or not downloaded model is refused, the old one stays
+            try:
+                await check_model(self.hub, event.model)
+            except LLMSpellError as exc:
+                pane.model_input.value = pane.conv.model
+                self.notify(error_text(exc), severity="error", title="cannot switch model", markup=False)
+                return
         if event.model != pane.conv.model or pane.conv.entries:
             await pane.load(pane.new_conversation(event.model))
         self._set_active(pane)
@@ -313,7 +318,7 @@ class ChatScreen(Screen[None]):
         try:
             conv = self.store.load(conv_id)
         except LLMSpellError as exc:
-            self.notify(str(exc), severity="error")
+            self.notify(error_text(exc), severity="error", markup=False)
             return
         pane = self.active_pane
         if pane.streaming:

@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import inspect
-import os
 import re
-import tempfile
 import time
 from collections.abc import Iterable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 from textual import on
 from textual.app import ComposeResult, SystemCommand
@@ -19,11 +17,12 @@ from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Input, Static
 
 from llmspell.errors import LLMSpellError
+from llmspell.session import error_text, export_conversation
 from llmspell_tui.widgets.modals import ConfirmScreen, TextPromptScreen
 from llmspell_tui.widgets.status import BackendStatusBar
 
 if TYPE_CHECKING:
-    from llmspell.store import Store
+    from llmspell.store import ConversationRow, Store
 
 
 def when(timestamp: float) -> str:
@@ -35,20 +34,6 @@ def export_name(title: str, conv_id: str) -> str:
     """A file name for a conversation's Markdown: its title made safe, else its id."""
     slug = re.sub(r"[^A-Za-z0-9]+", "-", title).strip("-").lower()[:48]
     return f"{slug or 'conversation'}-{conv_id[:6]}.md"
-
-
-def write_atomically(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` so that a crash leaves the old file or the new one, never half of one."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 class HistoryScreen(Screen[None]):
@@ -66,7 +51,7 @@ class HistoryScreen(Screen[None]):
     def __init__(self, name: str | None = None, id: str | None = None, classes: str | None = None) -> None:
         super().__init__(name=name, id=id, classes=classes)
         #: the conversations the store listed (id, title, model, updated, messages)
-        self.conversations: list[dict[str, Any]] = []
+        self.conversations: list[ConversationRow] = []
 
     @property
     def store(self) -> Store:
@@ -122,14 +107,14 @@ class HistoryScreen(Screen[None]):
         selected = self.selected_id()
         table.clear()
         words = self.filter_input.value.lower().split()
-        shown = [c for c in self.conversations if all(w in f"{c['title']} {c['model']}".lower() for w in words)]
+        shown = [c for c in self.conversations if all(w in f"{c.title} {c.model}".lower() for w in words)]
         # the other columns keep their width; the title gets the rest (at least 16 cells)
         room = max(16, (table.size.width or self.app.size.width) - 46)
         for c in shown:
-            title = c["title"] or "(untitled)"
+            title = c.title or "(untitled)"
             title = title if len(title) <= room else title[: room - 1] + "…"
-            table.add_row(title, c["model"], when(c["updated"]), str(c["messages"]), key=c["id"])
-        ids = [c["id"] for c in shown]
+            table.add_row(title, c.model, when(c.updated), str(c.messages), key=c.id)
+        ids = [c.id for c in shown]
         if selected in ids:
             table.move_cursor(row=ids.index(selected), animate=False)
         total = len(self.conversations)
@@ -149,7 +134,7 @@ class HistoryScreen(Screen[None]):
 
     def titles(self) -> list[str]:
         """The full titles of the rows, top to bottom."""
-        by_id = {c["id"]: c["title"] for c in self.conversations}
+        by_id = {c.id: c.title for c in self.conversations}
         return [by_id[str(row.key.value)] for row in self.table.ordered_rows]
 
     def _need_selection(self) -> str | None:
@@ -202,8 +187,8 @@ class HistoryScreen(Screen[None]):
         conv_id = self._need_selection()
         if conv_id is None:
             return
-        row = next(c for c in self.conversations if c["id"] == conv_id)
-        title = row["title"] or "(untitled)"
+        row = next(c for c in self.conversations if c.id == conv_id)
+        title = row.title or "(untitled)"
 
         def answered(yes: bool | None) -> None:
             if not yes:
@@ -217,7 +202,7 @@ class HistoryScreen(Screen[None]):
             self.reload()
 
         self.app.push_screen(
-            ConfirmScreen(f"Delete “{title}”?", f"{row['messages']} messages with {row['model']}; no undo."),
+            ConfirmScreen(f"Delete “{title}”?", f"{row.messages} messages with {row.model}; no undo."),
             answered,
         )
 
@@ -226,8 +211,8 @@ class HistoryScreen(Screen[None]):
         conv_id = self._need_selection()
         if conv_id is None:
             return
-        row = next(c for c in self.conversations if c["id"] == conv_id)
-        default = export_name(row["title"], conv_id)
+        row = next(c for c in self.conversations if c.id == conv_id)
+        default = export_name(row.title, conv_id)
 
         def chosen(path: str | None) -> None:
             if path:
@@ -241,7 +226,7 @@ class HistoryScreen(Screen[None]):
         """Write the Markdown to ``path_text`` (relative to the current folder); asks before replacing a file."""
         path = Path(path_text).expanduser()
         if path.is_dir():
-            path = path / export_name(next(c["title"] for c in self.conversations if c["id"] == conv_id), conv_id)
+            path = path / export_name(next(c.title for c in self.conversations if c.id == conv_id), conv_id)
         if path.exists() and not replace:
 
             def answered(yes: bool | None) -> None:
@@ -251,16 +236,11 @@ class HistoryScreen(Screen[None]):
             self.app.push_screen(ConfirmScreen(f"Replace {path}?", "The file exists.", yes="Replace"), answered)
             return
         try:
-            text = self.store.load(conv_id).to_markdown()
-            write_atomically(path, text)
+            written = export_conversation(self.store.load(conv_id), path)
         except LLMSpellError as exc:
-            self.notify(str(exc), severity="error", title="cannot export")
+            self.notify(error_text(exc), severity="error", title="cannot export", markup=False)
             return
-        except OSError as exc:
-            reason = exc.strerror or str(exc)
-            self.notify(f"cannot write {path}: {reason}", severity="error", title="cannot export")
-            return
-        self.notify(f"wrote {path}", title="exported")
+        self.notify(f"wrote {written}", title="exported", markup=False)
 
     def action_reload(self) -> None:
         """Read the history again."""

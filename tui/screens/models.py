@@ -147,7 +147,7 @@ class ModelsScreen(Screen[None]):
             models, failed = await self.hub.list_all(name)
             self._set_backend_models(name, models, failed[0] if failed else None)
 
-        self.run_worker(list_one, name=f"list {name}", group=f"models-{name}", exclusive=True, exit_on_error=False)
+        self.run_worker(list_one(), name=f"list {name}", group=f"models-{name}", exclusive=True, exit_on_error=False)
 
     def _set_backend_models(self, name: str, models: list[ModelInfo], failed: BackendStatus | None) -> None:
         self.models = [m for m in self.models if m.backend != name] + models

@@ -101,7 +101,11 @@ class AnswerView(Vertical):
     @property
     def sources(self) -> list[str]:
         """The text each segment shows (their concatenation is ``text`` once the answer ended)."""
-        return [w.source if isinstance(w, Markdown) else w.markdown for w in self.query("Markdown, SealedSegment")]
+        return [
+            w.source if isinstance(w, Markdown) else w.markdown
+            for w in self.query("Markdown, SealedSegment")
+            if isinstance(w, (Markdown, SealedSegment))
+        ]
 
     def _last(self) -> Markdown:
         return self.query(Markdown).last()

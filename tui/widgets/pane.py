@@ -15,7 +15,7 @@ from textual.suggester import SuggestFromList
 from textual.timer import Timer
 from textual.widgets import Input, Static
 
-from llmspell.chat import Conversation, Entry
+from llmspell.chat import Conversation, Entry, state_note
 from llmspell.compare import StreamMetrics
 from llmspell_tui.widgets.chat_answer import AnswerView
 
@@ -174,9 +174,7 @@ class ChatPane(Vertical):
             elif e.role == "assistant":
                 widgets.append(AnswerView(e.content))
                 if e.state != "done":
-                    widgets.append(
-                        Static("(interrupted)" if e.state == "cancelled" else "(unfinished)", classes="note")
-                    )
+                    widgets.append(Static(f"({state_note(e.state)})", classes="note"))
                 last = e
         if widgets:
             await self.log_view.mount_all(widgets)
@@ -234,7 +232,12 @@ class ChatPane(Vertical):
     async def _drawn(self) -> None:
         """Wait until the screen shows what was just written (the drawing is the costly part, not the write)."""
         shown = asyncio.get_running_loop().create_future()
-        self.call_after_refresh(lambda: shown.done() or shown.set_result(None))
+
+        def drawn() -> None:
+            if not shown.done():
+                shown.set_result(None)
+
+        self.call_after_refresh(drawn)
         await asyncio.wait({shown}, timeout=FLUSH_EVERY)
 
     async def _flush_now(self) -> None:
@@ -284,9 +287,10 @@ class ChatPane(Vertical):
             await self.log_view.mount(Static(error, classes="error", markup=False))
             self.stats_line.update("error: the prompt is kept in the input")
         elif status == "cancelled" or metrics is None or metrics.stats is None:
-            await self.log_view.mount(Static("(interrupted)", classes="note"))
+            note = state_note("cancelled")
+            await self.log_view.mount(Static(f"({note})", classes="note"))
             n = metrics.chunks if metrics is not None else len(self._parts)
-            self.stats_line.update(f"interrupted · {n} tokens received")
+            self.stats_line.update(f"{note} · {n} tokens received")
         else:
             assert metrics.stats is not None
             self.stats_line.update(metrics.stats.summary())

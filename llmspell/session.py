@@ -1,0 +1,269 @@
+"""The one object every face drives: a conversation, the store it is kept in, and what can happen to it.
+
+The REPL, the Jupyter kernel and each TUI pane hold a :class:`Session` and only read input and draw; what a
+turn is, how it ended, which models may be switched to, what compare means, how a conversation is exported
+and how an error reads are decided here, once, so the faces cannot disagree.
+
+Compare has one meaning everywhere: the prompt goes to each model as the next turn of a copy of this
+conversation (same history, system prompt and options); each copy is stored as its own conversation, and
+this one is left as it was. ``parallel`` only says whether the answers run at once or one after another.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import tempfile
+from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from llmspell.chat import STATE_NOTES, Conversation, Entry, Turn, state_note
+from llmspell.compare import CompareEvent, Target, compare, error_text
+from llmspell.errors import InvalidOptions, LLMSpellError, ModelNotFound
+from llmspell.types import ModelInfo, Options, Stats
+
+if TYPE_CHECKING:
+    from llmspell.hub import Hub
+    from llmspell.store import Store
+
+__all__ = [
+    "STATE_NOTES",
+    "Session",
+    "TurnResult",
+    "error_text",
+    "export_conversation",
+    "model_names",
+    "state_note",
+]
+
+#: the export formats, by file suffix; anything else is Markdown
+EXPORT_FORMATS = {".md": "markdown", ".markdown": "markdown", ".json": "json"}
+
+
+@dataclass(frozen=True)
+class TurnResult:
+    """How one answer ended: done, cancelled or failed, with its text, the engine's stats and the error line."""
+
+    state: str
+    text: str
+    stats: Stats | None
+    error: str | None
+    model: str
+    conversation: str
+
+    @property
+    def note(self) -> str:
+        """The words a face shows beside the answer ("" when it finished normally)."""
+        return state_note(self.state)
+
+    @classmethod
+    def of(cls, turn: Turn) -> TurnResult:
+        """The result of a turn whose stream has been closed."""
+        answer = turn.answer or Entry("assistant", "", turn.conv.model, state="cancelled")
+        error = error_text(turn.error) if turn.error is not None else None
+        return cls(answer.state, answer.content, answer.stats, error, answer.model or turn.conv.model, turn.conv.id)
+
+
+async def check_model(hub: Hub, spec: str) -> ModelInfo | None:
+    """Whether ``spec`` can be talked to now: the model's info when it was looked up, None when the backend
+    simply has it; raises the core's error (unknown name, backend down, not downloaded) otherwise."""
+    backend, parsed = await hub.resolve(spec)
+    if await backend.has_model(parsed):
+        return None
+    # info() raises the precise reason: unknown model, server down; a known one may still be missing
+    info = await backend.info(parsed)
+    if info.source == "not downloaded":
+        raise ModelNotFound(f"{parsed} is not downloaded", hint=f"pull it with: llmspell model pull {parsed}")
+    return info
+
+
+async def model_names(hub: Hub) -> list[str]:
+    """Every model name a face offers while typing: each backend's models (bare and with @backend) and the
+    catalog's names; a backend that cannot be reached leaves only its names out."""
+    names: set[str] = set()
+    with contextlib.suppress(LLMSpellError):
+        models, _failed = await hub.list_all()
+        for m in models:
+            names.update((m.name, f"{m.name}@{m.backend}"))
+    with contextlib.suppress(LLMSpellError):
+        from llmspell.catalog import load_catalog
+
+        names.update(await asyncio.to_thread(lambda: load_catalog().tags()))
+    return sorted(names)
+
+
+def conversation_json(conv: Conversation) -> dict[str, Any]:
+    """The conversation as the JSON export writes it."""
+    return {
+        "id": conv.id,
+        "title": conv.title,
+        "model": conv.model,
+        "system": conv.system,
+        "options": conv.options.to_dict(),
+        "created": conv.created,
+        "updated": conv.updated,
+        "messages": [
+            {
+                "role": e.role,
+                "content": e.content,
+                "model": e.model,
+                "state": e.state,
+                "stats": e.stats.to_dict() if e.stats else None,
+                "created": e.created,
+            }
+            for e in conv.entries
+        ],
+    }
+
+
+def export_conversation(conv: Conversation, path: Path | str, fmt: str | None = None) -> Path:
+    """Write ``conv`` to ``path`` as Markdown or JSON (by ``fmt``, else by the suffix; no suffix means .md).
+
+    The file appears whole or not at all: it is written beside its place and renamed over it, so a full disk or
+    a crash never leaves half an export under the name asked for.
+    """
+    target = Path(path).expanduser()
+    if not target.suffix and fmt is None:
+        target = target.with_suffix(".md")
+    kind = fmt or EXPORT_FORMATS.get(target.suffix.lower(), "markdown")
+    if kind not in ("markdown", "json"):
+        raise InvalidOptions(f"cannot export as {kind!r}", hint="use a .md or .json file name")
+    text = (
+        json.dumps(conversation_json(conv), indent=2, ensure_ascii=False) + "\n"
+        if kind == "json"
+        else conv.to_markdown()
+    )
+    tmp: str | None = None
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, target)
+        tmp = None
+    except OSError as exc:
+        raise InvalidOptions(
+            f"cannot write {target}: {exc.strerror or exc}", hint="check that the folder exists and is writable"
+        ) from None
+    finally:
+        if tmp is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+    return target
+
+
+class Session:
+    """A conversation being had through one face: send turns, switch model, fork, compare, export."""
+
+    def __init__(self, hub: Hub, store: Store | None = None, conv: Conversation | None = None) -> None:
+        self.hub = hub
+        self.store = store
+        self.conv = conv or Conversation(hub.config.default_model)
+        #: how the last turn sent through this session ended
+        self.last: TurnResult | None = None
+        #: the conversations the last compare made, one per model in its order
+        self.forks: list[Conversation] = []
+
+    @property
+    def model(self) -> str:
+        """The model this conversation talks to."""
+        return self.conv.model
+
+    # ----- turns -----------------------------------------------------------------------------------------
+
+    def send(self, text: str, options: Options | None = None) -> Turn:
+        """Start the next turn: iterate the result for its chunks, close it to cancel, then read ``result``."""
+        return Turn(self.hub, self.conv, text, self.store, options)
+
+    def result(self, turn: Turn) -> TurnResult:
+        """How ``turn`` ended (call once its stream is closed); remembered as ``last``."""
+        self.last = TurnResult.of(turn)
+        return self.last
+
+    # ----- models ----------------------------------------------------------------------------------------
+
+    async def check_model(self, spec: str | None = None) -> ModelInfo | None:
+        """Whether ``spec`` (default: the current model) can be used now; raises the reason when not."""
+        return await check_model(self.hub, spec or self.conv.model)
+
+    async def switch_model(self, spec: str) -> ModelInfo | None:
+        """Talk to ``spec`` from the next turn on, after the one check every face makes; on an error the model
+        stays as it was."""
+        spec = spec.strip()
+        if not spec:
+            raise InvalidOptions("no model named", hint="e.g. smollm2:135m (the model list shows the others)")
+        info = await self.check_model(spec)
+        self.conv.model = spec
+        self.save()
+        return info
+
+    # ----- conversations ---------------------------------------------------------------------------------
+
+    def save(self) -> None:
+        """Store the conversation's own fields (model, system prompt, options) once it has messages."""
+        if self.store is not None and self.conv.entries:
+            self.store.save(self.conv)
+
+    def fork(self, model: str | None = None, *, title: str = "") -> Conversation:
+        """A new, empty conversation with the same settings (the model may differ); this session keeps its own."""
+        return Conversation(model or self.conv.model, self.conv.system, self.conv.options, title=title)
+
+    def restart(self) -> Conversation:
+        """Start a new conversation in this session with the same model and settings; returns the old one."""
+        old = self.conv
+        self.conv = self.fork()
+        return old
+
+    def open(self, conv_id: str) -> Conversation:
+        """Continue a stored conversation (an id, an id prefix, a title, or "latest")."""
+        if self.store is None:
+            raise LLMSpellError("this face keeps no history", hint="start it without --no-history")
+        self.conv = self.store.find(conv_id)
+        return self.conv
+
+    def export(self, path: Path | str, fmt: str | None = None) -> Path:
+        """Write this conversation to ``path`` (Markdown or JSON), whole or not at all."""
+        return export_conversation(self.conv, path, fmt)
+
+    def _prepare_fork(self, fork: Conversation, spec: str) -> Callable[[], Awaitable[None]]:
+        """What runs before a compared model answers: the model check, then the history copied into its fork
+        (so a model that cannot be used leaves no stored copy behind)."""
+
+        async def prepare() -> None:
+            await check_model(self.hub, spec)
+            for e in self.conv.entries:
+                if e.content:
+                    copy = Entry(e.role, e.content, e.model, e.stats, e.state)
+                    if self.store is not None:
+                        self.store.add(fork, copy)
+                    else:
+                        fork.entries.append(copy)
+
+        return prepare
+
+    # ----- compare ---------------------------------------------------------------------------------------
+
+    async def compare(
+        self, models: Sequence[str], text: str, *, parallel: bool = True, options: Options | None = None
+    ) -> AsyncGenerator[CompareEvent, None]:
+        """Send ``text`` to each model as the next turn of its own copy of this conversation (stored as its own
+        conversation); yields each answer's events. A model that cannot be used gets one error event in its
+        place and the others go on; closing the stream cancels every answer still running."""
+        if not models:
+            raise InvalidOptions("compare needs at least one model", hint="e.g. smollm2:135m gemma3:270m")
+        self.forks = [self.fork(spec, title=f"{text[:48]} [{spec}]") for spec in models]
+        targets = [
+            Target(fork, options, prepare=self._prepare_fork(fork, spec))
+            for fork, spec in zip(self.forks, models, strict=True)
+        ]
+        stream = compare(self.hub, targets, text, store=self.store, parallel=parallel)
+        try:
+            async for event in stream:
+                yield event
+        finally:
+            await stream.aclose()
