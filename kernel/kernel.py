@@ -627,7 +627,7 @@ class LLMSpellKernel(Kernel):
     # ----- completion, inspection, is_complete, shutdown -----------------------------------------------------
 
     async def do_complete(self, code: str, cursor_pos: int | None) -> dict[str, Any]:  # type: ignore[override]
-        """Magic names after ``%``, model names after ``%model`` (and %pull, %compare)."""
+        """Magic names after ``%``, model names after ``%model`` (and %pull, %compare), option names after %set."""
         cursor = len(code) if cursor_pos is None else cursor_pos
         kind, word, start = completion_context(code, cursor)
         matches: list[str] = []
@@ -639,6 +639,8 @@ class LLMSpellKernel(Kernel):
             except LLMSpellError:
                 names = []
             matches = [n for n in names if n.startswith(word)]
+        elif kind == "option":
+            matches = [f"{name}=" for name in Options.names() if name.startswith(word)]
         return {"status": "ok", "matches": matches, "cursor_start": start, "cursor_end": cursor, "metadata": {}}
 
     async def do_inspect(  # type: ignore[override]

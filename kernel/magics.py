@@ -204,7 +204,7 @@ def is_complete(code: str) -> str:
 
 
 def completion_context(code: str, cursor: int) -> tuple[str, str, int]:
-    """What is being completed at ``cursor``: ("magic"|"model"|"", the word so far, where the word starts)."""
+    """What is being completed at ``cursor``: ("magic"|"model"|"option"|"", the word so far, where it starts)."""
     line_start = code.rfind("\n", 0, cursor) + 1
     line = code[line_start:cursor]
     word_start = max(line.rfind(" "), line.rfind("\t")) + 1
@@ -215,6 +215,8 @@ def completion_context(code: str, cursor: int) -> tuple[str, str, int]:
     first = line.split(maxsplit=1)[0] if line.strip() else ""
     if first.startswith("%") and first[1:] in MAGICS and MAGICS[first[1:]].models and word_start > 0:
         return "model", word, line_start + word_start
+    if first == "%set" and word_start > 0 and "=" not in word:
+        return "option", word, line_start + word_start
     return "", word, line_start + word_start
 
 

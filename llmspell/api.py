@@ -40,9 +40,8 @@ def set_hub(hub: Hub | None) -> None:
 def _close_hub() -> None:
     hub = _hub
     if hub is not None:
-        backend = hub.backends.get("llamacpp")
-        if backend is not None:
-            backend.close_sync()  # type: ignore[attr-defined]
+        for backend in hub.backends.values():
+            backend.close_sync()
 
 
 def _run_sync(coro: Coroutine[Any, Any, T]) -> T:

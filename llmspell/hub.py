@@ -24,12 +24,9 @@ class Hub:
     def __init__(self, config: cfgmod.Config | None = None, backends: Sequence[Backend] | None = None) -> None:
         self.config = config or cfgmod.load_config()
         if backends is None:
-            from llmspell.backends.llamacpp import LlamaCppBackend
-            from llmspell.backends.ollama import OllamaBackend
+            from llmspell.backends.registry import create_backends
 
-            backends = [LlamaCppBackend(self.config)]
-            if self.config.ollama_enabled:
-                backends.append(OllamaBackend(self.config))
+            backends = create_backends(self.config)
         self.backends: dict[str, Backend] = {b.name: b for b in backends}
         self._status_cache: dict[str, tuple[float, BackendStatus]] = {}
 

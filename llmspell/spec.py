@@ -8,7 +8,8 @@ from pathlib import Path
 
 from llmspell.errors import InvalidSpec
 
-#: backend kinds the core knows, and the aliases users may type for them
+#: the backend kinds llmspell ships (installed plugins add theirs: llmspell.backends.registry), and the aliases
+#: users may type for them
 BACKENDS = ("llamacpp", "ollama")
 BACKEND_ALIASES = {"gguf": "llamacpp", "embedded": "llamacpp", "llama.cpp": "llamacpp", "llama-cpp": "llamacpp"}
 
@@ -50,10 +51,15 @@ def canonical_backend(name: str) -> str:
     """Map an alias (gguf, embedded) to its backend kind; reject unknown names."""
     key = name.strip().lower()
     key = BACKEND_ALIASES.get(key, key)
-    if key not in BACKENDS:
+    if key in BACKENDS:
+        return key
+    from llmspell.backends.registry import kinds
+
+    known = kinds()
+    if key not in known:
         raise InvalidSpec(
             f"unknown backend {name!r}",
-            hint=f"backends are {', '.join(BACKENDS)} (aliases: {', '.join(BACKEND_ALIASES)}); {_EXAMPLE}",
+            hint=f"backends are {', '.join(known)} (aliases: {', '.join(BACKEND_ALIASES)}); {_EXAMPLE}",
         )
     return key
 

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from llmspell.errors import InvalidOptions
+from llmspell.options import FLOAT_OPTIONS, INT_OPTIONS, RANGES
 
 Role = Literal["system", "user", "assistant"]
 StopReason = Literal["stop", "length", "cancelled", "error"]
@@ -43,19 +44,6 @@ class Message:
         return {"role": self.role, "content": self.content}
 
 
-_RANGES: dict[str, tuple[float, float]] = {
-    "temperature": (0.0, 5.0),
-    "top_k": (0, 100_000),
-    "top_p": (0.0, 1.0),
-    "min_p": (0.0, 1.0),
-    "repeat_penalty": (0.0, 10.0),
-    "seed": (-1, 2**32 - 1),
-    "max_tokens": (1, 1_000_000),
-    "num_ctx": (16, 1_048_576),
-    "num_threads": (1, 1024),
-}
-
-
 @dataclass(frozen=True)
 class Options:
     """Generation options; ``None`` means the backend's default. Unknown keys are rejected."""
@@ -74,11 +62,11 @@ class Options:
     format: dict[str, Any] | str | None = None
 
     def __post_init__(self) -> None:
-        for name, (lo, hi) in _RANGES.items():
+        for name, (lo, hi) in RANGES.items():
             value = getattr(self, name)
             if value is None:
                 continue
-            want_int = name in ("top_k", "seed", "max_tokens", "num_ctx", "num_threads")
+            want_int = name in INT_OPTIONS
             if (
                 isinstance(value, bool)
                 or not isinstance(value, (int, float))
@@ -152,8 +140,6 @@ class Options:
         return self.with_values(parse_option_words(text))
 
 
-_INT_OPTIONS = frozenset({"top_k", "seed", "max_tokens", "num_ctx", "num_threads"})
-_FLOAT_OPTIONS = frozenset({"temperature", "top_p", "min_p", "repeat_penalty"})
 #: words that put an option back to the backend's default
 _UNSET_WORDS = frozenset({"default", "none", "unset", ""})
 
@@ -184,12 +170,12 @@ def parse_option_value(name: str, text: str) -> Any:
     text = text.strip()
     if text.lower() in _UNSET_WORDS:
         return None
-    if name in _INT_OPTIONS:
+    if name in INT_OPTIONS:
         try:
             return int(text)
         except ValueError:
             raise InvalidOptions(f"option {name} must be an integer, not {text!r}") from None
-    if name in _FLOAT_OPTIONS:
+    if name in FLOAT_OPTIONS:
         try:
             return float(text)
         except ValueError:

@@ -129,3 +129,16 @@ class GatedHub(Hub):
         finally:
             self.waiting = False
             await stream.aclose()
+
+
+def option_sample(option: Any) -> tuple[str, Any]:
+    """A valid value of an option of the table, as typed in a face and as the Options field then holds it."""
+    if option.kind == "int":
+        value = int(option.low) + 48
+        return str(value), value
+    if option.kind == "float":
+        value = option.low + (option.high - option.low) / 4
+        return str(value), value
+    if option.kind == "stop":
+        return "END|STOP", ("END", "STOP")
+    return "json", "json"

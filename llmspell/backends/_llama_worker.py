@@ -19,12 +19,13 @@ import numpy as np
 
 from llmspell.backends._threads import ThreadBudget
 from llmspell.errors import Cancelled, GenerationError, InsufficientResources, LLMSpellError, ModelFileCorrupt
+from llmspell.options import ENGINE_DEFAULTS
 from llmspell.types import Chunk, Options, Stats, StopReason
 
 log = logging.getLogger(__name__)
 
 # Sampling defaults when a request leaves an option unset: llama.cpp's own (llama-server, llama-cli).
-DEFAULTS = {"temperature": 0.8, "top_k": 40, "top_p": 0.95, "min_p": 0.05, "repeat_penalty": 1.0}
+DEFAULTS = ENGINE_DEFAULTS
 #: restoring a saved state only pays off when it saves this many prompt tokens over what is in the context
 _MIN_RESTORE_GAIN = 16
 #: a context is saved before being overwritten when it would lose at least this many tokens (a save of a few

@@ -6,10 +6,32 @@ import contextlib
 from abc import ABC, abstractmethod
 from collections.abc import AsyncGenerator, Sequence
 from contextlib import AbstractAsyncContextManager
-from typing import ClassVar
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, ClassVar
 
 from llmspell.spec import ModelSpec
 from llmspell.types import BackendStatus, Chunk, Message, ModelInfo, Options, PullProgress
+
+if TYPE_CHECKING:
+    from llmspell.config import Config
+
+
+@dataclass(frozen=True)
+class RunningModel:
+    """One loaded copy of a model, as `/api/ps` and serve's `/health` report it."""
+
+    #: the canonical model name (every spelling of the model maps to it)
+    name: str
+    backend: str
+    #: generating now, and requests waiting behind that
+    busy: bool = False
+    pending: int = 0
+    #: seconds it stays loaded when idle (negative: until unloaded); None when the backend does not say
+    keep_alive: float | None = None
+    #: seconds left before it is unloaded if nothing uses it; None: never, or not known
+    expires_in: float | None = None
+    last_stop_reason: str | None = None
+    last_generated_tokens: int = 0
 
 
 class Backend(ABC):
@@ -17,11 +39,19 @@ class Backend(ABC):
 
     #: the backend kind, as written after '@' in a spec
     kind: ClassVar[str]
+    #: True when loaded models live in this process (so its shutdown unloads them, and a face drawing here
+    #: competes with them for the cores); False for a server elsewhere
+    IN_PROCESS: ClassVar[bool] = False
     #: capability flags, so faces can hide what a backend cannot do
     IMPLEMENTS_CANCEL: ClassVar[bool] = True
     IMPLEMENTS_PULL: ClassVar[bool] = True
     IMPLEMENTS_DELETE: ClassVar[bool] = True
     IMPLEMENTS_FORMAT: ClassVar[bool] = True
+
+    @classmethod
+    def from_config(cls, config: Config) -> Backend:
+        """The backend as the config describes it (the registry builds every enabled kind this way)."""
+        raise NotImplementedError(f"{cls.__name__} does not say how to build itself from the config")
 
     def __init__(self, name: str | None = None) -> None:
         #: the instance name; equals ``kind`` unless several endpoints of one kind are configured
@@ -68,6 +98,22 @@ class Backend(ABC):
     @abstractmethod
     def complete(self, spec: ModelSpec, prompt: str, options: Options | None = None) -> AsyncGenerator[Chunk, None]:
         """Stream a plain continuation of ``prompt`` (no chat template). Closing cancels."""
+
+    async def canonical_name(self, spec: ModelSpec) -> str:
+        """The one name of the model ``spec`` means here, so every spelling of a model shares one admission
+        bound in the server (``smollm2`` and ``smollm2:135m`` are one file on the embedded backend)."""
+        return spec.tag
+
+    async def running(self) -> list[RunningModel]:
+        """Every loaded copy of every model: busy or idle, queue, keep-alive, expiry."""
+        return [RunningModel(name, self.name) for name in await self.loaded()]
+
+    async def set_keep_alive(self, spec: ModelSpec, seconds: float) -> None:  # noqa: B027 - optional hook
+        """From now on keep the model loaded ``seconds`` after its last use (negative: until unloaded). A backend
+        that takes keep-alive per request (a server) needs nothing here."""
+
+    def close_sync(self) -> None:  # noqa: B027 - optional hook, most backends hold nothing
+        """Release what the backend holds from synchronous code (atexit, a signal handler, tests)."""
 
     def room_to_draw(self) -> AbstractAsyncContextManager[bool]:
         """Keep a core free of this backend's engine threads while a face in this process draws; the block

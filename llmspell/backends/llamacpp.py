@@ -11,6 +11,7 @@ import importlib.util
 import json
 import os
 import threading
+import time
 from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +20,7 @@ from typing import Any
 from llmspell import config as cfgmod
 from llmspell.backends._llama_worker import Job, ModelWorker
 from llmspell.backends._threads import ThreadBudget
-from llmspell.backends.base import Backend
+from llmspell.backends.base import Backend, RunningModel
 from llmspell.catalog import Catalog, Resolved, Template, load_catalog
 from llmspell.errors import (
     BackendUnavailable,
@@ -138,6 +139,12 @@ class LlamaCppBackend(Backend):
     """GGUF models in-process; models stay loaded for ``keep_alive`` seconds and reuse their KV prefix."""
 
     kind = "llamacpp"
+    IN_PROCESS = True
+
+    @classmethod
+    def from_config(cls, config: cfgmod.Config) -> LlamaCppBackend:
+        """The embedded engine with the config's threads, context and cache settings."""
+        return cls(config)
 
     def __init__(self, config: cfgmod.Config | None = None, catalog: Catalog | None = None, name: str | None = None):
         super().__init__(name)
@@ -571,6 +578,38 @@ class LlamaCppBackend(Backend):
             self._workers.clear()
         for w in workers:
             w.stop(True)
+
+    async def canonical_name(self, spec: ModelSpec) -> str:
+        """The name of the file ``spec`` resolves to: "smollm2" and "smollm2:135m" are one model here."""
+        return (await asyncio.to_thread(self.resolve, spec)).name
+
+    async def running(self) -> list[RunningModel]:
+        """Every loaded copy (engine worker) of every model."""
+        now = time.monotonic()
+        with self._lock:
+            workers = [w for w in self._workers.values() if w.alive]
+        return [
+            RunningModel(
+                w.name,
+                self.name,
+                busy=w.busy,
+                pending=w.pending,
+                keep_alive=w.keep_alive,
+                expires_in=None if w.keep_alive < 0 else max(0.0, w.keep_alive - (now - w.last_used)),
+                last_stop_reason=w.report.stop_reason,
+                last_generated_tokens=w.report.generated_tokens,
+            )
+            for w in workers
+        ]
+
+    async def set_keep_alive(self, spec: ModelSpec, seconds: float) -> None:
+        """Each loaded copy of the model times itself out; a request's keep_alive sets all their timers."""
+        try:
+            copies = await asyncio.to_thread(self.instances, spec)
+        except LLMSpellError:
+            return
+        for worker in copies:
+            worker.keep_alive = seconds
 
     def worker_for(self, spec: ModelSpec | str) -> ModelWorker | None:
         """The worker that owns a loaded model, if any (for stats and tests)."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import os
 from collections.abc import AsyncGenerator, Sequence
@@ -12,8 +13,9 @@ from typing import Any
 import httpx
 
 from llmspell import config as cfgmod
-from llmspell.backends.base import Backend
+from llmspell.backends.base import Backend, RunningModel
 from llmspell.errors import BackendUnavailable, GenerationError, InvalidOptions, LLMSpellError, ModelNotFound
+from llmspell.options import OLLAMA_OPTIONS
 from llmspell.spec import ModelSpec
 from llmspell.types import BackendStatus, Chunk, Message, ModelInfo, Options, PullProgress, Stats
 
@@ -35,21 +37,6 @@ def _iso(when: dt.datetime | None) -> str | None:
     if when.tzinfo is None:
         when = when.replace(tzinfo=dt.UTC)
     return when.astimezone(dt.UTC).isoformat().replace("+00:00", "Z")
-
-
-#: the Ollama options that are llmspell's, by Ollama name: the backend sends them, ``llmspell serve`` takes them
-OLLAMA_OPTIONS = {
-    "temperature": "temperature",
-    "top_k": "top_k",
-    "top_p": "top_p",
-    "min_p": "min_p",
-    "repeat_penalty": "repeat_penalty",
-    "seed": "seed",
-    "stop": "stop",
-    "num_predict": "max_tokens",
-    "num_ctx": "num_ctx",
-    "num_thread": "num_threads",
-}
 
 
 def _ollama_options(opts: Options) -> dict[str, Any]:
@@ -77,6 +64,11 @@ class OllamaBackend(Backend):
     """Talks to an Ollama server; every call has explicit timeouts, so a hung server cannot hang us."""
 
     kind = "ollama"
+
+    @classmethod
+    def from_config(cls, config: cfgmod.Config) -> OllamaBackend:
+        """The Ollama server the config (or OLLAMA_HOST) points at."""
+        return cls(config)
 
     def __init__(self, config: cfgmod.Config | None = None, url: str | None = None, name: str | None = None):
         super().__init__(name)
@@ -292,9 +284,21 @@ class OllamaBackend(Backend):
 
     async def loaded(self) -> list[str]:
         """Names of the models in the server's memory (``/api/ps``)."""
-        return [m.name for m in await self.running()]
+        return [m.name for m in await self.ps()]
 
-    async def running(self) -> list[ModelInfo]:
+    async def running(self) -> list[RunningModel]:
+        """Each model in the server's memory, with the seconds left before the server unloads it."""
+        now = dt.datetime.now(dt.UTC)
+        out = []
+        for m in await self.ps():
+            left = None
+            if m.expires_at:
+                with contextlib.suppress(ValueError):
+                    left = (dt.datetime.fromisoformat(m.expires_at.replace("Z", "+00:00")) - now).total_seconds()
+            out.append(RunningModel(m.name, self.name, expires_in=max(left, 0.0) if left is not None else None))
+        return out
+
+    async def ps(self) -> list[ModelInfo]:
         """``/api/ps``: each model in memory with its size there and when the server will unload it."""
         try:
             async with self._client(self._list_timeout()) as client:

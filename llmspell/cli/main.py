@@ -12,9 +12,11 @@ from collections.abc import Sequence
 from typing import Any, TextIO
 
 from llmspell import __version__
+from llmspell.cli.flags import add_option_flags, options_from_args
 from llmspell.errors import LLMSpellError
 from llmspell.machine import human_bytes
-from llmspell.types import Options, PullProgress, Stats, read_format
+from llmspell.spec import parse_spec
+from llmspell.types import PullProgress, Stats
 
 
 def _table(rows: list[list[str]], headers: list[str], out: TextIO) -> None:
@@ -79,11 +81,8 @@ async def cmd_available(args: argparse.Namespace) -> int:
             quants = variant.quants.values() if args.all_quants else [variant.quants[variant.default_quant]]
             for q in quants:
                 tag = f"{entry.name}:{variant.name}" + ("" if q.name == variant.default_quant else f"-{q.name}")
-                on_disk = False
                 resolved = catalog.resolve(entry.name, f"{variant.name}-{q.name}")
-                if llama is not None:
-                    model = llama._catalog_model(resolved)
-                    on_disk = model.present or model.source == "pypi"
+                on_disk = llama is not None and await llama.has_model(parse_spec(f"{tag}@{llama.name}"))
                 fit = check_fit(int(q.ram_gb * GIB), q.size_bytes, machine, on_disk=on_disk)
                 records.append(
                     {
@@ -270,19 +269,6 @@ def format_stats(stats: Stats) -> str:
     )
 
 
-def _options(args: argparse.Namespace) -> Options:
-    raw = {
-        k: getattr(args, k)
-        for k in ("temperature", "top_k", "top_p", "min_p", "repeat_penalty", "seed", "max_tokens", "num_ctx")
-        if getattr(args, k) is not None
-    }
-    if args.stop:
-        raw["stop"] = tuple(args.stop)
-    if args.format:
-        raw["format"] = read_format(args.format)
-    return Options.from_dict(raw)
-
-
 async def cmd_run(args: argparse.Namespace) -> int:
     prompt = " ".join(args.prompt) if args.prompt else ""
     if not prompt and not sys.stdin.isatty():
@@ -290,7 +276,7 @@ async def cmd_run(args: argparse.Namespace) -> int:
     if not prompt.strip():
         print("error: no prompt given\n  pass it as an argument or on standard input", file=sys.stderr)
         return 2
-    opts = _options(args)
+    opts = options_from_args(args)
     hub = _hub()
     if args.raw:
         stream = hub.complete(args.model, prompt, opts)
@@ -367,16 +353,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--verbose", "-v", action="store_true", help="print timing statistics after the answer")
     r.add_argument("--raw", action="store_true", help="plain completion of the prompt, no chat template")
     r.add_argument("--system", help="system prompt")
-    r.add_argument("--temperature", type=float)
-    r.add_argument("--top-k", dest="top_k", type=int)
-    r.add_argument("--top-p", dest="top_p", type=float)
-    r.add_argument("--min-p", dest="min_p", type=float)
-    r.add_argument("--repeat-penalty", dest="repeat_penalty", type=float)
-    r.add_argument("--seed", type=int)
-    r.add_argument("--max-tokens", dest="max_tokens", type=int)
-    r.add_argument("--num-ctx", dest="num_ctx", type=int)
-    r.add_argument("--stop", action="append", help="stop sequence (repeatable)")
-    r.add_argument("--format", help='"json", a JSON schema, or @file.json: the answer must match it')
+    add_option_flags(r)
     r.set_defaults(func=cmd_run)
 
     from llmspell.cli.repl import add_chat_parser

@@ -10,19 +10,8 @@ import argparse
 import sys
 from typing import Any
 
+from llmspell.cli.flags import add_option_flags, options_from_args
 from llmspell.types import Options
-
-#: the option flags ``llmspell run`` has, with the same names and types, so both commands read alike
-_OPTION_FLAGS: tuple[tuple[str, str, type], ...] = (
-    ("--temperature", "temperature", float),
-    ("--top-k", "top_k", int),
-    ("--top-p", "top_p", float),
-    ("--min-p", "min_p", float),
-    ("--repeat-penalty", "repeat_penalty", float),
-    ("--seed", "seed", int),
-    ("--max-tokens", "max_tokens", int),
-    ("--num-ctx", "num_ctx", int),
-)
 
 
 def add_chat_parser(sub: Any) -> None:
@@ -43,18 +32,13 @@ def add_chat_parser(sub: Any) -> None:
         metavar="ID",
         help="continue the latest conversation, or the one with this id (or title)",
     )
-    for flag, dest, kind in _OPTION_FLAGS:
-        c.add_argument(flag, dest=dest, type=kind)
-    c.add_argument("--stop", action="append", help="stop sequence (repeatable)")
-    c.add_argument("--format", help='"json", a JSON schema, or @file.json: answers must match it')
+    add_option_flags(c)
     c.set_defaults(func=cmd_chat)
 
 
 def chat_options(args: argparse.Namespace) -> Options:
     """The generation options given as flags, read exactly as ``llmspell run`` reads them."""
-    from llmspell.cli.main import _options
-
-    return _options(args)
+    return options_from_args(args)
 
 
 async def cmd_chat(args: argparse.Namespace) -> int:

@@ -38,6 +38,7 @@ from llmspell.chat import Conversation, Turn
 from llmspell.cli.repl_render import make_view
 from llmspell.errors import InvalidOptions, LLMSpellError
 from llmspell.hub import Hub
+from llmspell.options import help_lines
 from llmspell.session import Session, error_text, model_names, state_note
 from llmspell.store import Store
 from llmspell.types import Options, Stats, parse_option_value, parse_option_words, read_format
@@ -722,9 +723,12 @@ def _switch(value: str, name: str) -> bool:
 async def _cmd_set(repl: Repl, arg: str) -> bool:
     if not arg:
         current = repl.conv.options.to_dict()
-        for name in Options.names():
+        for name, help_text in help_lines():
             value = current.get(name)
-            repl.say(f"  {name:<15}{value if value is not None else '(default)'}")
+            shown = "|".join(value) if isinstance(value, tuple) else value if value is not None else "(default)"
+            line = Text(f"  {name:<15}{shown!s:<12} ")
+            line.append(help_text, style="dim")
+            repl.console.print(line, soft_wrap=True)
         repl.say(f"  {'quiet':<15}{'on' if repl.quiet else 'off'}")
         repl.say(f"  {'markdown':<15}{'on' if repl.markdown else 'off'}")
         repl.dim("change one with /set KEY VALUE (VALUE default = back to the backend's default)")

@@ -278,13 +278,7 @@ class ServerState:
 
     async def model_key(self, backend: Backend, spec: ModelSpec) -> str:
         """The admission key of a request: the model it will run on, so every spelling of one model shares a bound."""
-        resolve = getattr(backend, "resolve", None)
-        if resolve is not None:
-            # the embedded backend maps "smollm2" and "smollm2:135m" to one file (and one set of workers)
-            name = (await asyncio.to_thread(resolve, spec)).name
-        else:
-            name = spec.tag
-        return f"{name}@{backend.name}"
+        return f"{await backend.canonical_name(spec)}@{backend.name}"
 
     async def open(
         self,
@@ -325,56 +319,44 @@ class ServerState:
                 with contextlib.suppress(E.LLMSpellError):
                     await backend.unload(spec)
             return
-        for worker in await self._copies(backend, spec):
-            # the embedded backend times each loaded copy of a model out by itself; a request sets all their timers
-            worker.keep_alive = seconds
-
-    async def _copies(self, backend: Backend, spec: ModelSpec | str) -> list[Any]:
-        """Every loaded copy (engine worker) of a model on the embedded backend; none for other backends."""
-        instances = getattr(backend, "instances", None)
-        if instances is None:
-            return []
-        try:
-            return list(await asyncio.to_thread(instances, spec))
-        except E.LLMSpellError:
-            return []
+        await backend.set_keep_alive(spec, seconds)
 
     async def workers(self) -> list[dict[str, Any]]:
-        """What each loaded embedded model is doing: busy or idle, queued jobs, how its last answer ended."""
+        """What each loaded model of this process is doing: busy or idle, queued jobs, how its last answer ended."""
         out = []
         for backend in self.hub.backends.values():
-            worker_for = getattr(backend, "worker_for", None)
-            if worker_for is None:
+            if not backend.IN_PROCESS:
                 continue
-            # the embedded backend may run several instances of one model for requests arriving together
-            instances = getattr(backend, "instances", None)
-            for name in await backend.loaded():
-                try:
-                    found = await asyncio.to_thread(instances or worker_for, name)
-                except E.LLMSpellError:
-                    continue
-                for w in found if isinstance(found, list) else [found] if found is not None else []:
-                    out.append(
-                        {
-                            "model": name,
-                            "backend": backend.name,
-                            "busy": w.busy,
-                            "pending": w.pending,
-                            "last_stop_reason": w.report.stop_reason,
-                            "last_generated_tokens": w.report.generated_tokens,
-                        }
-                    )
+            try:
+                running = await backend.running()
+            except E.LLMSpellError:
+                continue
+            # the embedded backend may run several copies of one model for requests arriving together
+            out += [
+                {
+                    "model": r.name,
+                    "backend": r.backend,
+                    "busy": r.busy,
+                    "pending": r.pending,
+                    "last_stop_reason": r.last_stop_reason,
+                    "last_generated_tokens": r.last_generated_tokens,
+                }
+                for r in running
+            ]
         return out
 
     async def expires_at(self, backend: Backend, name: str) -> str:
         """When a loaded model will be unloaded, as Ollama's /api/ps reports it."""
         far = "2318-01-01T00:00:00Z"
-        copies = await self._copies(backend, name)
-        if not copies or any(w.keep_alive < 0 for w in copies):
+        try:
+            copies = [r for r in await backend.running() if r.name == name]
+        except E.LLMSpellError:
+            copies = []
+        if not copies or any(r.expires_in is None for r in copies):
             return far
         # the model stays in memory until its last copy times out
-        left = max(w.keep_alive - (time.monotonic() - w.last_used) for w in copies)
-        when = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=max(left, 0))
+        left = max(r.expires_in or 0.0 for r in copies)
+        when = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=left)
         return when.isoformat().replace("+00:00", "Z")
 
 
@@ -540,7 +522,7 @@ async def _loaded_here(hub: Hub) -> list[str]:
     """``NAME@BACKEND`` of the models loaded in this process (a remote Ollama's models are not ours to unload)."""
     out: list[str] = []
     for backend in hub.backends.values():
-        if getattr(backend, "worker_for", None) is None:
+        if not backend.IN_PROCESS:
             continue
         with contextlib.suppress(E.LLMSpellError):
             out.extend(f"{name}@{backend.name}" for name in await backend.loaded())

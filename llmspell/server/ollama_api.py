@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict, model_validator
 from llmspell import __version__
 from llmspell import errors as E
 from llmspell.backends.base import Backend
-from llmspell.backends.ollama import OLLAMA_OPTIONS
+from llmspell.options import OLLAMA_OPTIONS
 from llmspell.server.app import (
     Generation,
     GenerationResponse,

@@ -112,11 +112,13 @@ async def test_loaded_and_unload_with_keep_alive_zero(ollama_backend: OllamaBack
     await collect(ollama_backend.chat(SMOL, HELLO, Options(max_tokens=2)))
     assert "smollm2:135m" in await ollama_backend.loaded()
     # ps: what is loaded, how big it is and when the server will unload it
-    running = {m.name: m for m in await ollama_backend.running()}
+    running = {m.name: m for m in await ollama_backend.ps()}
     smol = running["smollm2:135m"]
     assert smol.loaded and smol.backend == "ollama" and smol.size_bytes and smol.size_bytes > 50e6
     assert smol.expires_at is not None
     assert dt.datetime.fromisoformat(smol.expires_at.replace("Z", "+00:00")) > dt.datetime.now(dt.UTC)
+    [copy] = [r for r in await ollama_backend.running() if r.name == "smollm2:135m"]
+    assert copy.backend == "ollama" and copy.expires_in is not None and copy.expires_in > 0
     assert "smollm2:135m" in (await ollama_backend.status()).loaded
     assert await ollama_backend.unload(SMOL) is True
     assert "smollm2:135m" not in await ollama_backend.loaded()

@@ -605,3 +605,17 @@ def test_kernel_info_says_markdown_and_the_implementation(session: KernelSession
     info = session.kc.get_shell_msg(timeout=60)["content"]
     assert info["implementation"] == "llmspell_kernel" and info["implementation_version"] == "0.1.0"
     assert info["language_info"]["name"] == "markdown" and info["language_info"]["mimetype"] == "text/markdown"
+
+
+def test_every_option_of_the_table_completes_after_set_and_is_taken(session: KernelSession) -> None:
+    from llmspell.options import OPTIONS
+
+    assert _complete(session, "%set ")["matches"] == [f"{o.name}=" for o in OPTIONS]
+    assert _complete(session, "%set max")["matches"] == ["max_tokens="]
+    ran = session.run("%set min_p=0.1 repeat_penalty=1.1 num_threads=1")
+    assert ran.stdout.startswith("options: ") and "min_p=0.1" in ran.stdout and "num_threads=1" in ran.stdout
+    refused = session.run("%set min_p=7")
+    assert (
+        refused.status == "error" and "option min_p=7.0 is out of range; use a value from 0.0 to 1.0" in refused.error
+    )
+    session.run("%set min_p=default repeat_penalty=default num_threads=default")

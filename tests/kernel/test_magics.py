@@ -58,7 +58,8 @@ def test_completion_contexts() -> None:
     assert completion_context("hi\n  %se", 8) == ("magic", "%se", 5)
     assert completion_context("%model sm", 9) == ("model", "sm", 7)
     assert completion_context("%compare a b", 12) == ("model", "b", 11)
-    assert completion_context("%set tem", 8)[0] == ""
+    assert completion_context("%set tem", 8) == ("option", "tem", 5)
+    assert completion_context("%set temperature=0", 18)[0] == ""
     assert completion_context("plain words", 11)[0] == ""
 
 

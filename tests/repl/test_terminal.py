@@ -321,3 +321,54 @@ def test_ctrl_c_in_a_piped_chat_stops_the_answer_exits_130_and_keeps_it_marked(
     answer = saved.entries[-1]
     assert answer.role == "assistant" and answer.state == "cancelled"
     assert answer.content.strip() == (seen + rest).decode().strip(), "what was printed is what was kept"
+
+
+def _cpu_seconds(pid: int) -> float:
+    """User plus system CPU time a process (all its threads) has used so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _drain(child: pexpect.spawn, seconds: float) -> str:
+    """Read what the terminal shows for ``seconds`` (the reader of a real terminal never stops reading)."""
+    out, end = "", time.monotonic() + seconds
+    while time.monotonic() < end:
+        try:
+            out += child.read_nonblocking(1 << 16, timeout=max(0.0, min(0.05, end - time.monotonic())))
+        except pexpect.TIMEOUT:
+            pass
+    return out
+
+
+@pytest.mark.parametrize("how", ["interrupt character", "SIGINT", "twice"])
+def test_ctrl_c_on_a_terminal_stops_the_engine_and_gives_the_prompt_back(spawn, how: str) -> None:
+    """The report's case: 120x40 terminal, a long answer, output read all the time, Ctrl-C while it streams."""
+    child = spawn("smollm2:135m", "--temperature", "0.8", "--max-tokens", "3000")
+    child.expect_exact(">>> ")
+    child.send("Write a long story about a dragon.\r")
+    for _ in range(30000):
+        _drain(child, 0.01)
+        text, state = _latest_answer()
+        if state == "streaming" and len(text) > 40:
+            break
+    else:
+        raise AssertionError("the answer never started")
+    if how == "SIGINT":
+        os.kill(child.pid, signal.SIGINT)
+    else:
+        child.send("\x03\x03" if how == "twice" else "\x03")
+    # bounds, not timings: the mark and the prompt come back, and the session still reads commands
+    child.expect_exact("[interrupted", timeout=60)
+    child.expect_exact(">>> ", timeout=60)
+    partial, state = _latest_answer()
+    assert state == "cancelled" and len(partial) > 40, "kept and marked, never left 'streaming'"
+    # the engine stopped with the answer: at the prompt the process uses next to no CPU (decoding takes every
+    # core it is given, about a CPU-second per second)
+    before = _cpu_seconds(child.pid)
+    _drain(child, 1.0)
+    assert _cpu_seconds(child.pid) - before < 0.3
+    assert _latest_answer() == (partial, "cancelled"), "nothing was added after the stop"
+    out = run(child, "/model", "change it with")
+    assert "model: smollm2:135m" in out
+    child.send("/bye\r")
+    child.expect(pexpect.EOF, timeout=60)

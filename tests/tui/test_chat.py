@@ -13,7 +13,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import pytest
-from helpers import GEMMA, SMOL, GatedHub, notes, press_now, wait_until
+from helpers import GEMMA, SMOL, GatedHub, notes, option_sample, press_now, wait_until
 from scripted import SCRIPTED_ANSWER, SCRIPTED_STATS, ScriptedBackend
 from textual import events
 from textual.binding import Binding
@@ -616,6 +616,31 @@ async def test_settings_form_options_reach_the_backend() -> None:
         assert spec.tag == SMOL
         assert messages == [Message("system", "Be brief."), Message("user", "hi")]
         assert options == Options(temperature=0.3, top_k=20, top_p=0.9, seed=7, max_tokens=50)
+
+
+async def test_the_form_offers_every_option_of_the_table_and_applies_each(real_hub: Hub) -> None:
+    from llmspell.options import OPTIONS
+
+    app = create_app(real_hub, Store())
+    async with app.run_test(size=(100, 40)) as pilot:
+        screen = chat(pilot)
+        await pilot.press("ctrl+o")
+        await pilot.pause()
+        form = app.screen
+        assert isinstance(form, SettingsScreen)
+        shown = [i.id for i in form.query(Input) if i.id and i.id.startswith("opt-")]
+        assert shown == [f"opt-{o.name}" for o in OPTIONS if o.form]
+        assert [o.name for o in OPTIONS if not o.form] == ["format"], "format is the REPL's /json and %json"
+        for o in OPTIONS:
+            if o.form:
+                form.query_one(f"#opt-{o.name}", Input).value = option_sample(o)[0]
+        await pilot.press("ctrl+s")
+        await pilot.pause()
+        assert app.screen is screen
+        options = screen.active_pane.conv.options
+        assert {o.name: getattr(options, o.name) for o in OPTIONS if o.form} == {
+            o.name: option_sample(o)[1] for o in OPTIONS if o.form
+        }
 
 
 async def test_a_bad_option_is_named_and_the_form_stays_open() -> None:

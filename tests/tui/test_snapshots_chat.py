@@ -15,7 +15,7 @@ from llmspell.hub import Hub
 from llmspell.store import Store
 from llmspell_tui.app import LIGHT_THEME, create_app
 from llmspell_tui.screens.chat import ChatScreen
-from llmspell_tui.widgets.settings import SettingsScreen
+from llmspell_tui.widgets.settings import FIELDS, SettingsScreen
 
 SIZES = [pytest.param((80, 24), id="80x24"), pytest.param((160, 48), id="160x48")]
 
@@ -129,8 +129,8 @@ def test_settings_form(snap_compare: Any, size: tuple[int, int]) -> None:
             widget.cursor_blink = False
         for name, value in (("system", "You are terse."), ("opt-temperature", "0.2"), ("opt-seed", "42")):
             form.query_one(f"#{name}", Input).value = value
-        # system prompt -> temperature -> top_k -> top_p -> seed -> max_tokens, as a user moves
-        await pilot.press(*["tab"] * 5)
+        # from the system prompt through the options in the form's order to max_tokens, as a user moves
+        await pilot.press(*["tab"] * (1 + [name for name, _ in FIELDS].index("max_tokens")))
         await _until(pilot, lambda: form.focused is form.query_one("#opt-max_tokens"), "max_tokens' focus")
 
     assert snap_compare(_app(), terminal_size=size, run_before=_run(steps))

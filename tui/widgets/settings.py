@@ -13,17 +13,12 @@ from textual.screen import ModalScreen
 from textual.widgets import Button, Input, Label, Static, Switch
 
 from llmspell.errors import LLMSpellError
+from llmspell.options import OPTIONS
+from llmspell.session import error_text
 from llmspell.types import Options, parse_option_value
 
-#: the options the form edits, with what each one is for
-FIELDS: tuple[tuple[str, str], ...] = (
-    ("temperature", "0 = always the likeliest token"),
-    ("top_k", "sample among the k likeliest"),
-    ("top_p", "nucleus: 0 to 1"),
-    ("seed", "same seed + settings = same answer"),
-    ("max_tokens", "stop after this many"),
-    ("num_ctx", "context window in tokens"),
-)
+#: the options the form edits (every one of the option table meant for forms), with what each one is for
+FIELDS: tuple[tuple[str, str], ...] = tuple((o.name, o.help) for o in OPTIONS if o.form)
 
 
 @dataclass(frozen=True)
@@ -45,7 +40,7 @@ class SettingsScreen(ModalScreen[PaneSettings | None]):
         align: center middle;
     }
     SettingsScreen > Vertical {
-        width: 76;
+        width: 80;
         max-width: 100%;
         height: auto;
         max-height: 100%;
@@ -55,7 +50,7 @@ class SettingsScreen(ModalScreen[PaneSettings | None]):
     }
     SettingsScreen Grid {
         grid-size: 3;
-        grid-columns: 13 16 1fr;
+        grid-columns: 15 14 1fr;
         grid-rows: 1;
         grid-gutter: 0 1;
         height: auto;
@@ -137,8 +132,9 @@ class SettingsScreen(ModalScreen[PaneSettings | None]):
             with Grid():
                 for name, help_text in FIELDS:
                     value = getattr(opts, name)
+                    shown = "|".join(value) if isinstance(value, tuple) else "" if value is None else str(value)
                     yield Label(name)
-                    yield Input("" if value is None else str(value), placeholder="default", id=f"opt-{name}")
+                    yield Input(shown, placeholder="default", id=f"opt-{name}")
                     yield Static(help_text, classes="help")
             with Horizontal(classes="switches", id="same-row"):
                 yield Switch(self.current.same_for_all, id="same")
@@ -175,7 +171,7 @@ class SettingsScreen(ModalScreen[PaneSettings | None]):
         try:
             result = self.read()
         except LLMSpellError as exc:
-            self.query_one("#error", Static).update(str(exc))
+            self.query_one("#error", Static).update(error_text(exc))
             return
         self.dismiss(result)
 
