@@ -134,6 +134,7 @@ class Turn:
         conv = self.conv
         user = Entry("user", self.text)
         if store is not None:
+            store.persist(conv)  # a copy made in memory (a fork) is stored with its first turn
             store.add(conv, user)
         else:
             conv.entries.append(user)

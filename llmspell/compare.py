@@ -34,7 +34,7 @@ class Target:
     conv: Conversation
     options: Options | None = None
     #: run before the answer starts (a model check, say); what it raises becomes this target's error event
-    prepare: Callable[[], Awaitable[None]] | None = None
+    prepare: Callable[[], Awaitable[object]] | None = None
 
 
 @dataclass

@@ -13,10 +13,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import os
 import tempfile
-from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
+from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -209,9 +210,15 @@ class Session:
         if self.store is not None and self.conv.entries:
             self.store.save(self.conv)
 
-    def fork(self, model: str | None = None, *, title: str = "") -> Conversation:
-        """A new, empty conversation with the same settings (the model may differ); this session keeps its own."""
-        return Conversation(model or self.conv.model, self.conv.system, self.conv.options, title=title)
+    def fork(self, model: str | None = None, *, history: bool = False, title: str = "") -> Conversation:
+        """A new conversation with the same settings (the model may differ) and, with ``history``, a copy of
+        this one's messages; the copy is stored with its first turn. This session keeps its own."""
+        conv = Conversation(model or self.conv.model, self.conv.system, self.conv.options, title=title)
+        if history:
+            conv.entries = [
+                Entry(e.role, e.content, e.model, e.stats, e.state, created=e.created) for e in self.conv.entries
+            ]
+        return conv
 
     def restart(self) -> Conversation:
         """Start a new conversation in this session with the same model and settings; returns the old one."""
@@ -230,22 +237,6 @@ class Session:
         """Write this conversation to ``path`` (Markdown or JSON), whole or not at all."""
         return export_conversation(self.conv, path, fmt)
 
-    def _prepare_fork(self, fork: Conversation, spec: str) -> Callable[[], Awaitable[None]]:
-        """What runs before a compared model answers: the model check, then the history copied into its fork
-        (so a model that cannot be used leaves no stored copy behind)."""
-
-        async def prepare() -> None:
-            await check_model(self.hub, spec)
-            for e in self.conv.entries:
-                if e.content:
-                    copy = Entry(e.role, e.content, e.model, e.stats, e.state)
-                    if self.store is not None:
-                        self.store.add(fork, copy)
-                    else:
-                        fork.entries.append(copy)
-
-        return prepare
-
     # ----- compare ---------------------------------------------------------------------------------------
 
     async def compare(
@@ -256,9 +247,9 @@ class Session:
         place and the others go on; closing the stream cancels every answer still running."""
         if not models:
             raise InvalidOptions("compare needs at least one model", hint="e.g. smollm2:135m gemma3:270m")
-        self.forks = [self.fork(spec, title=f"{text[:48]} [{spec}]") for spec in models]
+        self.forks = [self.fork(spec, history=True, title=f"{text[:48]} [{spec}]") for spec in models]
         targets = [
-            Target(fork, options, prepare=self._prepare_fork(fork, spec))
+            Target(fork, options, prepare=functools.partial(check_model, self.hub, spec))
             for fork, spec in zip(self.forks, models, strict=True)
         ]
         stream = compare(self.hub, targets, text, store=self.store, parallel=parallel)

@@ -190,6 +190,22 @@ class Store:
             entry.id = cur.lastrowid
         return entry
 
+    def persist(self, conv: Conversation) -> None:
+        """Store the messages of ``conv`` that are not stored yet, in order (a copy of a conversation made in
+        memory is written with its first turn, so a copy nobody used leaves nothing in the history)."""
+        new = [e for e in conv.entries if e.id is None]
+        if not new:
+            return
+        self.save(conv)
+        with self._tx() as db:
+            for e in new:
+                cur = db.execute(
+                    "INSERT INTO messages (conversation_id, role, content, model, stats, state, created) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    (conv.id, e.role, e.content, e.model, _stats_json(e.stats), e.state, e.created),
+                )
+                e.id = cur.lastrowid
+
     def begin_answer(self, conv: Conversation, model: str) -> Entry:
         """Start an assistant message that will grow while it streams."""
         return self.add(conv, Entry("assistant", "", model=model, state="streaming"))

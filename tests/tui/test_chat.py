@@ -164,6 +164,31 @@ async def test_compare_mode_on_two_real_models(real_hub: Hub) -> None:
         assert [m.status for m in screen.last_metrics] == ["done", "done"]
 
 
+async def test_a_new_pane_continues_a_copy_and_compare_gives_each_model_the_same_history(real_hub: Hub) -> None:
+    app = create_app(real_hub, Store())
+    async with app.run_test(size=(160, 48)) as pilot:
+        screen = chat(pilot)
+        await send(pilot, "Name the capital of France.")
+        first = screen.panes[0]
+        history = [(e.role, e.content) for e in first.conv.entries]
+        await pilot.press("ctrl+n")
+        await pilot.pause()
+        second = screen.panes[1]
+        assert second.conv.id != first.conv.id and [(e.role, e.content) for e in second.conv.entries] == history
+        assert texts(second, "user") == texts(first, "user") and answers(second) == answers(first)
+        assert second.conv.id not in {r.id for r in app.store.list()}, "an unused copy is not stored"
+        # switching the copy's model keeps its history, as /model and %model keep theirs
+        await choose_model(pilot, second, GEMMA)
+        assert second.conv.model == GEMMA and [(e.role, e.content) for e in second.conv.entries] == history
+        await pilot.press("ctrl+t")
+        await send(pilot, "And of Italy?")
+        for pane, model in ((first, SMOL), (second, GEMMA)):
+            stored = app.store.load(pane.conv.id)
+            assert stored.model == model
+            assert [(e.role, e.content) for e in stored.entries[:2]] == history, f"{model} saw the same history"
+            assert stored.entries[2].content == "And of Italy?" and stored.entries[3].state == "done"
+
+
 async def test_two_panes_of_one_model_stream_at_the_same_time(real_hub: Hub) -> None:
     app = create_app(real_hub, Store())
     async with app.run_test(size=(160, 48)) as pilot:

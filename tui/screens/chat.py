@@ -20,7 +20,7 @@ from textual.worker import Worker
 from llmspell.chat import Conversation
 from llmspell.compare import StreamMetrics, Target, compare
 from llmspell.errors import LLMSpellError
-from llmspell.session import check_model, error_text, model_names
+from llmspell.session import Session, error_text, model_names
 from llmspell_tui.widgets.pane import ChatPane
 from llmspell_tui.widgets.settings import PaneSettings, SettingsScreen
 from llmspell_tui.widgets.status import BackendStatusBar
@@ -237,8 +237,9 @@ class ChatScreen(Screen[None]):
             self.notify(f"at most {MAX_PANES} panes", severity="warning")
             return None
         if panes:
-            src = self.active_pane.conv
-            conv = Conversation(model or src.model, src.system, src.options)
+            # the new pane continues a copy of the focused pane's conversation (stored with its first answer),
+            # so compare mode puts the same history to each model, as compare does in every face
+            conv = Session(self.hub, self.store, self.active_pane.conv).fork(model, history=True)
         else:
             conv = Conversation(model or self.hub.config.default_model)
         self._pane_seq += 1
@@ -246,6 +247,8 @@ class ChatScreen(Screen[None]):
             conv, suggestions=self._suggestions, id=f"pane-{self._pane_seq}", room_to_draw=self.hub.room_to_draw
         )
         await self.query_one("#panes").mount(pane)
+        if conv.entries:
+            await pane.load(conv)
         self._set_active(pane)
         self._show_mode()
         return pane
@@ -299,15 +302,15 @@ class ChatScreen(Screen[None]):
             self.notify("press Escape to stop the answer first", severity="warning")
             return
         if event.model != pane.conv.model:
-            # the one check every face makes: an unknown or not downloaded model is refused, the old one stays
+            # the one check every face makes: an unknown or not downloaded model is refused, the old one stays;
+            # the conversation goes on with the new model, as /model and %model do
             try:
-                await check_model(self.hub, event.model)
+                await Session(self.hub, self.store, pane.conv).switch_model(event.model)
             except LLMSpellError as exc:
                 pane.model_input.value = pane.conv.model
                 self.notify(error_text(exc), severity="error", title="cannot switch model", markup=False)
                 return
-        if event.model != pane.conv.model or pane.conv.entries:
-            await pane.load(pane.new_conversation(event.model))
+            pane.model_switched()
         self._set_active(pane)
         self.prompt.focus()
 

@@ -149,6 +149,12 @@ class ChatPane(Vertical):
     def _retitle(self) -> None:
         self.border_title = self.conv.title or "new chat"
 
+    def model_switched(self) -> None:
+        """The conversation goes on with another model: the picker and the stats line say which."""
+        self.model_input.value = self.conv.model
+        if self.conv.entries:
+            self.stats_line.update(f"now talking to {self.conv.model}; the conversation goes on")
+
     def set_suggestions(self, names: list[str]) -> None:
         """Model names offered while typing in the picker."""
         self._suggestions = names
