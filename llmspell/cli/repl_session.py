@@ -454,9 +454,8 @@ class Repl:
             specs, self.compare_next = self.compare_next, None
             await self.compare(specs, text)
             return
-        if self.model_error:
-            self.error(f"{self.conv.model} cannot be used ({self.model_error}); pick one with /model SPEC")
-            return
+        # sent even when the model could not be used at start: the backend may be back, and if not the prompt
+        # is kept with its failed answer, as in every face
         await self.stream_turn(self.conv, text)
 
     async def stream_turn(self, conv: Conversation, text: str) -> str:

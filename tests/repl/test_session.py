@@ -419,13 +419,16 @@ async def test_a_bug_in_a_command_is_one_internal_error_line_and_the_session_goe
     assert await d.ended() == 0
 
 
-async def test_unreachable_backend_at_start_is_one_line_and_prompts_are_refused_until_a_model_works(
+async def test_unreachable_backend_at_start_is_one_line_and_a_prompt_fails_kept_until_a_model_works(
     start_repl,
 ) -> None:
     d = await start_repl("smollm2:135m@ollama")
     assert "error: Ollama is not reachable" in d.out and "/model SPEC" in d.out
     out = await d.command("Hello", "error:")
-    assert "cannot be used" in out and not d.repl.conv.entries, "nothing is sent or saved"
+    assert "error: Ollama is not reachable at http://127.0.0.1:9 (generating)" in out
+    assert [(e.content, e.state) for e in d.repl.conv.entries] == [("Hello", "done"), ("", "failed")], (
+        "the prompt is kept with its failed answer, as in every face"
+    )
     await d.command("/model smollm2:135m", "now talking")
     out = await d.command("Name the capital of France.", "tok/s")
     assert "Paris" in out

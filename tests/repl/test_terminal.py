@@ -162,8 +162,8 @@ def test_an_unreachable_backend_at_start_is_one_line_and_the_prompt_stays(spawn)
     child = spawn("smollm2:135m@ollama")
     child.expect_exact("error: Ollama is not reachable at http://127.0.0.1:9")
     child.expect_exact(">>> ")
-    out = run(child, "Hello", "cannot be used")
-    assert "/model SPEC" in out
+    out = run(child, "Hello", "error: Ollama is not reachable at http://127.0.0.1:9 (generating)")
+    assert "ollama serve" in out
     child.send("/bye\r")
     child.expect(pexpect.EOF)
     child.close()
