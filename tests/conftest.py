@@ -45,3 +45,15 @@ def backend(shared_models: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Ll
     b = LlamaCppBackend(Config(keep_alive=300, num_ctx=2048))
     yield b
     b.close_sync()
+
+
+#: fixtures that run the real engine (or a face on it): a test using any of them is marked "engine", so
+#: ``./dev test -m "not engine"`` is a quick loop over everything else; ``./dev test`` still runs all
+ENGINE_FIXTURES = frozenset({"shared_models", "backend"})
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Mark the tests that need the engine (see ENGINE_FIXTURES)."""
+    for item in items:
+        if ENGINE_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.engine)

@@ -147,7 +147,15 @@ class ModelsScreen(Screen[None]):
             models, failed = await self.hub.list_all(name)
             self._set_backend_models(name, models, failed[0] if failed else None)
 
-        self.run_worker(list_one(), name=f"list {name}", group=f"models-{name}", exclusive=True, exit_on_error=False)
+        # the function, not a coroutine: an exclusive worker replaced before it starts never awaits its coroutine
+        # (a RuntimeWarning); Textual's stub infers Never for a coroutine function's result
+        self.run_worker(
+            list_one,  # type: ignore[arg-type]
+            name=f"list {name}",
+            group=f"models-{name}",
+            exclusive=True,
+            exit_on_error=False,
+        )
 
     def _set_backend_models(self, name: str, models: list[ModelInfo], failed: BackendStatus | None) -> None:
         self.models = [m for m in self.models if m.backend != name] + models
