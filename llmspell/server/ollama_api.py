@@ -15,16 +15,8 @@ from llmspell import __version__
 from llmspell import errors as E
 from llmspell.backends.base import Backend
 from llmspell.options import OLLAMA_OPTIONS
-from llmspell.server.app import (
-    Generation,
-    GenerationResponse,
-    ServerState,
-    ndjson,
-    now_iso,
-    parse_keep_alive,
-    state_of,
-    stats_ns,
-)
+from llmspell.server.state import Generation, GenerationResponse, ServerState, state_of
+from llmspell.server.wire import ndjson, now_iso, parse_keep_alive, stats_ns
 from llmspell.spec import ModelSpec
 from llmspell.types import Chunk, Message, ModelInfo, Options
 

@@ -13,7 +13,8 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from llmspell import errors as E
-from llmspell.server.app import GenerationResponse, error_body, error_status, error_text, state_of
+from llmspell.server.errors import error_body, error_status, error_text
+from llmspell.server.state import GenerationResponse, state_of
 from llmspell.types import Chunk, Message, Options, Stats
 
 router = APIRouter(prefix="/v1")

@@ -1,0 +1,62 @@
+"""How the server words and numbers an error: the HTTP status of each core error, and the body in the
+dialect of the API that was called (OpenAI's object under /v1, Ollama's string elsewhere)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from llmspell import errors as E
+from llmspell.session import error_text as core_error_text
+
+
+class QueueFull(Exception):
+    """Too many requests are waiting for one model."""
+
+
+class ClientGone(Exception):
+    """The client hung up before its answer was ready."""
+
+
+_STATUS = {
+    E.ModelNotFound: 404,
+    E.ModelFileMissing: 404,
+    E.InvalidSpec: 400,
+    E.InvalidOptions: 400,
+    E.NoChatTemplate: 400,
+    E.BackendUnavailable: 503,
+    E.Cancelled: 499,
+    E.InsufficientResources: 507,
+    E.DownloadError: 502,
+}
+
+
+def error_status(exc: BaseException) -> int:
+    """The HTTP status for a core error (Ollama's codes where it has one: 404 for an unknown model)."""
+    for kind, status in _STATUS.items():
+        if isinstance(exc, kind):
+            return status
+    return 500
+
+
+def error_text(exc: BaseException) -> str:
+    """One line a user can act on: the message, then the hint."""
+    if isinstance(exc, E.LLMSpellError):
+        return core_error_text(exc)
+    if isinstance(exc, QueueFull):
+        return str(exc)
+    return f"internal error: {type(exc).__name__}: {exc}"
+
+
+def error_body(path: str, message: str, status: int) -> dict[str, Any]:
+    """An error in the dialect of the API that was called: OpenAI's object under /v1, Ollama's string elsewhere."""
+    if path.startswith("/v1/"):
+        kind = (
+            "invalid_request_error"
+            if status in (400, 404, 422)
+            else "authentication_error"
+            if status == 401
+            else "server_error"
+        )
+        code = "model_not_found" if status == 404 else None
+        return {"error": {"message": message, "type": kind, "param": None, "code": code}}
+    return {"error": message}
