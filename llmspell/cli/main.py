@@ -13,10 +13,11 @@ from typing import Any, TextIO
 
 from llmspell import __version__
 from llmspell.cli.flags import add_option_flags, options_from_args
+from llmspell.cli.formatting import format_stats
 from llmspell.errors import LLMSpellError
 from llmspell.machine import human_bytes
 from llmspell.spec import parse_spec
-from llmspell.types import PullProgress, Stats
+from llmspell.types import PullProgress
 
 
 def _table(rows: list[list[str]], headers: list[str], out: TextIO) -> None:
@@ -244,29 +245,6 @@ async def cmd_rm(args: argparse.Namespace) -> int:
 
 
 # ----- run -----------------------------------------------------------------------------------------
-
-
-def _fmt_s(seconds: float) -> str:
-    return f"{seconds * 1000:.2f}ms" if seconds < 1 else f"{seconds:.3f}s"
-
-
-def format_stats(stats: Stats) -> str:
-    """Ollama's --verbose block, plus the first-token time and stop reason."""
-    return "\n".join(
-        [
-            f"total duration:       {_fmt_s(stats.total_time)}",
-            f"load duration:        {_fmt_s(stats.load_time)}",
-            f"prompt eval count:    {stats.prompt_eval_tokens} token(s)"
-            + (f" ({stats.cached_tokens} reused)" if stats.cached_tokens else ""),
-            f"prompt eval duration: {_fmt_s(stats.prompt_eval_time)}",
-            f"prompt eval rate:     {stats.prompt_tokens_per_s:.2f} tokens/s",
-            f"eval count:           {stats.generated_tokens} token(s)",
-            f"eval duration:        {_fmt_s(stats.generation_time)}",
-            f"eval rate:            {stats.generation_tokens_per_s:.2f} tokens/s",
-            f"time to first token:  {_fmt_s(stats.time_to_first_token)}",
-            f"stop reason:          {stats.stop_reason}",
-        ]
-    )
 
 
 async def cmd_run(args: argparse.Namespace) -> int:
