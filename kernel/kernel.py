@@ -29,6 +29,7 @@ from llmspell_kernel.magics import (
     is_complete,
     parse_cell,
 )
+from llmspell_kernel.output import CellOutput
 
 #: the environment variable that sets the milliseconds between display updates (tests set 0: every token)
 UPDATE_MS_ENV = "LLMSPELL_KERNEL_UPDATE_MS"
@@ -81,7 +82,7 @@ def _human_bytes(n: int | None) -> str:
     return human_bytes(n)
 
 
-class LLMSpellKernel(Kernel):
+class LLMSpellKernel(CellOutput, Kernel):
     """A Jupyter kernel whose cells are prompts to a local LLM, with %magics for models and options."""
 
     implementation = "llmspell_kernel"
@@ -149,51 +150,6 @@ class LLMSpellKernel(Kernel):
     def _persist(self) -> None:
         if self._saved():
             self.store.save(self.conversation)
-
-    # ----- output helpers ------------------------------------------------------------------------------------
-
-    def _send(self, msg_type: str, content: dict[str, Any], *, keep: bool = True) -> None:
-        if self._silent:
-            return
-        if keep:
-            self._kept.append((msg_type, content))
-        self.send_response(self.iopub_socket, msg_type, content)
-
-    def _print(self, text: str) -> None:
-        self._send("stream", {"name": "stdout", "text": text if text.endswith("\n") else text + "\n"})
-
-    def _warn(self, text: str) -> None:
-        self._send("stream", {"name": "stderr", "text": text + "\n"})
-
-    def _markdown(
-        self,
-        md: str,
-        plain: str | None = None,
-        display_id: str | None = None,
-        *,
-        update: bool = False,
-        keep: bool = True,
-    ) -> None:
-        content: dict[str, Any] = {
-            "data": {"text/markdown": md, "text/plain": plain if plain is not None else md},
-            "metadata": {},
-            "transient": {},
-        }
-        if display_id:
-            content["transient"] = {"display_id": display_id}
-        self._send("update_display_data" if update else "display_data", content, keep=keep and not update)
-
-    def _result(self, data: dict[str, Any], metadata: dict[str, Any] | None = None) -> None:
-        self._send(
-            "execute_result", {"execution_count": self.execution_count, "data": data, "metadata": metadata or {}}
-        )
-
-    def _error_reply(self, ename: str, message: str) -> dict[str, Any]:
-        lines = message.splitlines() or [ename]
-        tb = [f"\x1b[0;31m{ename}\x1b[0m: {lines[0]}", *lines[1:]]
-        content = {"ename": ename, "evalue": message, "traceback": tb}
-        self._send("error", content)
-        return {"status": "error", "execution_count": self.execution_count, **content}
 
     # ----- execute -------------------------------------------------------------------------------------------
 
@@ -295,21 +251,6 @@ class LLMSpellKernel(Kernel):
 
     def _footer(self, stats: Stats | None) -> str:
         return f"\n\n---\n<small>{self.conversation.model} · {stats.summary()}</small>" if stats else ""
-
-    def _drop_stream(self) -> None:
-        """Remove the streamed display from the cell (clear_output waits for the next output: no flicker) and
-        send the cell's other outputs again, so only the final form of the answer follows them."""
-        if self._silent:
-            return
-        self.send_response(self.iopub_socket, "clear_output", {"wait": True})
-        kept, self._kept = self._kept, []
-        for msg_type, content in kept:
-            self._send(msg_type, content)
-
-    def _finish(self, md: str, plain: str, metadata: dict[str, Any]) -> None:
-        """Replace the streamed display by the final result (Out[n]), keeping the cell's other outputs."""
-        self._drop_stream()
-        self._result({"text/markdown": md, "text/plain": plain}, metadata)
 
     async def _prompt(self, text: str, options: Options | None = None) -> tuple[str, Stats | None, str]:
         conv = self.conversation

@@ -11,6 +11,8 @@ from pathlib import Path
 
 import psutil
 
+from llmspell.types import human_bytes as human_bytes  # the faces have always found it here
+
 GIB = 1024**3
 
 
@@ -117,17 +119,6 @@ class Fit:
 
     fits: bool
     reason: str
-
-
-def human_bytes(n: float | None) -> str:
-    """1.2 GB style sizes (decimal units, as model cards and Ollama print them)."""
-    if n is None:
-        return "-"
-    for unit in ("B", "KB", "MB", "GB", "TB"):
-        if abs(n) < 1000 or unit == "TB":
-            return f"{n:.0f} {unit}" if unit in ("B", "KB") else f"{n:.1f} {unit}"
-        n /= 1000
-    return f"{n:.1f} TB"
 
 
 def check_fit(ram_needed: int, download_bytes: int, machine: MachineInfo, *, on_disk: bool) -> Fit:

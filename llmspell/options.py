@@ -41,8 +41,9 @@ class OptionSpec:
         """The allowed values, as messages and help show them."""
         if self.low is None or self.high is None:
             return ""
-        fmt = (lambda v: f"{int(v)}") if self.kind == "int" else (lambda v: f"{v}")
-        return f"{fmt(self.low)} to {fmt(self.high)}"
+        if self.kind == "int":
+            return f"{int(self.low)} to {int(self.high)}"
+        return f"{self.low} to {self.high}"
 
 
 OPTIONS: tuple[OptionSpec, ...] = (

@@ -32,7 +32,11 @@ from huggingface_hub.errors import (
     RepositoryNotFoundError,
     RevisionNotFoundError,
 )
-from huggingface_hub.utils import build_hf_headers, get_session, hf_raise_for_status
+from huggingface_hub.utils import (  # type: ignore[attr-defined]  # public names, not listed in __all__
+    build_hf_headers,
+    get_session,
+    hf_raise_for_status,
+)
 
 from llmspell import __version__
 from llmspell.errors import (

@@ -229,7 +229,7 @@ class Session:
     def open(self, conv_id: str) -> Conversation:
         """Continue a stored conversation (an id, an id prefix, a title, or "latest")."""
         if self.store is None:
-            raise LLMSpellError("this face keeps no history", hint="start it without --no-history")
+            raise LLMSpellError("there is no history here to open a conversation from")
         self.conv = self.store.find(conv_id)
         return self.conv
 

@@ -314,8 +314,6 @@ class ModelInfo:
 
     def facts(self) -> list[tuple[str, str]]:
         """What `llmspell model info` and the TUI's info dialog show, as label and value (empty ones left out)."""
-        from llmspell.machine import human_bytes
-
         rows: list[tuple[str, object]] = [
             ("name", f"{self.name}@{self.backend}"),
             ("about", self.description),
@@ -372,3 +370,14 @@ class PullProgress:
     def fraction(self) -> float:
         """Completed over total, 0 when the total is unknown."""
         return self.completed / self.total if self.total else 0.0
+
+
+def human_bytes(n: float | None) -> str:
+    """1.2 GB style sizes (decimal units, as model cards and Ollama print them)."""
+    if n is None:
+        return "-"
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if abs(n) < 1000 or unit == "TB":
+            return f"{n:.0f} {unit}" if unit in ("B", "KB") else f"{n:.1f} {unit}"
+        n /= 1000
+    return f"{n:.1f} TB"

@@ -91,7 +91,7 @@ def quiet_engine() -> None:
 
     engine_log = logging.getLogger("llmspell.llama_cpp")
 
-    @llama_cpp.llama_log_callback
+    @llama_cpp.llama_log_callback  # type: ignore[untyped-decorator]  # a ctypes callback type
     def _forward(level: int, text: bytes, _user: Any) -> None:
         engine_log.debug(text.decode("utf-8", errors="replace").rstrip())
 
@@ -297,7 +297,7 @@ class ModelWorker:
         self._states.clear()
         import llama_cpp
 
-        @llama_cpp.ggml_abort_callback
+        @llama_cpp.ggml_abort_callback  # type: ignore[untyped-decorator]  # a ctypes callback type
         def _abort(_data: Any) -> bool:
             event = self._cancel_event
             return event is not None and event.is_set()

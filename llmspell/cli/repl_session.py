@@ -445,12 +445,8 @@ class Repl:
                 # backlog to be printed (a slow terminal falls behind the engine): let it in after each token
                 await asyncio.sleep(0)
         except asyncio.CancelledError:
-            if not self.interrupted:
+            if not self._take_back_interrupt():
                 raise
-            # Ctrl-C ends only this answer: the session goes on, so the cancellation is consumed here
-            current = asyncio.current_task()
-            if current is not None:
-                current.uncancel()
         except LLMSpellError:
             pass  # recorded by the turn; reported below, once, after the partial answer
         finally:
@@ -458,6 +454,16 @@ class Repl:
             view.close()
         result = self.chat.result(turn)
         return self._report(result.state, result.stats, result.error)
+
+    def _take_back_interrupt(self) -> bool:
+        """After a cancellation: True, with the cancel undone, when it was Ctrl-C ending only the running answer
+        (the session goes on); False when the session itself is being cancelled."""
+        if not self.interrupted:
+            return False
+        current = asyncio.current_task()
+        if current is not None:
+            current.uncancel()
+        return True
 
     def _report(self, state: str, stats: Stats | None, error: str | None) -> str:
         """The line under an answer: its error, its state note, or its numbers; the outcome as a word."""
@@ -513,16 +519,12 @@ class Repl:
                         view.close()
                         view = None
                     outcome = self._report(m.status if m.status != "error" else "failed", m.stats, m.error)
-                    fork = self.chat.forks[event.index] if event.index < len(self.chat.forks) else None
-                    note = fork.id[:8] if outcome == "done" and fork is not None else outcome
+                    note = self.chat.forks[event.index].id[:8] if outcome == "done" else outcome
                     rows.append((specs[event.index], m.stats if outcome == "done" else None, note))
                 await asyncio.sleep(0)  # let a Ctrl-C in between tokens, as in stream_turn
         except asyncio.CancelledError:
-            if not self.interrupted:
+            if not self._take_back_interrupt():
                 raise
-            current = asyncio.current_task()
-            if current is not None:
-                current.uncancel()
         finally:
             await self._close_stream(stream)
             if view is not None:

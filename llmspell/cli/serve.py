@@ -80,8 +80,9 @@ async def cmd_serve(args: argparse.Namespace) -> int:
 
     from llmspell.config import load_config
     from llmspell.hub import Hub
-    from llmspell.server.app import ServerSettings, create_app
+    from llmspell.server.app import create_app
     from llmspell.server.security import is_loopback_bind
+    from llmspell.server.state import ServerSettings
 
     if args.max_queue < 0:
         raise LLMSpellError(f"--max-queue must be 0 or more, not {args.max_queue}")

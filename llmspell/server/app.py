@@ -138,7 +138,7 @@ def create_app(hub: Hub, settings: ServerSettings | None = None) -> Any:
     if "*" in settings.cors_origins:
         wrapped = CORSMiddleware(wrapped.app, allow_origins=["*"], allow_methods=["*"], allow_headers=["*"])
     wrapped = HostGuard(wrapped, enabled=is_loopback_bind(settings.host))
-    wrapped.state = state  # type: ignore[attr-defined]
+    wrapped.state = state
     return wrapped
 
 

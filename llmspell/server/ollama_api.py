@@ -265,7 +265,7 @@ def _chat_messages(body: ChatBody) -> list[Message]:
             raise _unsupported("images")
         if m.tool_calls or m.role == "tool":
             raise _unsupported("tool calls")
-        out.append(Message(m.role, m.content))  # type: ignore[arg-type]
+        out.append(Message(m.role, m.content))
     return out
 
 

@@ -13,6 +13,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from llmspell import errors as E
+from llmspell.options import OPTIONS
 from llmspell.server.errors import error_body, error_status, error_text
 from llmspell.server.state import GenerationResponse, state_of
 from llmspell.types import Chunk, Message, Options, Stats
@@ -98,17 +99,13 @@ def _options(body: _Body, max_tokens: int | None, fmt: Any = None) -> Options:
     for name in ("frequency_penalty", "presence_penalty"):
         if getattr(body, name) not in (None, 0, 0.0):
             raise E.InvalidOptions(f"{name} is not supported; use repeat_penalty through the Ollama API")
+    # the sampling fields OpenAI shares with llmspell, by the option table's OpenAI names; max_tokens (two
+    # spellings, a per-endpoint default), stop (a string or a list) and response_format are read above
+    values: dict[str, Any] = {
+        o.name: body.model_dump()[o.openai] for o in OPTIONS if o.openai and o.name not in ("max_tokens", "stop")
+    }
     stop = (body.stop,) if isinstance(body.stop, str) else tuple(body.stop or ())
-    return Options.from_dict(
-        {
-            "temperature": body.temperature,
-            "top_p": body.top_p,
-            "seed": body.seed,
-            "max_tokens": max_tokens,
-            "stop": stop or None,
-            "format": fmt,
-        }
-    )
+    return Options.from_dict({**values, "max_tokens": max_tokens, "stop": stop or None, "format": fmt})
 
 
 def _text(content: str | list[dict[str, Any]] | None) -> str:

@@ -69,3 +69,12 @@ def test_every_option_ollama_knows_is_sent_under_its_ollama_name() -> None:
         sent = _ollama_options(Options.from_dict({o.name: value}))
         assert sent == {o.ollama: list(value) if isinstance(value, tuple) else value}
         assert OLLAMA_OPTIONS[o.ollama] == o.name
+
+
+def test_every_option_openai_knows_is_a_field_of_the_openai_request_bodies() -> None:
+    from llmspell.server.openai_api import ChatCompletionBody, CompletionBody
+
+    for body in (ChatCompletionBody, CompletionBody):
+        for o in OPTIONS:
+            if o.openai is not None:
+                assert o.openai in body.model_fields, (body.__name__, o.openai)
