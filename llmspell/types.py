@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from llmspell.errors import InvalidOptions
-from llmspell.options import FLOAT_OPTIONS, INT_OPTIONS, RANGES
+from llmspell.optionspec import OptionSpec, opt
 
 Role = Literal["system", "user", "assistant"]
 StopReason = Literal["stop", "length", "cancelled", "error"]
@@ -46,20 +46,42 @@ class Message:
 
 @dataclass(frozen=True)
 class Options:
-    """Generation options; ``None`` means the backend's default. Unknown keys are rejected."""
+    """Generation options; ``None`` means the backend's default. Unknown keys are rejected.
 
-    temperature: float | None = None
-    top_k: int | None = None
-    top_p: float | None = None
-    min_p: float | None = None
-    repeat_penalty: float | None = None
-    seed: int | None = None
-    stop: tuple[str, ...] = ()
-    max_tokens: int | None = None
-    num_ctx: int | None = None
-    num_threads: int | None = None
-    #: a JSON schema the answer must satisfy, or the string "json" for any JSON value
-    format: dict[str, Any] | str | None = None
+    Each field carries everything else about its option (``opt``: kind, help, range, default, CLI flag,
+    Ollama and OpenAI names), and every face, flag and wire mapping is made from that (``OPTIONS``):
+    adding an option is adding a field here.
+    """
+
+    # fmt: off
+    temperature: float | None = field(default=None, metadata=opt(
+        "float", "randomness; 0 = always the likeliest token", "0.8", 0.0, 5.0, 0.8,
+        "--temperature", "temperature", "temperature"))
+    top_k: int | None = field(default=None, metadata=opt(
+        "int", "sample among the k likeliest tokens", "40", 0, 100_000, 40, "--top-k", "top_k"))
+    top_p: float | None = field(default=None, metadata=opt(
+        "float", "nucleus: likeliest tokens up to this share", "0.95", 0.0, 1.0, 0.95, "--top-p", "top_p", "top_p"))
+    min_p: float | None = field(default=None, metadata=opt(
+        "float", "drop tokens under this share of the top", "0.05", 0.0, 1.0, 0.05, "--min-p", "min_p"))
+    repeat_penalty: float | None = field(default=None, metadata=opt(
+        "float", "above 1 discourages repeating tokens", "1.0", 0.0, 10.0, 1.0, "--repeat-penalty", "repeat_penalty"))
+    seed: int | None = field(default=None, metadata=opt(
+        "int", "same seed + settings = same answer", "random", -1, 2**32 - 1, None, "--seed", "seed", "seed"))
+    stop: tuple[str, ...] = field(default=(), metadata=opt(
+        "stop", "stop at any of these texts (a|b)", "none", flag="--stop", ollama="stop", openai="stop"))
+    max_tokens: int | None = field(default=None, metadata=opt(
+        "int", "stop after this many tokens", "until the context is full", 1, 1_000_000, None,
+        "--max-tokens", "num_predict", "max_tokens"))
+    num_ctx: int | None = field(default=None, metadata=opt(
+        "int", "context window in tokens", "the config's num_ctx", 16, 1_048_576, None, "--num-ctx", "num_ctx"))
+    # no flag: `run` never had one, and the engine picks the count from the machine's load (README)
+    num_threads: int | None = field(default=None, metadata=opt(
+        "int", "engine threads", "one per free core", 1, 1024, None, None, "num_thread"))
+    # a JSON schema the answer must satisfy, or the string "json" for any JSON value; Ollama takes it beside
+    # its options and OpenAI as response_format, both mapped by hand in serve
+    format: dict[str, Any] | str | None = field(default=None, metadata=opt(
+        "format", '"json" or a JSON schema the answer must match', "free text", flag="--format", form=False))
+    # fmt: on
 
     def __post_init__(self) -> None:
         for name, (lo, hi) in RANGES.items():
@@ -140,6 +162,17 @@ class Options:
         return self.with_values(parse_option_words(text))
 
 
+#: every option, in the order of the fields of Options, with its name filled in
+OPTIONS: tuple[OptionSpec, ...] = tuple(
+    dataclasses.replace(f.metadata["option"], name=f.name) for f in dataclasses.fields(Options)
+)
+#: names of the options that take whole numbers, and of those that take any number
+INT_OPTIONS = frozenset(o.name for o in OPTIONS if o.kind == "int")
+FLOAT_OPTIONS = frozenset(o.name for o in OPTIONS if o.kind == "float")
+#: each ranged option's (low, high)
+RANGES: dict[str, tuple[float, float]] = {
+    o.name: (o.low, o.high) for o in OPTIONS if o.low is not None and o.high is not None
+}
 #: words that put an option back to the backend's default
 _UNSET_WORDS = frozenset({"default", "none", "unset", ""})
 

@@ -1,5 +1,5 @@
-"""The option table is the one place an option is defined: the Options type, the CLI flags, the REPL's /set,
-the TUI's form and the Ollama wire names all come from it (the kernel's %set is checked in tests/kernel)."""
+"""An option is defined once, as a field of Options with its metadata: the CLI flags, the REPL's /set, the TUI's
+form and the Ollama and OpenAI names all come from it (the kernel's %set is checked in tests/kernel)."""
 
 from __future__ import annotations
 
@@ -20,8 +20,13 @@ from llmspell.store import Store
 from llmspell.types import Options
 
 
-def test_the_options_type_has_exactly_the_table_in_its_order() -> None:
+def test_every_field_of_options_is_an_option_of_the_table_with_all_it_needs() -> None:
+    """An option is one field of Options: its metadata is everything else the faces and wires read."""
     assert [f.name for f in dataclasses.fields(Options)] == [o.name for o in OPTIONS]
+    for o in OPTIONS:
+        assert o.help and o.default, o.name
+        if o.kind in ("int", "float"):
+            assert o.low is not None and o.high is not None and o.low < o.high, o.name
 
 
 @pytest.mark.parametrize("command", ["run", "chat"])
