@@ -8,8 +8,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from llmspell.errors import ConfigError
-from llmspell.types import Options
+from llmspell.errors import ConfigError, InvalidOptions
+from llmspell.types import Options, check_keep_alive
 
 
 def home() -> Path:
@@ -134,7 +134,11 @@ def load_config(path: Path | None = None) -> Config:
     if "default_model" in data:
         cfg.default_model = _typed(data["default_model"], str, "default_model", path)
     if "keep_alive" in data:
-        cfg.keep_alive = float(_typed(data["keep_alive"], (int, float), "keep_alive", path))
+        seconds = float(_typed(data["keep_alive"], (int, float), "keep_alive", path))
+        try:
+            cfg.keep_alive = check_keep_alive(seconds)
+        except InvalidOptions as exc:
+            raise ConfigError(f"{path}: {exc.message}", hint=exc.hint) from None
     if "options" in data:
         try:
             cfg.options = Options.from_dict(_typed(data["options"], dict, "options", path))

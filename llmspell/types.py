@@ -177,6 +177,22 @@ RANGES: dict[str, tuple[float, float]] = {
 _UNSET_WORDS = frozenset({"default", "none", "unset", ""})
 
 
+#: the longest keep-alive taken, in seconds (a year); a negative one means "until unloaded"
+MAX_KEEP_ALIVE = 365 * 24 * 3600.0
+
+
+def check_keep_alive(seconds: float, where: str = "keep_alive") -> float:
+    """A keep-alive in seconds as every timer can hold it: 0 unloads, a negative value keeps the model loaded
+    (normalised to -1), anything else must be finite and at most a year. NaN, infinity and 1e300 were taken
+    as they were and killed the model's worker thread (a timestamp out of range), wedging the model."""
+    if seconds != seconds or seconds > MAX_KEEP_ALIVE:
+        raise InvalidOptions(
+            f"{where} {seconds!r} is out of range",
+            hint=f"use seconds from 0 to {MAX_KEEP_ALIVE:.0f} (a year), or -1 to keep the model loaded",
+        )
+    return -1.0 if seconds < 0 else float(seconds)
+
+
 def read_format(text: str) -> str:
     """A ``format`` value as typed: ``@FILE`` is the JSON schema in FILE, anything else is the value itself."""
     if not text.startswith("@"):

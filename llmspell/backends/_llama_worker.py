@@ -20,7 +20,7 @@ import numpy as np
 from llmspell.backends._threads import ThreadBudget
 from llmspell.errors import Cancelled, GenerationError, InsufficientResources, LLMSpellError, ModelFileCorrupt
 from llmspell.options import ENGINE_DEFAULTS
-from llmspell.types import Chunk, Options, Stats, StopReason
+from llmspell.types import MAX_KEEP_ALIVE, Chunk, Options, Stats, StopReason
 
 log = logging.getLogger(__name__)
 
@@ -220,9 +220,17 @@ class ModelWorker:
             self.on_exit(self)
             return
         while True:
-            timeout = None if self.keep_alive < 0 else max(self.keep_alive, 0.0)
+            # bounded here too: a keep-alive the timers cannot hold (NaN, inf, 1e300) raised OverflowError in the
+            # wait below, which ended this thread with the model still registered, so every later request hung
+            keep = self.keep_alive
             try:
-                job = self._q.get(timeout=timeout) if timeout else self._q.get_nowait()
+                if keep < 0 or keep != keep:
+                    # until unloaded (before, this took the no-wait branch: -1 unloaded the model at once)
+                    job = self._q.get()
+                elif keep == 0:
+                    job = self._q.get_nowait()
+                else:
+                    job = self._q.get(timeout=min(keep, MAX_KEEP_ALIVE))
             except queue.Empty:
                 with self.lock:
                     if not self._q.empty():

@@ -36,7 +36,16 @@ from llmspell.errors import (
 from llmspell.ggufcheck import GGUFInfo
 from llmspell.machine import physical_cores
 from llmspell.spec import ModelSpec, parse_spec
-from llmspell.types import BackendStatus, Chunk, Message, ModelInfo, Options, PullProgress, human_bytes
+from llmspell.types import (
+    BackendStatus,
+    Chunk,
+    Message,
+    ModelInfo,
+    Options,
+    PullProgress,
+    check_keep_alive,
+    human_bytes,
+)
 
 #: the most copies of one model loaded at once (one chat screen shows at most four panes)
 MAX_INSTANCES = 4
@@ -516,6 +525,7 @@ class LlamaCppBackend(Backend):
 
     async def set_keep_alive(self, spec: ModelSpec, seconds: float) -> None:
         """Each loaded copy of the model times itself out; a request's keep_alive sets all their timers."""
+        seconds = check_keep_alive(seconds)
         try:
             copies = await asyncio.to_thread(self.instances, spec)
         except LLMSpellError:

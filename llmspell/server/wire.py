@@ -9,7 +9,7 @@ from typing import Any
 
 from llmspell import errors as E
 from llmspell.server.errors import error_text
-from llmspell.types import Stats
+from llmspell.types import Stats, check_keep_alive
 
 
 def now_iso() -> str:
@@ -24,10 +24,10 @@ def parse_keep_alive(value: float | int | str | None) -> float | None:
     if isinstance(value, bool):
         raise E.InvalidOptions("keep_alive must be a number of seconds or a duration such as 5m")
     if isinstance(value, (int, float)):
-        return float(value)
+        return check_keep_alive(float(value))
     text = value.strip()
     try:
-        return float(text)
+        return check_keep_alive(float(text))
     except ValueError:
         pass
     import re
@@ -36,7 +36,7 @@ def parse_keep_alive(value: float | int | str | None) -> float | None:
     if not parts or "".join(n + u for n, u in parts) != text:
         raise E.InvalidOptions(f"keep_alive {value!r} is not a duration", hint="use e.g. 300, 5m, 1h, 0 or -1")
     scale = {"h": 3600, "m": 60, "s": 1, "ms": 1e-3, "us": 1e-6, "µs": 1e-6, "ns": 1e-9}
-    return sum(float(n) * scale[u] for n, u in parts)
+    return check_keep_alive(sum(float(n) * scale[u] for n, u in parts))
 
 
 def ndjson(items: AsyncIterator[dict[str, Any]]) -> AsyncIterator[bytes]:

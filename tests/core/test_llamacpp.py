@@ -469,3 +469,26 @@ async def test_loading_models_leaves_stdout_and_stderr_alone(
     assert n > 5, "lines were written while the models loaded"
     assert out.splitlines() == [f"out line {i}" for i in range(n)], "no line written during a load was lost"
     assert err.splitlines() == [f"err line {i}" for i in range(n)]
+
+
+async def test_a_keep_alive_the_timers_cannot_hold_never_wedges_the_model(backend: LlamaCppBackend) -> None:
+    """A keep-alive of inf, NaN or 1e300 is refused at every edge; one that slips past them (set on the worker
+    itself) is bounded in the worker's wait, which once raised OverflowError, ended the thread and left the
+    model registered, so every later request for it hung. -1 keeps the model loaded (it used to unload it)."""
+    quick = Options(temperature=0, max_tokens=2)
+    await collect(backend.chat(parse_spec(SMOL), [Message("user", "Hi")], quick))
+    for bad in (float("inf"), float("nan"), 1e300):
+        with pytest.raises(InvalidOptions, match=r"keep_alive .* is out of range"):
+            await backend.set_keep_alive(parse_spec(SMOL), bad)
+    worker = backend.worker_for(SMOL)
+    assert worker is not None
+    for bad in (float("inf"), float("nan"), 1e300, -1.0):
+        worker.keep_alive = bad
+        # this answer ends with the worker waiting for the next job under the bad keep-alive...
+        await collect(backend.chat(parse_spec(SMOL), [Message("user", "Hi")], quick))
+        await wait_idle(worker)
+        # ...and the next one is still answered by the same, living worker (a bound, not a timing)
+        _text, last = await asyncio.wait_for(
+            collect(backend.chat(parse_spec(SMOL), [Message("user", "Hi")], quick)), 120
+        )
+        assert last.stats is not None and backend.worker_for(SMOL) is worker and worker.alive

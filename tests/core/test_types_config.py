@@ -165,3 +165,22 @@ def test_bad_config_files_name_the_key(tmp_path: Path, text: str, fragment: str)
     with pytest.raises(ConfigError) as err:
         config.load_config(path)
     assert fragment in str(err.value) and str(path) in str(err.value)
+
+
+@pytest.mark.parametrize("value", ["inf", "nan", "1e300", "40000000"])
+def test_a_keep_alive_the_timers_cannot_hold_is_a_config_error_naming_file_key_and_range(
+    tmp_path: Path, value: str
+) -> None:
+    path = tmp_path / "config.toml"
+    path.write_text(f"keep_alive = {value}\n", encoding="utf-8")
+    with pytest.raises(ConfigError) as err:
+        config.load_config(path)
+    text = f"{err.value.message}; {err.value.hint}"
+    assert str(path) in text and "keep_alive" in text and "out of range" in text
+    assert "from 0 to 31536000 (a year), or -1 to keep the model loaded" in text
+
+
+def test_a_negative_keep_alive_means_until_unloaded(tmp_path: Path) -> None:
+    path = tmp_path / "config.toml"
+    path.write_text("keep_alive = -5\n", encoding="utf-8")
+    assert config.load_config(path).keep_alive == -1.0

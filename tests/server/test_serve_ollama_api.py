@@ -176,6 +176,10 @@ async def test_async_client_streams_and_lists(server: ServeProcess) -> None:
         (ONE_MSG + b'"options": {"bogus": 1}}', "bogus"),
         (ONE_MSG + b'"options": {"top_k": "many"}}', "top_k"),
         (ONE_MSG + b'"keep_alive": "a while"}', "keep_alive"),
+        # values the timers cannot hold wedged the model for every client until a restart
+        (ONE_MSG + b'"keep_alive": 1e300}', "keep_alive 1e+300 is out of range"),
+        (ONE_MSG + b'"keep_alive": "inf"}', "keep_alive inf is out of range"),
+        (ONE_MSG + b'"keep_alive": "99999999h"}', "is out of range"),
         (ONE_MSG + b'"format": "xml"}', "format"),
         (b'{"model": "bad model name", "messages": [{"role": "user", "content": "x"}]}', "whitespace"),
         (b'{"messages": [{"role": "user", "content": "x"}]}', "model"),
