@@ -7,6 +7,7 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from llmspell.errors import ConfigError, InvalidOptions
 from llmspell.types import Options, check_keep_alive
@@ -118,6 +119,29 @@ def _typed(value: Any, kind: type | tuple[type, ...], key: str, path: Path) -> A
     return value
 
 
+def _ranged(value: Any, kind: type, key: str, path: Path, low: float, high: float, why: str = "") -> Any:
+    """A number of the right type within [low, high] (NaN and infinity never are); the message names the file,
+    the key, the value and the range."""
+    number = _typed(value, (int, float) if kind is float else kind, key, path)
+    if not (low <= number <= high):  # also False for NaN
+        shown = f"{low:g} to {high:g}" if kind is float else f"{int(low)} to {int(high)}"
+        raise ConfigError(
+            f"{path}: {key} = {value!r} is out of range; use a value from {shown}{f' ({why})' if why else ''}"
+        )
+    return kind(number)
+
+
+def _table(data: dict[str, Any], key: str, path: Path) -> dict[str, Any]:
+    """A [section] of the file; any other shape (``llamacpp = 5``, ``[[llamacpp]]``) is named as the error."""
+    table = data.get(key, {})
+    if not isinstance(table, dict):
+        raise ConfigError(
+            f"{path}: {key} must be a table ([{key}] with keys below it), not {type(table).__name__}",
+            hint="see `llmspell init-config` for the shape of the file",
+        )
+    return table
+
+
 def load_config(path: Path | None = None) -> Config:
     """Read config.toml (missing file -> defaults); every unknown key or wrong type is an error."""
     path = path or config_path()
@@ -144,34 +168,49 @@ def load_config(path: Path | None = None) -> Config:
             cfg.options = Options.from_dict(_typed(data["options"], dict, "options", path))
         except Exception as exc:
             raise ConfigError(f"{path}: [options]: {exc}") from None
-    lc = data.get("llamacpp", {})
+    lc = _table(data, "llamacpp", path)
     _check_keys(lc, "llamacpp", path)
+    cores = os.cpu_count() or 1
     if "threads" in lc:
-        cfg.threads = _typed(lc["threads"], int, "llamacpp.threads", path)
+        # more threads than a few per core only makes ggml's spinning barriers wait (100000 made 1,600 threads)
+        cfg.threads = _ranged(lc["threads"], int, "llamacpp.threads", path, 1, 4 * cores, f"{cores} cores here")
     if "gpu_layers" in lc:
-        cfg.gpu_layers = _typed(lc["gpu_layers"], int, "llamacpp.gpu_layers", path)
+        cfg.gpu_layers = _ranged(lc["gpu_layers"], int, "llamacpp.gpu_layers", path, -1, 100_000, "-1 = all")
     if "num_ctx" in lc:
-        cfg.num_ctx = _typed(lc["num_ctx"], int, "llamacpp.num_ctx", path)
+        cfg.num_ctx = _ranged(lc["num_ctx"], int, "llamacpp.num_ctx", path, 16, 1_048_576)
     if "state_cache_mb" in lc:
-        cfg.state_cache_mb = _typed(lc["state_cache_mb"], int, "llamacpp.state_cache_mb", path)
+        import psutil
+
+        memory_mb = psutil.virtual_memory().total // 2**20
+        cfg.state_cache_mb = _ranged(
+            lc["state_cache_mb"], int, "llamacpp.state_cache_mb", path, 0, memory_mb, "this machine's memory"
+        )
     if "discover_hf_cache" in lc:
         cfg.discover_hf_cache = _typed(lc["discover_hf_cache"], bool, "llamacpp.discover_hf_cache", path)
     if "discover_ollama_store" in lc:
         cfg.discover_ollama_store = _typed(lc["discover_ollama_store"], bool, "llamacpp.discover_ollama_store", path)
-    providers = data.get("providers", {})
+    providers = _table(data, "providers", path)
     _check_keys(providers, "providers", path)
-    ol = providers.get("ollama", {})
+    ol = _table(providers, "ollama", path)
     _check_keys(ol, "providers.ollama", path)
     if "url" in ol:
-        cfg.ollama_url = _typed(ol["url"], str, "providers.ollama.url", path)
+        url = _typed(ol["url"], str, "providers.ollama.url", path)
+        if urlsplit(url if "://" in url else f"http://{url}").scheme not in ("http", "https"):
+            raise ConfigError(
+                f"{path}: providers.ollama.url = {url!r} is not an http(s) address",
+                hint='e.g. url = "http://127.0.0.1:11434"',
+            )
+        cfg.ollama_url = url
     if "enabled" in ol:
         cfg.ollama_enabled = _typed(ol["enabled"], bool, "providers.ollama.enabled", path)
     if "connect_timeout" in ol:
-        cfg.ollama_connect_timeout = float(
-            _typed(ol["connect_timeout"], (int, float), "providers.ollama.connect_timeout", path)
+        cfg.ollama_connect_timeout = _ranged(
+            ol["connect_timeout"], float, "providers.ollama.connect_timeout", path, 0.01, 3600, "seconds"
         )
     if "read_timeout" in ol:
-        cfg.ollama_read_timeout = float(_typed(ol["read_timeout"], (int, float), "providers.ollama.read_timeout", path))
+        cfg.ollama_read_timeout = _ranged(
+            ol["read_timeout"], float, "providers.ollama.read_timeout", path, 0.01, 86_400, "seconds"
+        )
     return cfg
 
 

@@ -157,6 +157,21 @@ def test_config_values_are_read(tmp_path: Path) -> None:
         ("keep_alive = true", "keep_alive must be"),
         ("[options]\ntemperature = 9", "out of range"),
         ("this is not toml", "not valid TOML"),
+        # values taken at face value before: 100000 threads started 1,600 of them on 2 cores
+        ("[llamacpp]\nthreads = 100000", "llamacpp.threads = 100000 is out of range; use a value from 1 to"),
+        ("[llamacpp]\nthreads = 0", "llamacpp.threads = 0 is out of range"),
+        ("[llamacpp]\nnum_ctx = 0", "llamacpp.num_ctx = 0 is out of range; use a value from 16 to 1048576"),
+        ("[llamacpp]\nnum_ctx = 9999999999", "llamacpp.num_ctx = 9999999999 is out of range"),
+        ("[llamacpp]\nstate_cache_mb = -1", "llamacpp.state_cache_mb = -1 is out of range"),
+        ("[llamacpp]\nstate_cache_mb = 99999999999", "(this machine's memory)"),
+        ("[providers.ollama]\nread_timeout = nan", "providers.ollama.read_timeout = nan is out of range"),
+        ("[providers.ollama]\nread_timeout = -1", "providers.ollama.read_timeout = -1 is out of range"),
+        ("[providers.ollama]\nconnect_timeout = inf", "providers.ollama.connect_timeout = inf is out of range"),
+        ("[providers.ollama]\nurl = 'ftp://example.org'", "is not an http(s) address"),
+        # shapes that were internal errors
+        ("llamacpp = 5", "llamacpp must be a table ([llamacpp] with keys below it), not int"),
+        ("[[llamacpp]]\nthreads = 1", "llamacpp must be a table ([llamacpp] with keys below it), not list"),
+        ("providers = 'ollama'", "providers must be a table"),
     ],
 )
 def test_bad_config_files_name_the_key(tmp_path: Path, text: str, fragment: str) -> None:
