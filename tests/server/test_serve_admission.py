@@ -65,9 +65,15 @@ def test_a_queued_client_that_leaves_frees_its_slot_before_its_prompt_runs(serve
         for sock in running:
             sock.close()
     server.wait_idle()
-    small = {"model": "smollm2:135m", "messages": LONG["messages"], "stream": False, "options": {"num_predict": 3}}
+    # the server still answers whole; greedy and bounded (sampled, the model sometimes ended after 2 tokens)
+    small = {
+        "model": "smollm2:135m",
+        "messages": LONG["messages"],
+        "stream": False,
+        "options": {"num_predict": 3, "temperature": 0},
+    }
     ok = httpx.post(server.url + "/api/chat", json=small, timeout=120)
-    assert ok.status_code == 200 and ok.json()["eval_count"] == 3, ok.text
+    assert ok.status_code == 200 and ok.json()["done"] and 1 <= ok.json()["eval_count"] <= 3, ok.text
 
 
 @pytest.mark.parametrize("spec_version", ["2.3", "2.4"])
