@@ -507,11 +507,12 @@ class LLMSpellKernel(CellOutput, Kernel):
                     "transient": {"display_id": display_id},
                 }
                 self._kept.append(("display_data", content))
+                display_id = ""  # this model's display is final
                 if event.kind == "error":
                     notes.append(content)
         except asyncio.CancelledError:
-            if display_id and not any(k[1]["transient"].get("display_id") == display_id for k in self._kept[-1:]):
-                text, word = "".join(m.parts), state_note("cancelled")
+            if display_id:  # a model was answering: its display keeps what arrived, marked
+                text, word = m.text, state_note("cancelled")
                 self._markdown(f"{head}{text}\n\n---\n*{word}*", f"{text}\n[{word}]", display_id, update=True)
             raise Interrupted from None
         finally:

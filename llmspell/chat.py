@@ -134,8 +134,7 @@ class Turn:
         conv = self.conv
         user = Entry("user", self.text)
         if store is not None:
-            store.persist(conv)  # a copy made in memory (a fork) is stored with its first turn
-            store.add(conv, user)
+            store.add(conv, user)  # a copy made in memory (a fork) is stored with it
         else:
             conv.entries.append(user)
         # taken before the empty answer row exists, so this prompt is the last message sent

@@ -178,16 +178,10 @@ class Store:
             )
 
     def add(self, conv: Conversation, entry: Entry) -> Entry:
-        """Append a finished message to a conversation (saving the conversation first if new)."""
+        """Append a finished message to a conversation (saving the conversation, and any of its messages made in
+        memory, first)."""
         conv.entries.append(entry)
-        self.save(conv)
-        with self._tx() as db:
-            cur = db.execute(
-                "INSERT INTO messages (conversation_id, role, content, model, stats, state, created) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (conv.id, entry.role, entry.content, entry.model, _stats_json(entry.stats), entry.state, entry.created),
-            )
-            entry.id = cur.lastrowid
+        self.persist(conv)
         return entry
 
     def persist(self, conv: Conversation) -> None:

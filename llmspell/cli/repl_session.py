@@ -346,7 +346,7 @@ class Repl:
             return 2
         if self.model_error:
             return 1
-        outcome = await self.guarded(self.stream_turn(self.conv, text), default="interrupted")
+        outcome = await self.guarded(self.stream_turn(text), default="interrupted")
         return {"done": 0, "interrupted": 130}.get(outcome, 1)
 
     @contextlib.contextmanager
@@ -431,12 +431,11 @@ class Repl:
             return
         # sent even when the model could not be used at start: the backend may be back, and if not the prompt
         # is kept with its failed answer, as in every face
-        await self.stream_turn(self.conv, text)
+        await self.stream_turn(text)
 
-    async def stream_turn(self, conv: Conversation, text: str) -> str:
-        """Stream one answer to the screen and record it; 'done', 'interrupted' or 'error'."""
-        self.chat.conv = conv
-        view = make_view(self.console, markdown=self.markdown and conv.options.format is None)
+    async def stream_turn(self, text: str) -> str:
+        """Stream one answer of this conversation to the screen and record it; 'done', 'interrupted' or 'error'."""
+        view = make_view(self.console, markdown=self.markdown and self.conv.options.format is None)
         turn = self.chat.send(text)
         try:
             async for chunk in turn:

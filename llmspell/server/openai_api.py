@@ -101,8 +101,9 @@ def _options(body: _Body, max_tokens: int | None, fmt: Any = None) -> Options:
             raise E.InvalidOptions(f"{name} is not supported; use repeat_penalty through the Ollama API")
     # the sampling fields OpenAI shares with llmspell, by the option table's OpenAI names; max_tokens (two
     # spellings, a per-endpoint default), stop (a string or a list) and response_format are read above
+    fields = body.model_dump()
     values: dict[str, Any] = {
-        o.name: body.model_dump()[o.openai] for o in OPTIONS if o.openai and o.name not in ("max_tokens", "stop")
+        o.name: fields[o.openai] for o in OPTIONS if o.openai and o.name not in ("max_tokens", "stop")
     }
     stop = (body.stop,) if isinstance(body.stop, str) else tuple(body.stop or ())
     return Options.from_dict({**values, "max_tokens": max_tokens, "stop": stop or None, "format": fmt})
