@@ -72,7 +72,8 @@ def ollama_url(config_value: str | None = None) -> str:
 
 
 _KNOWN: dict[str, set[str]] = {
-    "": {"default_model", "keep_alive", "options", "llamacpp", "providers"},
+    "": {"default_model", "keep_alive", "options", "llamacpp", "providers", "arena"},
+    "arena": {"pool", "hide_stats", "size"},
     "llamacpp": {"threads", "gpu_layers", "num_ctx", "state_cache_mb", "discover_hf_cache", "discover_ollama_store"},
     "providers": {"ollama"},
     "providers.ollama": {"url", "enabled", "connect_timeout", "read_timeout"},
@@ -97,6 +98,12 @@ class Config:
     ollama_url: str | None = None
     ollama_connect_timeout: float = 2.0
     ollama_read_timeout: float = 300.0
+    #: the models blind rounds draw from; empty = every model that is on this machine
+    arena_pool: tuple[str, ...] = ()
+    #: keep speed figures hidden until the vote (they give a model away)
+    arena_hide_stats: bool = True
+    #: answers per blind round
+    arena_size: int = 2
     path: Path | None = None
 
 
@@ -211,6 +218,17 @@ def load_config(path: Path | None = None) -> Config:
         cfg.ollama_read_timeout = _ranged(
             ol["read_timeout"], float, "providers.ollama.read_timeout", path, 0.01, 86_400, "seconds"
         )
+    arena = _table(data, "arena", path)
+    _check_keys(arena, "arena", path)
+    if "pool" in arena:
+        pool = _typed(arena["pool"], list, "arena.pool", path)
+        for item in pool:
+            _typed(item, str, "arena.pool entries", path)
+        cfg.arena_pool = tuple(pool)
+    if "hide_stats" in arena:
+        cfg.arena_hide_stats = _typed(arena["hide_stats"], bool, "arena.hide_stats", path)
+    if "size" in arena:
+        cfg.arena_size = _ranged(arena["size"], int, "arena.size", path, 2, 4, "answers per round")
     return cfg
 
 
@@ -252,6 +270,12 @@ CONFIG_TEMPLATE = """\
 # enabled = true
 # connect_timeout = 2.0
 # read_timeout = 300.0
+
+# Blind rounds between models (the TUI's arena screen, /arena, %arena, `llmspell arena`).
+[arena]
+# pool = ["smollm2:135m", "gemma3:270m"]   # default: every model on this machine
+# hide_stats = true    # speed figures stay hidden until the vote (they give a model away)
+# size = 2             # answers per round, 2 to 4
 """
 
 

@@ -7,6 +7,7 @@ a face killed mid-answer leaves the partial text, marked unfinished, for the nex
 
 from __future__ import annotations
 
+import builtins
 import json
 import sqlite3
 import threading
@@ -20,6 +21,7 @@ from llmspell import config
 from llmspell.chat import Conversation, Entry
 from llmspell.errors import LLMSpellError
 from llmspell.types import Options, Stats
+from llmspell.votes import Answer, Vote
 
 #: the schema's history, in order: migration N brings a database from user_version N-1 to N. A database written
 #: before versions existed reads 0 and has the tables of migration 1 already (hence IF NOT EXISTS there). Add a
@@ -52,6 +54,33 @@ MIGRATIONS: tuple[str, ...] = (
     # 2: every face lists conversations newest first; without this the list reads the whole table
     """
     CREATE INDEX IF NOT EXISTS conversations_by_updated ON conversations(updated DESC);
+    """,
+    # 3: the arena's blind votes; a vote and its answers are written in one transaction, so a crash mid-round
+    # leaves every earlier vote whole and no half of this one
+    """
+    CREATE TABLE IF NOT EXISTS arena_votes (
+        id TEXT PRIMARY KEY,
+        created REAL NOT NULL,
+        prompt TEXT NOT NULL,
+        system TEXT,
+        category TEXT,
+        options TEXT NOT NULL,
+        -- a position ('0', '1', ...: the answer shown as A, B, ...), 'tie' or 'bad' (both bad)
+        winner TEXT NOT NULL,
+        judge TEXT NOT NULL DEFAULT 'user'
+    );
+    CREATE TABLE IF NOT EXISTS arena_answers (
+        vote_id TEXT NOT NULL REFERENCES arena_votes(id) ON DELETE CASCADE,
+        position INTEGER NOT NULL,
+        model TEXT NOT NULL,
+        backend TEXT NOT NULL,
+        quantization TEXT,
+        digest TEXT,
+        content TEXT NOT NULL,
+        stats TEXT,
+        PRIMARY KEY (vote_id, position)
+    );
+    CREATE INDEX IF NOT EXISTS arena_votes_by_created ON arena_votes(created);
     """,
 )
 
@@ -275,3 +304,71 @@ class Store:
         conv = self.load(conv_id)
         with self._tx() as db:
             db.execute("DELETE FROM conversations WHERE id=?", (conv.id,))
+
+    # ----- arena votes -----------------------------------------------------------------------------------
+
+    def add_vote(self, vote: Vote) -> None:
+        """Store a vote with its answers, all or nothing; a vote already stored (same id) is left as it is."""
+        with self._tx() as db:
+            if db.execute("SELECT 1 FROM arena_votes WHERE id=?", (vote.id,)).fetchone():
+                return
+            db.execute(
+                "INSERT INTO arena_votes (id, created, prompt, system, category, options, winner, judge) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    vote.id,
+                    vote.created,
+                    vote.prompt,
+                    vote.system,
+                    vote.category,
+                    json.dumps(vote.options.to_dict()),
+                    str(vote.winner),
+                    vote.judge,
+                ),
+            )
+            db.executemany(
+                "INSERT INTO arena_answers (vote_id, position, model, backend, quantization, digest, content, stats) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                [
+                    (vote.id, n, a.model, a.backend, a.quantization, a.digest, a.content, _stats_json(a.stats))
+                    for n, a in enumerate(vote.answers)
+                ],
+            )
+
+    def votes(self, category: str | None = None) -> builtins.list[Vote]:
+        """Every stored vote, oldest first (only those tagged ``category`` when one is given)."""
+        where, params = ("WHERE category = ?", (category,)) if category else ("", ())
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT id, created, prompt, system, category, options, winner, judge FROM arena_votes "
+                f"{where} ORDER BY created, id",
+                params,
+            ).fetchall()
+            answers: dict[str, list[Answer]] = {}
+            for r in self._db.execute(
+                "SELECT vote_id, model, backend, quantization, digest, content, stats FROM arena_answers "
+                "ORDER BY vote_id, position"
+            ):
+                answers.setdefault(r[0], []).append(Answer(r[1], r[2], r[3], r[4], r[5], _stats_from(r[6])))
+        return [
+            Vote(
+                id=r[0],
+                created=r[1],
+                prompt=r[2],
+                system=r[3],
+                category=r[4],
+                options=Options.from_dict(json.loads(r[5])),
+                winner=int(r[6]) if r[6].isdigit() else r[6],
+                judge=r[7],
+                answers=tuple(answers.get(r[0], ())),
+            )
+            for r in rows
+        ]
+
+    def categories(self) -> builtins.list[str]:
+        """The tags the stored votes carry, sorted."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT DISTINCT category FROM arena_votes WHERE category IS NOT NULL ORDER BY category"
+            ).fetchall()
+        return [r[0] for r in rows]
