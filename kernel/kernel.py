@@ -9,7 +9,7 @@ import shlex
 import signal
 import time
 import uuid
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ipykernel.kernelbase import Kernel
 
@@ -31,6 +31,10 @@ from llmspell_kernel.magics import (
 )
 from llmspell_kernel.output import CellOutput
 
+if TYPE_CHECKING:
+    from llmspell.arena import Arena, Round
+    from llmspell.compare import StreamMetrics
+
 #: the environment variable that sets the milliseconds between display updates (tests set 0: every token)
 UPDATE_MS_ENV = "LLMSPELL_KERNEL_UPDATE_MS"
 #: milliseconds between display updates while an answer streams, unless the environment says otherwise
@@ -39,16 +43,26 @@ DEFAULT_UPDATE_MS = 50
 _NAMES_TTL = 30.0
 #: the cursor shown at the end of an answer still being written
 _CURSOR = " ▌"
+#: how to take part in the arena, for a leaderboard that has no votes yet
+_HOW_TO_VOTE = (
+    "run a round (%arena on the first line of a cell, the prompt below it), then %arena vote a, b, tie or bad"
+)
 
 
 class Interrupted(Exception):
-    """The user pressed the stop button while this cell ran."""
+    """The user pressed the stop button while this cell ran (the message, if any, says what that left)."""
 
 
 class CompareFailed(LLMSpellError):
     """Every model of a %compare failed, so the cell has no answer at all."""
 
     kind = "compare_failed"
+
+
+class RoundNotVotable(LLMSpellError):
+    """An answer of an arena round failed or was cut short, so the round cannot be voted."""
+
+    kind = "round_not_votable"
 
 
 def update_every() -> float:
@@ -117,6 +131,11 @@ class LLMSpellKernel(CellOutput, Kernel):
         self._update_every = update_every()
         #: the answer text of each cell that had one, by execution count (what _, __ and _N stand for)
         self.answers: dict[int, str] = {}
+        #: the blind-vote arena (created by the first %arena that needs it), its last round and that round's
+        #: answer displays, which the vote fills in with the models' names
+        self._arena: Arena | None = None
+        self._round: Round | None = None
+        self._round_displays: list[str] = []
 
     # ----- the core, created on first use so a bad config.toml is an error in a cell, not a dead kernel ------
 
@@ -190,8 +209,11 @@ class LLMSpellKernel(CellOutput, Kernel):
             cell = parse_cell(code)
             await self._run_cell(cell)
             return ok
-        except (asyncio.CancelledError, Interrupted):
-            return self._error_reply("Interrupted", "stopped by the user; what arrived until then is kept above")
+        except (asyncio.CancelledError, Interrupted) as exc:
+            said = str(exc) if isinstance(exc, Interrupted) else ""
+            return self._error_reply(
+                "Interrupted", said or "stopped by the user; what arrived until then is kept above"
+            )
         except LLMSpellError as exc:
             return self._error_reply(type(exc).__name__, error_text(exc))
         except Exception as exc:  # one readable line in the cell, the traceback only in the kernel's log
@@ -566,10 +588,205 @@ class LLMSpellKernel(CellOutput, Kernel):
             meta,
         )
 
+    # ----- the arena: blind rounds, votes, the leaderboard ----------------------------------------------------
+
+    def _the_arena(self) -> Arena:
+        """The kernel's arena (created on first use), with this notebook's current %set options and %system."""
+        from llmspell.arena import Arena
+
+        if self._arena is None:
+            self._arena = Arena(self.hub, self.store)
+        # read at every use, so a %set between rounds applies to the next one (a round keeps the options it began with)
+        self._arena.options = self.conversation.options
+        self._arena.system = self.conversation.system
+        return self._arena
+
+    async def _magic_arena(self, arg: str, prompt: str) -> None:
+        # the words were checked when the cell was parsed (check_arena)
+        words = arg.split()
+        word = words[0].lower() if words else ""
+        rest = arg.strip()[len(words[0]) :].strip() if words else ""
+        if word == "vote":
+            self._arena_vote(rest)
+            return
+        if word == "leaderboard" or not (word or prompt):
+            self._arena_leaderboard(rest or None)
+            return
+        if word == "pool":
+            await self._arena_pool(rest)
+        elif word in ("tag", "category"):
+            self._arena_tag(rest)
+        if prompt:
+            await self._arena_round(prompt)
+
+    def _show_pool(self, arena: Arena, where: str) -> None:
+        self._print(f"arena pool: {len(arena.pool)} models{where}")
+        for spec, why in arena.skipped:
+            self._warn(f"skipped {spec}: {why}")
+
+    async def _arena_pool(self, arg: str) -> None:
+        try:
+            specs = shlex.split(arg)
+        except ValueError as exc:
+            raise MagicError(
+                f"%arena pool cannot read its models: {exc}", hint="e.g. %arena pool smollm2:135m gemma3:270m"
+            ) from None
+        arena = self._the_arena()
+        if specs:
+            await arena.set_pool(specs)  # refused (the old pool stays) when fewer than two usable models remain
+            self._show_pool(arena, ": " + ", ".join(c.label for c in arena.pool))
+        elif arena.pool:
+            self._print(f"arena pool: {len(arena.pool)} models: " + ", ".join(c.label for c in arena.pool))
+        else:
+            self._print(
+                "arena pool: not set; the first round takes the config's [arena] pool, else every model on this machine"
+            )
+
+    def _arena_tag(self, category: str) -> None:
+        self._the_arena().category = category or None
+        self._print(
+            f"arena category: {category} (the next rounds' votes carry it)" if category else "arena category cleared"
+        )
+
+    def _arena_answer(self, letter: str, m: StreamMetrics, hide_stats: bool) -> tuple[str, str]:
+        """The final form of one blind answer: its letter, its text and (unless the stats are hidden) its stats."""
+        head = f"**{letter}**\n\n"
+        if m.status == "error":
+            error = m.error or "failed"
+            return f"{head}*{error}*", f"{letter}: {error}"
+        note = ""
+        if m.status != "done":
+            note = f"\n\n---\n*{state_note('cancelled')}*"
+        elif m.stats is not None and not hide_stats:
+            note = f"\n\n---\n<small>{m.stats.summary()}</small>"
+        return f"{head}{m.text}{note}", f"{letter}: {m.text}"
+
+    async def _arena_round(self, prompt: str) -> None:
+        arena = self._the_arena()
+        if not arena.pool:
+            await arena.set_pool(None)
+            source = "the config's [arena] pool" if self.hub.config.arena_pool else "every model on this machine"
+            self._show_pool(arena, f" ({source})")
+        round_ = arena.start(prompt)
+        # a round is one prompt of its own, never a turn of self.conversation: the history would name the models
+        self._round, self._round_displays = round_, []
+        hide_stats = bool(self.hub.config.arena_hide_stats)
+        display_id, letter, last = "", "", 0.0
+        metrics: StreamMetrics | None = None
+        stopped = False
+        stream = round_.stream(self.hub, parallel=False)
+        try:
+            async for event in stream:
+                letter, metrics = round_.letters[event.index], event.metrics
+                head = f"**{letter}**\n\n"
+                if event.kind == "start":
+                    display_id = uuid.uuid4().hex
+                    self._round_displays.append(display_id)
+                    self._markdown(head + "*…*", f"{letter}: …", display_id, keep=False)
+                    continue
+                if event.kind == "chunk":
+                    now = time.monotonic()
+                    if now - last >= self._update_every:
+                        last = now
+                        text = metrics.text
+                        self._markdown(head + text + _CURSOR, f"{letter}: {text}", display_id, update=True)
+                    continue
+                md, plain = self._arena_answer(letter, metrics, hide_stats)
+                self._markdown(md, plain, display_id, update=True)
+                self._kept.append(
+                    (
+                        "display_data",
+                        {
+                            "data": {"text/markdown": md, "text/plain": plain},
+                            "metadata": {},
+                            "transient": {"display_id": display_id},
+                        },
+                    )
+                )
+                display_id = ""  # this answer's display is final
+        except asyncio.CancelledError:
+            stopped = True
+            if display_id and metrics is not None:  # an answer was being written: it keeps what arrived, marked
+                text, word = metrics.text, state_note("cancelled")
+                self._markdown(
+                    f"**{letter}**\n\n{text}\n\n---\n*{word}*", f"{letter}: {text}\n[{word}]", display_id, update=True
+                )
+        finally:
+            await stream.aclose()
+        if stopped:
+            if not round_.metrics:  # nothing began: there is no round to speak of
+                self._round = None
+            raise Interrupted("stopped by the user, so this round cannot be voted; send the prompt again")
+        problem = round_.problem()
+        if problem is not None:
+            raise RoundNotVotable(problem)
+        first, *others = [x.lower() for x in round_.letters]
+        choices = ", ".join([*others, "tie"])
+        self._markdown(
+            f"*Which answer is better? `%arena vote {first}` ({choices} or bad: all bad)*",
+            f"Which answer is better? %arena vote {first} ({choices} or bad: all bad)",
+        )
+
+    def _arena_vote(self, choice: str) -> None:
+        from llmspell_kernel.arena_view import ttft_text
+
+        round_ = self._round
+        if round_ is None:
+            raise MagicError(
+                "no arena round is waiting for a vote",
+                hint="run one first: %arena on the first line of a cell, the prompt below it",
+            )
+        vote = self._the_arena().vote(round_, choice)  # the core refuses a voted, failed or stopped round
+        reveal = round_.reveal()
+        rows = []
+        for n, (letter, label, m) in enumerate(reveal):
+            chosen = ("✓" if vote.winner == n else "") if isinstance(vote.winner, int) else vote.winner_text
+            speed = f"{m.tokens_per_s:.1f}" if m is not None and m.generated_tokens > 1 else "-"
+            rows.append([letter, label, speed, ttft_text(m.ttft if m is not None else None), chosen])
+        md, plain = _table(["answer", "model", "tokens/s", "TTFT", "chosen"], rows)
+        tagged = f" (category {round_.category})" if round_.category else ""
+        self._markdown(
+            f"You voted **{vote.winner_text}**{tagged}. The answers were:\n\n{md}",
+            f"You voted {vote.winner_text}{tagged}. The answers were:\n{plain}",
+        )
+        # the round's own cell now names each answer's model and shows its stats, where the blind answer was
+        for display_id, (letter, label, m) in zip(self._round_displays, reveal, strict=False):
+            if m is None:
+                continue
+            footer = f"\n\n---\n<small>{m.stats.summary()}</small>" if m.stats is not None else ""
+            self._markdown(
+                f"**{letter}: {label}**\n\n{m.text}{footer}", f"{letter} ({label}): {m.text}", display_id, update=True
+            )
+
+    def _arena_leaderboard(self, category: str | None) -> None:
+        from llmspell.arena import board
+        from llmspell_kernel.arena_view import leaderboard_html, leaderboard_text
+
+        votes = self.store.votes(category)
+        if not votes:
+            if category:
+                known = ", ".join(self.store.categories()) or "none yet"
+                self._print(f"no arena votes in category {category!r} yet (categories: {known}); {_HOW_TO_VOTE}")
+            else:
+                self._print(f"no arena votes yet: {_HOW_TO_VOTE}")
+            return
+        standings = board(votes)
+        heading = f"arena leaderboard{f' ({category})' if category else ''}: {len(votes)} votes"
+        self._display(
+            {
+                "text/html": leaderboard_html(standings, heading),
+                "text/plain": f"{heading}\n{leaderboard_text(standings)}",
+            }
+        )
+        waiting = self._round
+        if waiting is not None and waiting.problem() is None:
+            self._print("a round is waiting for your vote: %arena vote a, b, tie or bad")
+
     # ----- completion, inspection, is_complete, shutdown -----------------------------------------------------
 
     async def do_complete(self, code: str, cursor_pos: int | None) -> dict[str, Any]:  # type: ignore[override]
-        """Magic names after ``%``, model names after ``%model`` (and %pull, %compare), option names after %set."""
+        """Magic names after ``%``, model names after ``%model`` (and %pull, %compare, %arena pool), option names
+        after %set."""
         cursor = len(code) if cursor_pos is None else cursor_pos
         kind, word, start = completion_context(code, cursor)
         matches: list[str] = []

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import difflib
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from llmspell.errors import LLMSpellError
@@ -26,8 +27,36 @@ class MagicSpec:
     args: str = "optional"
     #: the magic takes the prompt below it (instead of the prompt going to the conversation)
     uses_prompt: bool = False
+    #: a magic that uses the prompt may also stand without one (it then does something else)
+    prompt_optional: bool = False
     #: the argument is a model spec (for completion)
     models: bool = False
+    #: model names are completed only after this first word of the argument (e.g. "pool"); empty: after any
+    models_after: str = ""
+    #: a further check of the argument and the prompt when the cell is parsed; raises MagicError
+    check: Callable[[str, str], None] | None = None
+
+
+#: what %arena's first word may be (tag and category are one thing under two names)
+ARENA_WORDS = ("pool", "vote", "tag", "category", "leaderboard")
+_ARENA_USAGE = "%arena [pool SPEC SPEC ... / vote a/b/tie/bad / tag [CATEGORY] / leaderboard [CATEGORY]]"
+
+
+def check_arena(arg: str, prompt: str) -> None:
+    """Refuse a %arena whose words or prompt do not fit, before anything of the cell runs."""
+    words = arg.split()
+    word = words[0].lower() if words else ""
+    if word and word not in ARENA_WORDS:
+        close = difflib.get_close_matches(word, ARENA_WORDS, n=1, cutoff=0.6)
+        hint = f"did you mean %arena {close[0]}? " if close else ""
+        raise MagicError(f"%arena does not know {words[0]!r}", hint=f"{hint}usage: {_ARENA_USAGE}")
+    if word == "vote" and len(words) != 2:
+        raise MagicError("%arena vote needs one choice: a, b, tie or bad", hint="e.g. %arena vote a")
+    if word in ("vote", "leaderboard") and prompt:
+        raise MagicError(
+            f"%arena {word} takes no prompt below it",
+            hint="a prompt goes below a plain %arena (or %arena pool / tag) in its own cell",
+        )
 
 
 MAGICS: dict[str, MagicSpec] = {
@@ -59,6 +88,24 @@ MAGICS: dict[str, MagicSpec] = {
             args="required",
             uses_prompt=True,
             models=True,
+        ),
+        MagicSpec(
+            "arena",
+            _ARENA_USAGE,
+            "blind votes between models: with a prompt below, two models of the pool (up to four: [arena] size)"
+            " answer it one after the other, shown only as A, B, ... (no names, and no speeds unless [arena]"
+            " hide_stats = false), with this notebook's %set options and %system prompt; the conversation is not"
+            " touched."
+            " `%arena vote a` (b, tie, or bad: both bad) records the vote and reveals the models and their speeds."
+            " `%arena pool SPEC SPEC ...` sets the pool (no SPEC: shows it; default: the config's [arena] pool,"
+            " else every model on this machine). `%arena tag CATEGORY` (or `category`) tags the next votes;"
+            " no CATEGORY clears it. `%arena` alone or `%arena leaderboard [CATEGORY]` shows the ratings with"
+            " their 95% intervals. The stop button stops a round, which then cannot be voted",
+            uses_prompt=True,
+            prompt_optional=True,
+            models=True,
+            models_after="pool",
+            check=check_arena,
         ),
         MagicSpec(
             "json",
@@ -134,8 +181,10 @@ def parse_cell(code: str) -> Cell:
             raise MagicError(f"%{m.name} takes no argument, not {m.arg!r}", hint=f"usage: {m.spec.usage}")
         if m.spec.args == "required" and not m.arg:
             raise MagicError(f"%{m.name} needs an argument", hint=f"usage: {m.spec.usage}")
-        if m.spec.uses_prompt and not prompt:
+        if m.spec.uses_prompt and not m.spec.prompt_optional and not prompt:
             raise MagicError(f"%{m.name} needs a prompt on the lines below it", hint=f"usage: {m.spec.usage}\nPROMPT")
+        if m.spec.check is not None:
+            m.spec.check(m.arg, prompt)
     users = [m for m in magics if m.spec.uses_prompt]
     if len(users) > 1:
         raise MagicError(
@@ -213,8 +262,11 @@ def completion_context(code: str, cursor: int) -> tuple[str, str, int]:
     if stripped.startswith("%") and not any(ch.isspace() for ch in stripped):
         return "magic", stripped, line_start + len(line) - len(stripped)
     first = line.split(maxsplit=1)[0] if line.strip() else ""
-    if first.startswith("%") and first[1:] in MAGICS and MAGICS[first[1:]].models and word_start > 0:
-        return "model", word, line_start + word_start
+    spec = MAGICS.get(first[1:]) if first.startswith("%") else None
+    if spec is not None and spec.models and word_start > 0:
+        before = line[:word_start].split()[1:]
+        if not spec.models_after or before[:1] == [spec.models_after]:
+            return "model", word, line_start + word_start
     if first == "%set" and word_start > 0 and "=" not in word:
         return "option", word, line_start + word_start
     return "", word, line_start + word_start

@@ -52,6 +52,10 @@ class CellOutput:
             content["transient"] = {"display_id": display_id}
         self._send("update_display_data" if update else "display_data", content, keep=keep and not update)
 
+    def _display(self, data: dict[str, Any], metadata: dict[str, Any] | None = None) -> None:
+        """One display_data with several representations (e.g. text/html and its text/plain fallback)."""
+        self._send("display_data", {"data": data, "metadata": metadata or {}, "transient": {}})
+
     def _result(self, data: dict[str, Any], metadata: dict[str, Any] | None = None) -> None:
         self._send(
             "execute_result", {"execution_count": self.execution_count, "data": data, "metadata": metadata or {}}

@@ -87,6 +87,8 @@ class Round:
                 yield event
         finally:
             await events.aclose()
+            if not self.metrics:  # closed before any answer began
+                self.metrics = [StreamMetrics(i, c.label) for i, c in enumerate(self.contenders)]
             for m in self.metrics:
                 if m.status in ("waiting", "streaming"):  # closed before this answer began or ended
                     m.status = "cancelled"
@@ -251,7 +253,6 @@ class Arena:
                 hint="name two or more downloaded models, e.g. smollm2:135m gemma3:270m",
             )
         self.pool, self.skipped = list(pool.values()), skipped
-        self.size = min(self.size, len(self.pool))
         self._count_exposure()
         return self.pool
 
@@ -289,7 +290,7 @@ class Arena:
         if len(self.pool) < 2:
             raise InvalidOptions("the arena has no pool yet", hint="name two or more models for it")
         chosen: list[Contender] = []
-        while len(chosen) < self.size:
+        while len(chosen) < min(self.size, len(self.pool)):
             left = [c for c in self.pool if c not in chosen]
             chosen.append(
                 min(

@@ -221,3 +221,30 @@ def median(values: Iterable[float]) -> float | None:
         return None
     mid = len(ordered) // 2
     return ordered[mid] if len(ordered) % 2 else (ordered[mid - 1] + ordered[mid]) / 2
+
+
+def interval_bars(standings: Sequence[Standing], width: int = 40) -> tuple[list[str], str]:
+    """Each model's 95% interval drawn in ``width`` characters (``├──●──┤``, on one shared scale), and an axis
+    line under them with the lowest and highest rating shown; for a terminal or a TUI screen."""
+    if not standings:
+        return [], ""
+    width = max(width, 12)
+    lo = min(s.low for s in standings)
+    hi = max(s.high for s in standings)
+    span = (hi - lo) or 1.0
+
+    def at(value: float) -> int:
+        return min(width - 1, max(0, round((value - lo) / span * (width - 1))))
+
+    bars = []
+    for s in standings:
+        cells = [" "] * width
+        left, right, mid = at(s.low), at(s.high), at(s.rating)
+        for x in range(left, right + 1):
+            cells[x] = "─"
+        cells[left], cells[right] = "├", "┤"
+        cells[mid] = "●"
+        bars.append("".join(cells).rstrip())
+    low_text, high_text = f"{lo:.0f}", f"{hi:.0f}"
+    axis = low_text + " " * max(1, width - len(low_text) - len(high_text)) + high_text
+    return bars, axis

@@ -348,6 +348,10 @@ def build_parser() -> argparse.ArgumentParser:
     from llmspell.cli.serve import add_serve_parser
 
     add_serve_parser(sub)
+
+    from llmspell.cli.arena import add_arena_parser
+
+    add_arena_parser(sub)
     return p
 
 

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 from rich.text import Text
 
 from llmspell.cli.formatting import format_stats
+from llmspell.cli.repl_arena import cmd_arena, cmd_vote
 from llmspell.errors import InvalidOptions, LLMSpellError
 from llmspell.options import help_lines
 from llmspell.types import Options, parse_option_value, parse_option_words, read_format
@@ -314,6 +315,15 @@ _COMMANDS = (
     Command("/history", "/history", "list saved conversations", _cmd_history),
     Command("/export", "/export FILE.md|FILE.json", "write this conversation as Markdown or JSON", _cmd_export),
     Command("/compare", "/compare SPEC...", "send the next prompt to several models", _cmd_compare),
+    Command(
+        "/arena",
+        "/arena [SPEC...|off|board|tag T]",
+        "blind rounds: each prompt to two models shown as A and B, then your vote",
+        cmd_arena,
+    ),
+    Command(
+        "/vote", "/vote a|b|tie|bad", "vote the waiting arena round (typing the choice alone does it too)", cmd_vote
+    ),
     Command("/json", "/json [SCHEMA|off]", "make answers JSON (matching SCHEMA, or @file.json)", _cmd_json),
     Command("/help", "/help", "this list", _cmd_help, ("/?",)),
     Command("/bye", "/bye", "leave", _cmd_bye, ("/exit", "/quit")),

@@ -32,7 +32,12 @@ from rich.console import Console
 from rich.text import Text
 
 from llmspell import config as cfgmod
+from llmspell.arena import Arena, Round
 from llmspell.chat import Conversation, Turn
+from llmspell.cli.repl_arena import VOTE_PROMPT
+from llmspell.cli.repl_arena import play as arena_play
+from llmspell.cli.repl_arena import vote as arena_vote
+from llmspell.cli.repl_arena import waiting as arena_waiting
 from llmspell.cli.repl_commands import _COMMANDS, DISPLAY_SETTINGS, Command
 from llmspell.cli.repl_render import make_view
 from llmspell.errors import LLMSpellError
@@ -120,7 +125,7 @@ class ReplCompleter(Completer):
         cmd = self.repl.lookup(name)
         if cmd is None:
             return
-        if cmd.name in ("/model", "/compare"):
+        if cmd.name in ("/model", "/compare", "/arena"):
             choices = self.repl.model_names
         elif cmd.name == "/set" and " " not in arg:
             choices = [*Options.names(), *DISPLAY_SETTINGS]
@@ -167,6 +172,9 @@ class Repl:
         self.model_error: str | None = None
         #: models the next prompt goes to, set by /compare
         self.compare_next: list[str] | None = None
+        #: the blind arena, when /arena is on (each prompt is a round), and the round waiting for its vote
+        self.arena: Arena | None = None
+        self.arena_round: Round | None = None
         self.model_names: list[str] = []
         self.commands: dict[str, Command] = {}
         self._aliases: dict[str, str] = {}
@@ -323,7 +331,7 @@ class Repl:
         try:
             while True:
                 try:
-                    line = await self.session.prompt_async(PROMPT)
+                    line = await self.session.prompt_async(VOTE_PROMPT if arena_waiting(self) else PROMPT)
                 except KeyboardInterrupt:
                     continue  # Ctrl-C at the prompt clears the line
                 except EOFError:
@@ -395,6 +403,9 @@ class Repl:
             return True
         if stripped.startswith("/") and not stripped.startswith("//"):
             return await self.command(stripped)
+        if arena_waiting(self):
+            await arena_vote(self, stripped)
+            return True
         text = prompt_text(line)
         if text.startswith("//"):
             text = text[1:]  # "//" sends a message that starts with a slash
@@ -424,7 +435,10 @@ class Repl:
     # ----- answers -------------------------------------------------------------------------------------
 
     async def answer(self, text: str) -> None:
-        """Send ``text`` to the model (or, after /compare, to several models in turn)."""
+        """Send ``text`` to the model (or, after /compare, to several models in turn; in /arena, to a blind round)."""
+        if self.arena is not None:
+            await arena_play(self, text)
+            return
         if self.compare_next:
             specs, self.compare_next = self.compare_next, None
             await self.compare(specs, text)
