@@ -1,4 +1,4 @@
-"""llmspell-tui: the full-screen face. Three modes (chat, models, history) over one hub and one history store."""
+"""llmspell-tui: the full-screen face. Four modes (chat, models, history, arena) over one hub and one store."""
 
 from __future__ import annotations
 
@@ -33,6 +33,13 @@ LIGHT_THEME = "textual-light"
 _SCREENS = Binding.Group("Screens")
 
 
+def _arena_screen() -> Screen[None]:
+    # imported when the arena is first shown, like the chat screen it shares the prompt with
+    from llmspell_tui.screens.arena import ArenaScreen
+
+    return ArenaScreen()
+
+
 def _chat_screen() -> Screen[None]:
     # imported when the chat mode is first shown, so the other screens never depend on it
     from llmspell_tui.screens.chat import ChatScreen
@@ -49,12 +56,14 @@ class LLMSpellApp(App[None]):
         "chat": _chat_screen,
         "models": ModelsScreen,
         "history": HistoryScreen,
+        "arena": _arena_screen,
     }
     DEFAULT_MODE = "chat"
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("f1", "show_mode('chat')", "Chat", priority=True, group=_SCREENS),
         Binding("f2", "show_mode('models')", "Models", priority=True, group=_SCREENS),
         Binding("f3", "show_mode('history')", "History", priority=True, group=_SCREENS),
+        Binding("f5", "show_mode('arena')", "Arena", priority=True, group=_SCREENS),
         Binding("f4", "toggle_theme", "Theme", priority=True, show=False),
         Binding("ctrl+q", "quit", "Quit", priority=True, show=False),
     ]
@@ -109,6 +118,7 @@ class LLMSpellApp(App[None]):
         yield SystemCommand("Chat screen (F1)", "Side-by-side chats with one or more models", self._go("chat"))
         yield SystemCommand("Models screen (F2)", "Every model: pull, info, delete, unload", self._go("models"))
         yield SystemCommand("History screen (F3)", "Saved conversations: reopen, export, delete", self._go("history"))
+        yield SystemCommand("Arena screen (F5)", "Blind votes between models, and their ratings", self._go("arena"))
         yield SystemCommand("Toggle light/dark theme (F4)", "Switch between light and dark", self.action_toggle_theme)
         yield SystemCommand("Check backends now", "Refresh every backend's status", self.refresh_status)
         commands = getattr(screen, "system_commands", None)

@@ -20,6 +20,7 @@ from llmspell.backends.ollama import OllamaBackend
 from llmspell.config import Config
 from llmspell.hub import Hub
 from llmspell_tui.app import DARK_THEME, LIGHT_THEME, LLMSpellApp, create_app, main
+from llmspell_tui.screens.arena import ArenaScreen
 from llmspell_tui.screens.history import HistoryScreen
 from llmspell_tui.screens.models import ModelsScreen
 from llmspell_tui.widgets.status import BackendStatusBar
@@ -186,6 +187,9 @@ async def test_function_keys_switch_screens_and_every_screen_shows_the_status(mo
         await pilot.press("f3")
         assert app.current_mode == "history" and isinstance(app.screen, HistoryScreen)
         assert "llamacpp ready" in status_text(app)
+        await pilot.press("f5")
+        assert app.current_mode == "arena" and isinstance(app.screen, ArenaScreen)
+        assert "llamacpp ready" in status_text(app)
         await pilot.press("f1")
         assert app.current_mode == "chat"
         # F4 flips the theme both ways
@@ -218,7 +222,7 @@ async def test_the_command_palette_reaches_the_screens_and_their_actions(models_
         await wait_until(pilot, lambda: app.current_mode == "history", "palette switched to history")
 
 
-@pytest.mark.parametrize("mode", ["chat", "models", "history"])
+@pytest.mark.parametrize("mode", ["chat", "models", "history", "arena"])
 async def test_the_footer_fits_in_80_columns(models_env: Path, mode: str) -> None:
     app = create_app(Hub(Config()), mode=mode)
     async with app.run_test(size=(80, 24)) as pilot:

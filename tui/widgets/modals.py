@@ -62,8 +62,12 @@ class TextPromptScreen(ModalScreen[str | None]):
 
     BINDINGS: ClassVar[list[BindingType]] = [Binding("escape", "cancel", "Cancel")]
 
-    def __init__(self, question: str, value: str = "", *, ok: str = "OK", placeholder: str = "") -> None:
+    def __init__(
+        self, question: str, value: str = "", *, ok: str = "OK", placeholder: str = "", empty_ok: bool = False
+    ) -> None:
         super().__init__()
+        #: an empty answer is an answer (it clears something), not a mistake
+        self.empty_ok = empty_ok
         self.question = question
         self.value = value
         self.ok = ok
@@ -98,7 +102,7 @@ class TextPromptScreen(ModalScreen[str | None]):
 
     def _accept(self) -> None:
         text = self.query_one(Input).value.strip()
-        if not text:
-            self.notify("type a file name first", severity="warning")
+        if not text and not self.empty_ok:
+            self.notify("type an answer first, or press Escape to cancel", severity="warning")
             return
         self.dismiss(text)
