@@ -13,11 +13,8 @@ model's name there before the vote.
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
 import random
-import tempfile
 import uuid
 from collections import Counter
 from collections.abc import AsyncGenerator, Iterable, Sequence
@@ -28,6 +25,7 @@ from typing import IO, TYPE_CHECKING
 from llmspell.chat import Conversation
 from llmspell.compare import CompareEvent, StreamMetrics, Target, compare, error_text
 from llmspell.errors import InvalidOptions, LLMSpellError
+from llmspell.files import write_whole
 from llmspell.options import ENGINE_DEFAULTS
 from llmspell.ratings import Standing, leaderboard, median
 from llmspell.session import check_model
@@ -162,25 +160,7 @@ def export_votes(votes: Iterable[Vote], out: IO[str]) -> int:
 
 def export_file(votes: Iterable[Vote], path: Path | str) -> int:
     """Write ``votes`` as JSONL to ``path``, whole or not at all (written beside it, then renamed)."""
-    target = Path(path).expanduser()
-    tmp: str | None = None
-    try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            count = export_votes(votes, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, target)
-        tmp = None
-    except OSError as exc:
-        raise InvalidOptions(
-            f"cannot write {target}: {exc.strerror or exc}", hint="check that the folder exists and is writable"
-        ) from None
-    finally:
-        if tmp is not None:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-    return count
+    return write_whole(path, lambda f: export_votes(votes, f))
 
 
 def read_votes(lines: Iterable[str], where: str = "the input") -> list[Vote]:
@@ -191,8 +171,13 @@ def read_votes(lines: Iterable[str], where: str = "the input") -> list[Vote]:
             continue
         try:
             votes.append(Vote.from_json(json.loads(line)))
-        except (json.JSONDecodeError, InvalidOptions) as exc:
-            message = exc.message if isinstance(exc, InvalidOptions) else f"not JSON: {exc.msg}"
+        except (InvalidOptions, ValueError, TypeError) as exc:
+            if isinstance(exc, InvalidOptions):
+                message = exc.message
+            elif isinstance(exc, json.JSONDecodeError):
+                message = f"not JSON: {exc.msg}"
+            else:  # a value Options or Stats refuse
+                message = f"not an arena vote: {exc}"
             raise InvalidOptions(
                 f"{where}, line {number}: {message}", hint="each line must be one vote as `arena export` writes it"
             ) from None
@@ -216,6 +201,8 @@ class Arena:
         self.hub = hub
         self.store = store
         self.size = size or hub.config.arena_size
+        if not 2 <= self.size <= len(LETTERS):
+            raise InvalidOptions(f"a round has 2 to {len(LETTERS)} answers, not {self.size}")
         self.options = options or Options()
         self.system = system
         self.category = category

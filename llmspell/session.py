@@ -15,8 +15,6 @@ import asyncio
 import contextlib
 import functools
 import json
-import os
-import tempfile
 from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 from llmspell.chat import STATE_NOTES, Conversation, Entry, Turn, state_note
 from llmspell.compare import CompareEvent, Target, compare, error_text
 from llmspell.errors import InvalidOptions, LLMSpellError, ModelNotFound
+from llmspell.files import write_whole
 from llmspell.types import ModelInfo, Options, Stats
 
 if TYPE_CHECKING:
@@ -138,23 +137,7 @@ def export_conversation(conv: Conversation, path: Path | str, fmt: str | None = 
         if kind == "json"
         else conv.to_markdown()
     )
-    tmp: str | None = None
-    try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, target)
-        tmp = None
-    except OSError as exc:
-        raise InvalidOptions(
-            f"cannot write {target}: {exc.strerror or exc}", hint="check that the folder exists and is writable"
-        ) from None
-    finally:
-        if tmp is not None:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
+    write_whole(target, lambda f: f.write(text))
     return target
 
 

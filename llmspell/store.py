@@ -309,31 +309,43 @@ class Store:
 
     def add_vote(self, vote: Vote) -> None:
         """Store a vote with its answers, all or nothing; a vote already stored (same id) is left as it is."""
+        self.add_votes([vote])
+
+    def add_votes(self, votes: builtins.list[Vote]) -> int:
+        """Store several votes in one transaction (an import: all of them or none); returns how many were new."""
+        added = 0
         with self._tx() as db:
-            if db.execute("SELECT 1 FROM arena_votes WHERE id=?", (vote.id,)).fetchone():
-                return
-            db.execute(
-                "INSERT INTO arena_votes (id, created, prompt, system, category, options, winner, judge) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                (
-                    vote.id,
-                    vote.created,
-                    vote.prompt,
-                    vote.system,
-                    vote.category,
-                    json.dumps(vote.options.to_dict()),
-                    str(vote.winner),
-                    vote.judge,
-                ),
-            )
-            db.executemany(
-                "INSERT INTO arena_answers (vote_id, position, model, backend, quantization, digest, content, stats) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                [
-                    (vote.id, n, a.model, a.backend, a.quantization, a.digest, a.content, _stats_json(a.stats))
-                    for n, a in enumerate(vote.answers)
-                ],
-            )
+            for vote in votes:
+                added += self._insert_vote(db, vote)
+        return added
+
+    @staticmethod
+    def _insert_vote(db: sqlite3.Connection, vote: Vote) -> int:
+        if db.execute("SELECT 1 FROM arena_votes WHERE id=?", (vote.id,)).fetchone():
+            return 0
+        db.execute(
+            "INSERT INTO arena_votes (id, created, prompt, system, category, options, winner, judge) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                vote.id,
+                vote.created,
+                vote.prompt,
+                vote.system,
+                vote.category,
+                json.dumps(vote.options.to_dict()),
+                str(vote.winner),
+                vote.judge,
+            ),
+        )
+        db.executemany(
+            "INSERT INTO arena_answers (vote_id, position, model, backend, quantization, digest, content, stats) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            [
+                (vote.id, n, a.model, a.backend, a.quantization, a.digest, a.content, _stats_json(a.stats))
+                for n, a in enumerate(vote.answers)
+            ],
+        )
+        return 1
 
     def votes(self, category: str | None = None) -> builtins.list[Vote]:
         """Every stored vote, oldest first (only those tagged ``category`` when one is given)."""

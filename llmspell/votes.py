@@ -8,15 +8,17 @@ stats, options, category, system prompt) rides along under ``llmspell``, so an e
 
 from __future__ import annotations
 
+import dataclasses
+import math
 import string
 import time
 import uuid
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, get_args
 
 from llmspell.errors import InvalidOptions
 from llmspell.ratings import Ballot
-from llmspell.types import Options, Stats
+from llmspell.types import Options, Stats, StopReason
 
 #: the letters answers are shown under, in order
 LETTERS = string.ascii_uppercase[:4]
@@ -108,58 +110,114 @@ class Vote:
         return line
 
     @classmethod
-    def from_json(cls, line: dict[str, Any]) -> Vote:
+    def from_json(cls, line: object) -> Vote:
         """A vote from a JSONL line this module wrote, or from a public arena dataset's line (two models, no
-        llmspell part: the model names are taken as they are); raises InvalidOptions naming what is wrong."""
-        try:
-            extra = line.get("llmspell") or {}
-            details = extra.get("answers") or []
-            answers = []
-            for n, letter in enumerate(LETTERS.lower()):
-                if f"model_{letter}" not in line:
-                    break
-                label = str(line[f"model_{letter}"])
-                convo = line.get(f"conversation_{letter}") or []
-                said = [m["content"] for m in convo if m.get("role") == "assistant"]
-                info = details[n] if n < len(details) else {}
-                model, _, backend = label.rpartition("@") if "@" in label else (label, "", "")
-                answers.append(
-                    Answer(
-                        info.get("model") or model,
-                        info.get("backend") or backend or "unknown",
-                        info.get("quantization"),
-                        info.get("digest"),
-                        said[-1] if said else "",
-                        Stats(**{k: v for k, v in info["stats"].items() if k in Stats.__dataclass_fields__})
-                        if info.get("stats")
-                        else None,
-                    )
+        llmspell part: the model names are taken as they are); every field is checked, and what is wrong is
+        raised as InvalidOptions naming the field."""
+        data = _mapping(line, "the line")
+        extra = _mapping(data.get("llmspell") or {}, "llmspell")
+        details = extra.get("answers") or []
+        if not isinstance(details, list):
+            raise InvalidOptions("llmspell.answers must be a list")
+        answers = []
+        for n, letter in enumerate(LETTERS.lower()):
+            if f"model_{letter}" not in data:
+                break
+            label = _text(data[f"model_{letter}"], f"model_{letter}")
+            convo = _messages(data.get(f"conversation_{letter}"), f"conversation_{letter}")
+            said = [m["content"] for m in convo if m["role"] == "assistant"]
+            info = _mapping(details[n] if n < len(details) else {}, f"llmspell.answers[{n}]")
+            model, _, backend = label.rpartition("@") if "@" in label else (label, "", "")
+            where = f"llmspell.answers[{n}]"
+            answers.append(
+                Answer(
+                    _text(info.get("model") or model, f"{where}.model"),
+                    _text(info.get("backend") or backend or "unknown", f"{where}.backend"),
+                    _maybe_text(info.get("quantization"), f"{where}.quantization"),
+                    _maybe_text(info.get("digest"), f"{where}.digest"),
+                    said[-1] if said else "",
+                    _stats(info.get("stats"), f"{where}.stats"),
                 )
-            if len(answers) < 2:
-                raise InvalidOptions("a vote needs model_a and model_b")
-            first = line.get("conversation_a") or []
-            prompt = next((m["content"] for m in first if m.get("role") == "user"), "")
-            system = next((m["content"] for m in first if m.get("role") == "system"), None)
-            wire = str(line["winner"])
-            winner: int | str
-            if wire.startswith("model_") and len(wire) == 7 and wire[-1].upper() in LETTERS:
-                winner = LETTERS.index(wire[-1].upper())
-            elif wire in ("tie", "tie (bothbad)"):
-                winner = BAD if wire == "tie (bothbad)" else TIE
-            else:
-                raise InvalidOptions(f"unknown winner {wire!r}")
-            return cls(
-                prompt=prompt,
-                answers=tuple(answers),
-                winner=winner,
-                options=Options.from_dict(extra.get("options") or {}),
-                system=system,
-                category=extra.get("category"),
-                judge=str(line.get("judge") or "user"),
-                id=str(line.get("question_id") or uuid.uuid4().hex),
-                created=float(line.get("tstamp") or time.time()),
             )
-        except InvalidOptions:
-            raise
-        except (KeyError, TypeError, ValueError, AttributeError) as exc:
-            raise InvalidOptions(f"not an arena vote: {type(exc).__name__}: {exc}") from None
+        if len(answers) < 2:
+            raise InvalidOptions("a vote needs model_a and model_b")
+        first = _messages(data.get("conversation_a"), "conversation_a")
+        prompt = next((m["content"] for m in first if m["role"] == "user"), "")
+        system = next((m["content"] for m in first if m["role"] == "system"), None)
+        wire = data.get("winner")
+        winner: int | str
+        if isinstance(wire, str) and wire.startswith("model_") and len(wire) == 7 and wire[-1].upper() in LETTERS:
+            winner = LETTERS.index(wire[-1].upper())
+        elif wire in ("tie", "tie (bothbad)"):
+            winner = BAD if wire == "tie (bothbad)" else TIE
+        else:
+            raise InvalidOptions(f"unknown winner {wire!r}", hint="model_a, model_b, tie or tie (bothbad)")
+        created = data.get("tstamp", time.time())
+        if isinstance(created, bool) or not isinstance(created, int | float) or not math.isfinite(created):
+            raise InvalidOptions(f"tstamp must be a time in seconds, not {created!r}")
+        options = extra.get("options") or {}
+        return cls(
+            prompt=prompt,
+            answers=tuple(answers),
+            winner=winner,
+            options=Options.from_dict(_mapping(options, "llmspell.options")),
+            system=system,
+            category=_maybe_text(extra.get("category"), "llmspell.category"),
+            judge=_text(data.get("judge") or "user", "judge"),
+            id=_text(data.get("question_id") or uuid.uuid4().hex, "question_id"),
+            created=float(created),
+        )
+
+
+def _mapping(value: object, where: str) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise InvalidOptions(f"{where} must be an object, not {type(value).__name__}")
+    return value
+
+
+def _text(value: object, where: str) -> str:
+    if not isinstance(value, str):
+        raise InvalidOptions(f"{where} must be text, not {type(value).__name__}")
+    return value
+
+
+def _maybe_text(value: object, where: str) -> str | None:
+    return None if value is None else _text(value, where)
+
+
+def _messages(value: object, where: str) -> list[dict[str, str]]:
+    """A conversation as role/content messages whose content is text."""
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise InvalidOptions(f"{where} must be a list of messages")
+    for n, m in enumerate(value):
+        _mapping(m, f"{where}[{n}]")
+        _text(m.get("role"), f"{where}[{n}].role")
+        _text(m.get("content"), f"{where}[{n}].content")
+    return value
+
+
+#: the kind of each stored stats figure: token counts are whole numbers, times finite seconds
+_STAT_KINDS = {f.name: f.type for f in dataclasses.fields(Stats)}
+
+
+def _stats(value: object, where: str) -> Stats | None:
+    """Stats as exported: each figure of the right kind (unknown derived keys like tokens/s are ignored)."""
+    if value is None:
+        return None
+    data = _mapping(value, where)
+    fields: dict[str, Any] = {}
+    for name, kind in _STAT_KINDS.items():
+        if name not in data:
+            continue
+        v = data[name]
+        if name == "stop_reason":
+            if v not in get_args(StopReason):
+                raise InvalidOptions(f"{where}.stop_reason must be one of {', '.join(get_args(StopReason))}")
+        elif isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v) or v < 0:
+            raise InvalidOptions(f"{where}.{name} must be a number of at least 0, not {v!r}")
+        elif kind == "int" and not float(v).is_integer():
+            raise InvalidOptions(f"{where}.{name} must be a whole number, not {v!r}")
+        fields[name] = int(v) if kind == "int" else float(v) if name != "stop_reason" else v
+    return Stats(**fields)

@@ -133,10 +133,7 @@ async def cmd_import(args: argparse.Namespace) -> int:
         votes = read_votes(*_lines(args.file))
     store = _store()
     try:
-        before = len(store.votes())
-        for vote in votes:
-            store.add_vote(vote)
-        added = len(store.votes()) - before
+        added = store.add_votes(votes)
     finally:
         store.close()
     print(f"added {added} votes ({len(votes) - added} were already there)")
