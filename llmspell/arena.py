@@ -250,6 +250,11 @@ class Arena:
             info = await backend.info(parsed)
         model = await backend.canonical_name(parsed)
         digest = info.sha256 or info.extra.get("digest")
+        if not digest:
+            # a server's model details leave the digest out (Ollama's /api/show); its model list has it
+            listed = {m.name: m for m in await backend.list_models()}
+            found = listed.get(model) or listed.get(parsed.tag)
+            digest = found.sha256 if found is not None else None
         return Contender(f"{model}@{backend.name}", model, backend.name, info.quantization, digest)
 
     def _count_exposure(self) -> None:

@@ -289,3 +289,29 @@ def test_model_list_shows_the_servers_models_and_survives_without_it(server: Ser
         )
     assert hung.returncode == 0 and "smollm2:135m@llamacpp" in hung.stdout and "@ollama" not in hung.stdout
     assert "note: ollama not listed" in hung.stderr and "did not answer within 3 s" in hung.stderr, hung.stderr
+
+
+async def test_an_arena_round_puts_a_local_and_a_served_model_on_equal_terms(
+    server: ServeProcess, shared_models: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from llmspell.arena import Arena
+
+    monkeypatch.setenv("LLMSPELL_MODELS", str(shared_models))
+    monkeypatch.setenv("OLLAMA_HOST", server.url)
+    hub = Hub(Config(num_ctx=2048, options=Options(temperature=0, max_tokens=8)))
+    try:
+        arena = Arena(hub, None, seed=3)
+        pool = await arena.set_pool(["smollm2:135m@llamacpp", "smollm2:135m@ollama"])
+        assert sorted(c.label for c in pool) == ["smollm2:135m@llamacpp", "smollm2:135m@ollama"]
+        round_ = arena.start("Say hello.")
+        async for _ in round_.stream(hub, parallel=False):
+            pass
+        by_backend = {c.backend: m for c, m in zip(round_.contenders, round_.metrics, strict=True)}
+        assert by_backend["ollama"].text == by_backend["llamacpp"].text, "same seed, context and sampling on both"
+        vote = arena.vote(round_, "tie")
+        served = next(a for a in vote.answers if a.backend == "ollama")
+        digest = hashlib.sha256(smollm2_file().read_bytes()).hexdigest()
+        assert served.quantization == "Q4_1" and served.digest is not None and served.digest.endswith(digest)
+        assert served.stats is not None and served.stats.generated_tokens > 0
+    finally:
+        await hub.close()
