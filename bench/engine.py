@@ -54,6 +54,8 @@ def raw_engine(
     if llm is None:
         llm = Llama(str(path), n_ctx=n_ctx, n_threads=threads, n_threads_batch=threads, verbose=False)
         _RAW[path] = llm
+    # a cached engine keeps the count it was made with: set it for this run (bench/arena.py tries several)
+    llm._ctx.set_n_threads(threads, threads)  # type: ignore[attr-defined]
     start = time.perf_counter()
     tokens = llm.tokenize(prompt.encode(), add_bos=add_bos, special=special)
     first = None
