@@ -7,10 +7,9 @@ import math
 from collections.abc import Sequence
 from html import escape
 
+from llmspell.arena import BOARD_HEADERS, board_rows
 from llmspell.ratings import Standing
 
-#: the columns of the leaderboard, in order
-HEADERS = ("rank", "model", "rating", "95% interval", "votes", "W/L/T", "tok/s", "TTFT")
 #: the plot's geometry in pixels: one row per model, the axis below them
 _ROW = 22
 _TOP = 12
@@ -22,45 +21,21 @@ _CHAR = 7
 _NAME_CHARS = 40
 
 
-def ttft_text(seconds: float | None) -> str:
-    """A first-token time as people read it: milliseconds under a second, else seconds."""
-    if seconds is None:
-        return "-"
-    return f"{seconds * 1000:.0f} ms" if seconds < 1 else f"{seconds:.2f} s"
-
-
 def _short(name: str) -> str:
     return name if len(name) <= _NAME_CHARS else name[: _NAME_CHARS - 1] + "…"
 
 
-def rows(standings: Sequence[Standing]) -> list[list[str]]:
-    """Each standing as the cells of its leaderboard row (plain text, not escaped)."""
-    return [
-        [
-            str(s.rank),
-            s.model,
-            f"{s.rating:.0f}",
-            f"{s.low:.0f} to {s.high:.0f}" if s.high > s.low else "-",
-            str(s.votes),
-            f"{s.wins}/{s.losses}/{s.ties}",
-            "-" if s.tokens_per_s is None else f"{s.tokens_per_s:.1f}",
-            ttft_text(s.ttft),
-        ]
-        for s in standings
-    ]
-
-
 def leaderboard_text(standings: Sequence[Standing]) -> str:
     """The leaderboard as aligned plain text (the text/plain of the display)."""
-    table = [list(HEADERS), *rows(standings)]
-    widths = [max(len(r[i]) for r in table) for i in range(len(HEADERS))]
+    table = [list(BOARD_HEADERS), *board_rows(standings)]
+    widths = [max(len(r[i]) for r in table) for i in range(len(BOARD_HEADERS))]
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in table)
 
 
 def leaderboard_table(standings: Sequence[Standing]) -> str:
     """The leaderboard as an HTML table, every name escaped."""
-    head = "".join(f"<th>{escape(h)}</th>" for h in HEADERS)
-    body = "".join("<tr>" + "".join(f"<td>{escape(c)}</td>" for c in r) + "</tr>" for r in rows(standings))
+    head = "".join(f"<th>{escape(h)}</th>" for h in BOARD_HEADERS)
+    body = "".join("<tr>" + "".join(f"<td>{escape(c)}</td>" for c in r) + "</tr>" for r in board_rows(standings))
     return f'<table class="llmspell-arena"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
 
 

@@ -717,6 +717,8 @@ class LLMSpellKernel(CellOutput, Kernel):
             if not round_.metrics:  # nothing began: there is no round to speak of
                 self._round = None
             raise Interrupted("stopped by the user, so this round cannot be voted; send the prompt again")
+        for label, why in arena.take_dropped():
+            self._warn(f"{label} {why}")
         problem = round_.problem()
         if problem is not None:
             raise RoundNotVotable(problem)
@@ -728,7 +730,7 @@ class LLMSpellKernel(CellOutput, Kernel):
         )
 
     def _arena_vote(self, choice: str) -> None:
-        from llmspell_kernel.arena_view import ttft_text
+        from llmspell.arena import ttft_text
 
         round_ = self._round
         if round_ is None:
@@ -759,19 +761,18 @@ class LLMSpellKernel(CellOutput, Kernel):
             )
 
     def _arena_leaderboard(self, category: str | None) -> None:
-        from llmspell.arena import board
+        from llmspell.arena import load_board
         from llmspell_kernel.arena_view import leaderboard_html, leaderboard_text
 
-        votes = self.store.votes(category)
-        if not votes:
+        count, standings = load_board(self.store, category)
+        if not count:
             if category:
                 known = ", ".join(self.store.categories()) or "none yet"
                 self._print(f"no arena votes in category {category!r} yet (categories: {known}); {_HOW_TO_VOTE}")
             else:
                 self._print(f"no arena votes yet: {_HOW_TO_VOTE}")
             return
-        standings = board(votes)
-        heading = f"arena leaderboard{f' ({category})' if category else ''}: {len(votes)} votes"
+        heading = f"arena leaderboard{f' ({category})' if category else ''}: {count} vote{'s' if count != 1 else ''}"
         self._display(
             {
                 "text/html": leaderboard_html(standings, heading),

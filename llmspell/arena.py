@@ -13,11 +13,12 @@ model's name there before the vote.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import random
 import uuid
 from collections import Counter
-from collections.abc import AsyncGenerator, Iterable, Sequence
+from collections.abc import AsyncGenerator, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, TYPE_CHECKING
@@ -67,6 +68,10 @@ class Round:
     metrics: list[StreamMetrics] = field(default_factory=list)
     #: set once the user voted; until then a face shows letters, never names
     vote: Vote | None = None
+    #: whether the answers ran at once (sharing the cores) or one after another; speeds differ between the two
+    parallel: bool = False
+    #: told when the answers have ended (the arena counts failures with it)
+    on_end: Callable[[Round], None] | None = field(default=None, repr=False, compare=False)
 
     @property
     def letters(self) -> list[str]:
@@ -75,6 +80,7 @@ class Round:
 
     async def stream(self, hub: Hub, *, parallel: bool = True) -> AsyncGenerator[CompareEvent, None]:
         """Every answer's events (the event's index is the answer's position); closing the stream cancels them."""
+        self.parallel = parallel
         targets = [Target(Conversation(c.label, self.system, self.options)) for c in self.contenders]
         events = compare(hub, targets, self.prompt, store=None, parallel=parallel)
         try:
@@ -90,6 +96,8 @@ class Round:
             for m in self.metrics:
                 if m.status in ("waiting", "streaming"):  # closed before this answer began or ended
                     m.status = "cancelled"
+            if self.on_end is not None:
+                self.on_end(self)
 
     @property
     def finished(self) -> bool:
@@ -106,7 +114,8 @@ class Round:
             return "the answers have not started yet"
         for letter, m in zip(self.letters, self.metrics, strict=True):
             if m.status == "error":
-                return f"answer {letter} failed ({m.error}), so this round cannot be voted; send the next prompt"
+                # the error itself is shown under the answer; it may name the model, so not here too
+                return f"answer {letter} failed, so this round cannot be voted; send the next prompt"
             if m.status == "cancelled":
                 return f"answer {letter} was stopped before its end, so this round cannot be voted; send it again"
             if m.status != "done":
@@ -133,10 +142,14 @@ def parse_choice(text: str, size: int) -> int | str:
 
 
 def speeds(votes: Iterable[Vote]) -> dict[str, tuple[float | None, float | None]]:
-    """Each model's median generation speed and first-token time over its voted answers."""
+    """Each model's median generation speed and first-token time over its voted answers that ran alone (one
+    after another); a model only ever measured side by side (sharing the cores) gets none, rather than a figure
+    that cannot be set beside the others."""
     rates: dict[str, list[float]] = {}
     firsts: dict[str, list[float]] = {}
     for vote in votes:
+        if vote.parallel:
+            continue
         for a in vote.answers:
             if a.stats is not None and a.stats.generated_tokens > 1:
                 rates.setdefault(a.label, []).append(a.stats.generation_tokens_per_s)
@@ -147,6 +160,40 @@ def speeds(votes: Iterable[Vote]) -> dict[str, tuple[float | None, float | None]
 def board(votes: Sequence[Vote], *, rounds: int = 200) -> list[Standing]:
     """The leaderboard of ``votes``: Bradley-Terry ratings, 95% intervals, vote counts and speeds."""
     return leaderboard([v.ballot for v in votes], rounds=rounds, speed=speeds(votes))
+
+
+#: the leaderboard's columns, as every face shows them
+BOARD_HEADERS = ("#", "model", "rating", "95% interval", "votes", "W/L/T", "tok/s", "TTFT")
+
+
+def ttft_text(seconds: float | None) -> str:
+    """A first-token time as people read it: milliseconds under a second, else seconds; "-" when unknown."""
+    if seconds is None:
+        return "-"
+    return f"{seconds * 1000:.0f} ms" if seconds < 1 else f"{seconds:.2f} s"
+
+
+def board_rows(standings: Sequence[Standing]) -> list[list[str]]:
+    """Each standing as the cells of its leaderboard row (plain text), the same in every face."""
+    return [
+        [
+            str(s.rank),
+            s.model,
+            f"{s.rating:.0f}",
+            f"{s.low:.0f} to {s.high:.0f}" if s.high > s.low else "-",
+            str(s.votes),
+            f"{s.wins}/{s.losses}/{s.ties}",
+            "-" if s.tokens_per_s is None else f"{s.tokens_per_s:.1f}",
+            ttft_text(s.ttft),
+        ]
+        for s in standings
+    ]
+
+
+def load_board(store: Store, category: str | None = None, *, rounds: int = 200) -> tuple[int, list[Standing]]:
+    """The stored votes (of one category) and their leaderboard: how many votes, and the standings."""
+    votes = store.votes(category)
+    return len(votes), board(votes, rounds=rounds)
 
 
 def export_votes(votes: Iterable[Vote], out: IO[str]) -> int:
@@ -212,6 +259,10 @@ class Arena:
         self.rng = random.Random(seed)
         self._appearances: Counter[str] = Counter()
         self._pairs: Counter[frozenset[str]] = Counter()
+        #: answers that failed, per model, in this arena: a model that keeps failing leaves the pool
+        self._failures: Counter[str] = Counter()
+        #: models taken out of the pool after failing, with why (a face shows them once; see take_dropped)
+        self.dropped: list[tuple[str, str]] = []
 
     # ----- the pool --------------------------------------------------------------------------------------
 
@@ -224,6 +275,7 @@ class Arena:
             models, _failed = await self.hub.list_all()
             names = [f"{m.name}@{m.backend}" for m in models]
         pool: dict[str, Contender] = {}
+        digests: dict[str, str] = {}
         skipped: list[tuple[str, str]] = []
         for spec in dict.fromkeys(n.strip() for n in names if n.strip()):
             try:
@@ -231,7 +283,16 @@ class Arena:
             except LLMSpellError as exc:
                 skipped.append((spec, error_text(exc)))
                 continue
-            pool.setdefault(contender.label, contender)
+            if contender.label in pool:
+                continue
+            # one file reached two ways (Ollama's store read by the embedded engine, say) is one model
+            same = digests.get(contender.digest or "")
+            if same is not None:
+                skipped.append((spec, f"the same file as {same}"))
+                continue
+            pool[contender.label] = contender
+            if contender.digest:
+                digests[contender.digest] = contender.label
         if len(pool) < 2:
             why = "; ".join(f"{s}: {e}" for s, e in skipped)
             raise InvalidOptions(
@@ -240,7 +301,8 @@ class Arena:
                 hint="name two or more downloaded models, e.g. smollm2:135m gemma3:270m",
             )
         self.pool, self.skipped = list(pool.values()), skipped
-        self._count_exposure()
+        self._failures.clear()
+        await asyncio.to_thread(self._count_exposure)
         return self.pool
 
     async def _contender(self, spec: str) -> Contender:
@@ -248,6 +310,11 @@ class Arena:
         backend, parsed = await self.hub.resolve(spec)
         if info is None:
             info = await backend.info(parsed)
+        if info.has_chat_template is False:
+            raise InvalidOptions(
+                f"{spec} has no chat template (a base model: it continues text, it does not answer)",
+                hint="the arena is for chat models",
+            )
         model = await backend.canonical_name(parsed)
         digest = info.sha256 or info.extra.get("digest")
         if not digest:
@@ -255,6 +322,8 @@ class Arena:
             listed = {m.name: m for m in await backend.list_models()}
             found = listed.get(model) or listed.get(parsed.tag)
             digest = found.sha256 if found is not None else None
+        if isinstance(digest, str):
+            digest = digest.removeprefix("sha256:")
         return Contender(f"{model}@{backend.name}", model, backend.name, info.quantization, digest)
 
     def _count_exposure(self) -> None:
@@ -263,15 +332,30 @@ class Arena:
         self._pairs.clear()
         if self.store is not None:
             for vote in self.store.votes():
-                self._count(vote)
+                self._count([a.label for a in vote.answers])
 
-    def _count(self, vote: Vote) -> None:
-        labels = [a.label for a in vote.answers]
+    def _count(self, labels: list[str]) -> None:
         self._appearances.update(labels)
         self._pairs.update(frozenset((x, y)) for i, x in enumerate(labels) for y in labels[i + 1 :])
 
+    def _ended(self, round_: Round) -> None:
+        """A round's answers ended: count the failures; a model failing twice leaves the pool (while two remain),
+        so a model that cannot answer is not drawn into every round for being the least voted."""
+        for c, m in zip(round_.contenders, round_.metrics, strict=False):
+            if m.status != "error":
+                continue
+            self._failures[c.label] += 1
+            if self._failures[c.label] >= 2 and c in self.pool and len(self.pool) > 2:
+                self.pool.remove(c)
+                self.dropped.append((c.label, f"left the pool after {self._failures[c.label]} failed answers"))
+
+    def take_dropped(self) -> list[tuple[str, str]]:
+        """The models that left the pool since the last call, with why (for a face to say once)."""
+        dropped, self.dropped = self.dropped, []
+        return dropped
+
     def exposure(self) -> dict[str, int]:
-        """How many voted rounds each model of the pool has been in."""
+        """How many rounds each model of the pool has been in: the stored votes, and the rounds drawn here."""
         return {c.label: self._appearances[c.label] for c in self.pool}
 
     # ----- rounds ----------------------------------------------------------------------------------------
@@ -295,6 +379,8 @@ class Arena:
                 )
             )
         self.rng.shuffle(chosen)
+        # a draw is exposure too, voted or not (a skipped or failed round must not bring the same models back)
+        self._count([c.label for c in chosen])
         return chosen
 
     def round_options(self) -> Options:
@@ -315,7 +401,7 @@ class Arena:
         """A new blind round for ``prompt`` (stream it with :meth:`Round.stream`)."""
         if not prompt.strip():
             raise InvalidOptions("an empty prompt", hint="type the prompt the models should answer")
-        return Round(prompt, self.draw(), self.round_options(), self.system, self.category)
+        return Round(prompt, self.draw(), self.round_options(), self.system, self.category, on_end=self._ended)
 
     def vote(self, round_: Round, choice: int | str) -> Vote:
         """Record the user's choice for a finished round and reveal it; a round with a failed or stopped answer,
@@ -337,13 +423,13 @@ class Arena:
             round_.system,
             round_.category,
             id=round_.id,
+            parallel=round_.parallel,
         )
         if self.store is not None:
             self.store.add_vote(vote)
         round_.vote = vote
-        self._count(vote)
         return vote
 
     def leaderboard(self, category: str | None = None, *, rounds: int = 200) -> list[Standing]:
         """The leaderboard of every stored vote (of one category when given)."""
-        return board(self.store.votes(category) if self.store is not None else [], rounds=rounds)
+        return load_board(self.store, category, rounds=rounds)[1] if self.store is not None else []

@@ -147,9 +147,11 @@ def _strengths(won: np.ndarray, played: np.ndarray, prior: float) -> np.ndarray:
         while True:
             candidate = theta + size * step
             value = objective(candidate)
-            if value >= current - 1e-12 or size < 1e-6:
+            if value >= current - 1e-12:
                 break
             size /= 2
+            if size < 1e-6:  # no step along Newton's direction helps: this is the optimum, to rounding
+                return theta
         theta, current = candidate, value
         if float(np.abs(step).max()) * size < 1e-9:
             break

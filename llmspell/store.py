@@ -67,7 +67,9 @@ MIGRATIONS: tuple[str, ...] = (
         options TEXT NOT NULL,
         -- a position ('0', '1', ...: the answer shown as A, B, ...), 'tie' or 'bad' (both bad)
         winner TEXT NOT NULL,
-        judge TEXT NOT NULL DEFAULT 'user'
+        judge TEXT NOT NULL DEFAULT 'user',
+        -- 1 when the answers ran at once, sharing the cores (their speeds are not those of a model alone)
+        parallel INTEGER NOT NULL DEFAULT 0
     );
     CREATE TABLE IF NOT EXISTS arena_answers (
         vote_id TEXT NOT NULL REFERENCES arena_votes(id) ON DELETE CASCADE,
@@ -324,8 +326,8 @@ class Store:
         if db.execute("SELECT 1 FROM arena_votes WHERE id=?", (vote.id,)).fetchone():
             return 0
         db.execute(
-            "INSERT INTO arena_votes (id, created, prompt, system, category, options, winner, judge) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO arena_votes (id, created, prompt, system, category, options, winner, judge, parallel) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 vote.id,
                 vote.created,
@@ -335,6 +337,7 @@ class Store:
                 json.dumps(vote.options.to_dict()),
                 str(vote.winner),
                 vote.judge,
+                int(vote.parallel),
             ),
         )
         db.executemany(
@@ -352,7 +355,7 @@ class Store:
         where, params = ("WHERE category = ?", (category,)) if category else ("", ())
         with self._lock:
             rows = self._db.execute(
-                "SELECT id, created, prompt, system, category, options, winner, judge FROM arena_votes "
+                "SELECT id, created, prompt, system, category, options, winner, judge, parallel FROM arena_votes "
                 f"{where} ORDER BY created, id",
                 params,
             ).fetchall()
@@ -372,6 +375,7 @@ class Store:
                 options=Options.from_dict(json.loads(r[5])),
                 winner=int(r[6]) if r[6].isdigit() else r[6],
                 judge=r[7],
+                parallel=bool(r[8]),
                 answers=tuple(answers.get(r[0], ())),
             )
             for r in rows

@@ -58,6 +58,8 @@ class Vote:
     judge: str = "user"
     id: str = field(default_factory=lambda: uuid.uuid4().hex)
     created: float = field(default_factory=time.time)
+    #: the answers ran at once, sharing the cores (their speeds are not those of a model alone)
+    parallel: bool = False
 
     def __post_init__(self) -> None:
         if isinstance(self.winner, int) and not 0 <= self.winner < len(self.answers):
@@ -95,6 +97,7 @@ class Vote:
         line.update(turn=1, anony=True, tstamp=self.created)
         line["llmspell"] = {
             "category": self.category,
+            "parallel": self.parallel,
             "options": self.options.to_dict(),
             "answers": [
                 {
@@ -124,8 +127,12 @@ class Vote:
             if f"model_{letter}" not in data:
                 break
             label = _text(data[f"model_{letter}"], f"model_{letter}")
+            if not label:
+                raise InvalidOptions(f"model_{letter} is empty")
             convo = _messages(data.get(f"conversation_{letter}"), f"conversation_{letter}")
             said = [m["content"] for m in convo if m["role"] == "assistant"]
+            if not said:
+                raise InvalidOptions(f"conversation_{letter} has no answer (an assistant message)")
             info = _mapping(details[n] if n < len(details) else {}, f"llmspell.answers[{n}]")
             model, _, backend = label.rpartition("@") if "@" in label else (label, "", "")
             where = f"llmspell.answers[{n}]"
@@ -141,8 +148,17 @@ class Vote:
             )
         if len(answers) < 2:
             raise InvalidOptions("a vote needs model_a and model_b")
+        labels = [a.label for a in answers]
+        if len(set(labels)) != len(labels):
+            raise InvalidOptions(f"a vote between a model and itself ({', '.join(labels)})")
         first = _messages(data.get("conversation_a"), "conversation_a")
         prompt = next((m["content"] for m in first if m["role"] == "user"), "")
+        if not prompt:
+            raise InvalidOptions("conversation_a has no prompt (a user message)")
+        question = data.get("question_id")
+        if not isinstance(question, str) or not question:
+            # the id is what keeps a file imported twice from counting its votes twice
+            raise InvalidOptions("question_id is missing", hint="every vote needs its own id")
         system = next((m["content"] for m in first if m["role"] == "system"), None)
         wire = data.get("winner")
         winner: int | str
@@ -164,8 +180,9 @@ class Vote:
             system=system,
             category=_maybe_text(extra.get("category"), "llmspell.category"),
             judge=_text(data.get("judge") or "user", "judge"),
-            id=_text(data.get("question_id") or uuid.uuid4().hex, "question_id"),
+            id=question,
             created=float(created),
+            parallel=extra.get("parallel") is True,
         )
 
 

@@ -40,22 +40,18 @@ def _store() -> Any:
 
 async def cmd_leaderboard(args: argparse.Namespace) -> int:
     """Print the leaderboard: rating, interval, votes, wins/losses/ties and speed, then the intervals drawn."""
-    from llmspell.arena import board
+    from llmspell.arena import load_board
 
     if not 0 <= args.rounds <= 10_000:
         raise InvalidOptions(f"--rounds {args.rounds} is out of range", hint="use 0 to 10000")
     store = _store()
     try:
-        votes = store.votes(args.category)
+        count, standings = load_board(store, args.category, rounds=args.rounds)
     finally:
         store.close()
-    standings = board(votes, rounds=args.rounds)
     if args.json:
-        json.dump(
-            {"votes": len(votes), "category": args.category, "models": [s.to_dict() for s in standings]},
-            sys.stdout,
-            indent=2,
-        )
+        report = {"votes": count, "category": args.category, "models": [s.to_dict() for s in standings]}
+        json.dump(report, sys.stdout, indent=2)
         print()
         return 0
     if not standings:
@@ -65,35 +61,24 @@ async def cmd_leaderboard(args: argparse.Namespace) -> int:
     for line in leaderboard_lines(standings):
         print(line)
     tagged = f" tagged {args.category!r}" if args.category else ""
-    print(f"\n{len(votes)} vote{'s' if len(votes) != 1 else ''}{tagged}")
+    print(f"\n{count} vote{'s' if count != 1 else ''}{tagged}")
     return 0
 
 
 def leaderboard_lines(standings: list[Standing]) -> list[str]:
     """The leaderboard as text: a table (rating, interval, votes, W/L/T, speed), then the intervals drawn."""
+    from llmspell.arena import BOARD_HEADERS, board_rows
     from llmspell.ratings import interval_bars
 
-    rows = [
-        [
-            str(s.rank),
-            s.model,
-            f"{s.rating:.0f}",
-            f"{s.low:.0f}-{s.high:.0f}",
-            str(s.votes),
-            f"{s.wins}/{s.losses}/{s.ties}",
-            "-" if s.tokens_per_s is None else f"{s.tokens_per_s:.1f}",
-            "-" if s.ttft is None else f"{s.ttft * 1000:.0f} ms",
-        ]
-        for s in standings
-    ]
-    headers = ["#", "MODEL", "RATING", "95% CI", "VOTES", "W/L/T", "TOK/S", "TTFT"]
-    widths = [max(len(r[i]) for r in [headers, *rows]) for i in range(len(headers))]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in [headers, *rows]]
+    table = [[h.upper() for h in BOARD_HEADERS], *board_rows(standings)]
+    widths = [max(len(r[i]) for r in table) for i in range(len(BOARD_HEADERS))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in table]
     bars, axis = interval_bars(standings)
     name_width = max(len(s.model) for s in standings)
     lines.append("")
     lines += [f"{s.model.ljust(name_width)}  {bar}" for s, bar in zip(standings, bars, strict=True)]
     lines.append(f"{''.ljust(name_width)}  {axis}")
+    lines.append("tok/s and TTFT: medians over the answers that ran alone (not side by side)")
     return lines
 
 
@@ -128,7 +113,11 @@ async def cmd_import(args: argparse.Namespace) -> int:
     from llmspell.arena import read_votes
 
     if args.file == "-":
-        votes = read_votes(sys.stdin, "standard input")
+        try:
+            text = sys.stdin.buffer.read().decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise InvalidOptions(f"standard input is not UTF-8 text: {exc.reason}") from None
+        votes = read_votes(text.splitlines(), "standard input")
     else:
         votes = read_votes(*_lines(args.file))
     store = _store()

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 from rich.text import Text
 
-from llmspell.arena import Arena, board, parse_choice
+from llmspell.arena import Arena, load_board, parse_choice
 from llmspell.errors import InvalidOptions
 
 if TYPE_CHECKING:
@@ -61,14 +61,13 @@ async def show_board(repl: Repl, category: str | None) -> None:
 
     if repl.store is None:
         raise InvalidOptions("there is no store here to keep votes in")
-    votes = await asyncio.to_thread(repl.store.votes, category)
-    standings = await asyncio.to_thread(board, votes)
+    count, standings = await asyncio.to_thread(load_board, repl.store, category)
     if not standings:
         repl.say("no votes yet: /arena MODEL MODEL, then a prompt, then a vote")
         return
     for line in leaderboard_lines(standings):
         repl.console.print(Text(line), soft_wrap=True, crop=False)
-    repl.dim(f"{len(votes)} vote{'s' if len(votes) != 1 else ''}" + (f" tagged {category!r}" if category else ""))
+    repl.dim(f"{count} vote{'s' if count != 1 else ''}" + (f" tagged {category!r}" if category else ""))
 
 
 async def play(repl: Repl, text: str) -> None:
@@ -77,6 +76,8 @@ async def play(repl: Repl, text: str) -> None:
 
     assert repl.arena is not None
     arena = repl.arena
+    # read at every round, so a /set or /system between rounds applies to the next one
+    arena.options, arena.system = repl.conv.options, repl.conv.system
     hide = repl.hub.config.arena_hide_stats
     round_ = arena.start(text)
     view = None
@@ -105,6 +106,8 @@ async def play(repl: Repl, text: str) -> None:
         await repl._close_stream(stream)
         if view is not None:
             view.close()
+    for label, why in arena.take_dropped():
+        repl.dim(f"{label} {why}")
     problem = round_.problem()
     if problem is not None:
         repl.error(problem)

@@ -31,6 +31,7 @@ from llmspell.errors import ConfigError, InvalidOptions
 from llmspell.hub import Hub
 from llmspell.options import ENGINE_DEFAULTS
 from llmspell.ratings import Ballot, leaderboard
+from llmspell.spec import parse_spec
 from llmspell.store import SCHEMA_VERSION, Store
 from llmspell.types import Options, Stats
 from llmspell.votes import BAD, TIE, Answer, Vote
@@ -164,6 +165,43 @@ def test_drawing_is_fair_every_model_and_pair_in_both_orders(tmp_path: Path) -> 
         _as_if_answered(round_)
         trio.vote(round_, "c")
     assert set(trio.exposure().values()) == {30}
+
+
+def test_rounds_not_voted_still_rotate_the_pool_and_a_model_that_keeps_failing_leaves_it() -> None:
+    arena = Arena(Hub(Config(ollama_enabled=False)), seed=2)
+    arena.pool = _pool(4)
+    seen: Counter[str] = Counter()
+    for _ in range(4):
+        seen.update(c.label for c in arena.start("hi").contenders)  # each round skipped, never voted
+    assert set(seen.values()) == {2}, "a skipped round is exposure too: the same pair is not drawn again and again"
+
+    broken = arena.pool[0].label
+    failures = 0
+    while failures < 2:
+        round_ = arena.start("hi")
+        round_.metrics = [
+            StreamMetrics(i, c.label, "error" if c.label == broken else "done", error="it cannot answer")
+            for i, c in enumerate(round_.contenders)
+        ]
+        failures += any(c.label == broken for c in round_.contenders)
+        assert round_.on_end is not None
+        round_.on_end(round_)  # what the end of Round.stream does
+        if failures < 2:
+            assert broken in [c.label for c in arena.pool], "one failure may be the prompt's fault"
+    assert broken not in [c.label for c in arena.pool]
+    assert arena.take_dropped() == [(broken, "left the pool after 2 failed answers")]
+    assert arena.take_dropped() == [], "said once"
+    for _ in range(20):
+        assert broken not in [c.label for c in arena.start("hi").contenders]
+
+    pair = Arena(Hub(Config(ollama_enabled=False)))
+    pair.pool = _pool(2)
+    for _ in range(3):
+        round_ = pair.start("hi")
+        round_.metrics = [StreamMetrics(i, c.label, "error") for i, c in enumerate(round_.contenders)]
+        assert round_.on_end is not None
+        round_.on_end(round_)
+    assert len(pair.pool) == 2, "the pool never shrinks below two"
 
 
 def test_a_drawn_round_cannot_start_without_a_pool_or_a_prompt() -> None:
@@ -316,6 +354,12 @@ BAD_LINES = {
         _line("q9", conversation_a=[{"role": "user", "content": [{"type": "text", "text": "hi"}]}]),
         "content",
     ),
+    "a model against itself": (_line("q9", model_b="x@llamacpp"), "a vote between a model and itself"),
+    # without its id, a file imported twice would count its votes twice
+    "no question_id": (_line(""), "question_id is missing"),
+    "an answer that is not there": (_line("q9", conversation_b=[{"role": "user", "content": "hi"}]), "no answer"),
+    "no prompt": (_line("q9", conversation_a=[{"role": "assistant", "content": "hello"}]), "no prompt"),
+    "a time that is not one": (_line("q9", tstamp="yesterday"), "tstamp"),
 }
 
 
@@ -426,8 +470,16 @@ async def test_a_blind_round_on_the_real_models_is_voted_once_and_stored_whole(
 ) -> None:
     hub, store = _hub(backend), Store(tmp_path / "h.sqlite3")
     arena = Arena(hub, store, options=Options(temperature=0, max_tokens=8))
-    pool = await arena.set_pool(["smollm2", SMOL, GEMMA])
+    base = str(backend.ensure_file(backend.resolve(parse_spec(GEMMA))))  # the bare file: no chat template in it
+    pool = await arena.set_pool([base, "smollm2", SMOL, GEMMA])
     assert [c.label for c in pool] == [f"{SMOL}@llamacpp", f"{GEMMA}@llamacpp"], "two spellings are one model"
+    assert arena.skipped == [
+        (
+            base,
+            f"{base} has no chat template (a base model: it continues text, it does not answer)"
+            "; the arena is for chat models",
+        )
+    ]
     round_ = arena.start("Name the capital of France.")
     assert len({c.label for c in round_.contenders}) == 2
     with pytest.raises(InvalidOptions, match="after the vote"):
@@ -486,7 +538,8 @@ async def test_a_stopped_or_failed_round_cannot_be_voted(backend: LlamaCppBacken
     events = [e async for e in failed.stream(hub)]
     assert [e.kind for e in events if e.kind == "error"] == ["error", "error"]
     problem = failed.problem()
-    assert problem is not None and problem.startswith("answer A failed (") and "context window" in problem
+    assert problem is not None and problem.startswith("answer A failed, so this round cannot be voted")
+    assert all("context window" in (m.error or "") for m in failed.metrics), "each answer keeps why it failed"
     with pytest.raises(InvalidOptions, match="failed"):
         arena.vote(failed, "b")
     assert store.votes() == [] and round_.vote is None and failed.vote is None
@@ -577,3 +630,18 @@ def test_a_process_killed_mid_round_keeps_every_earlier_vote_whole(tmp_path: Pat
         assert db.execute("SELECT COUNT(*) FROM arena_answers").fetchone()[0] == 2, "no half of the second round"
     finally:
         db.close()
+
+
+def test_speeds_on_the_board_come_from_answers_that_ran_alone() -> None:
+    def vote(parallel: bool, rate: float, models: tuple[str, str]) -> Vote:
+        stats = Stats(generated_tokens=101, generation_time=100 / rate, time_to_first_token=0.1)
+        answers = tuple(Answer(m, "llamacpp", None, None, "x", stats) for m in models)
+        return Vote("q", answers, 0, parallel=parallel)
+
+    votes = [vote(False, 50.0, ("a", "b")), vote(True, 20.0, ("a", "b")), vote(True, 20.0, ("a", "c"))]
+    speeds = {s.model: s.tokens_per_s for s in board(votes, rounds=0)}
+    assert speeds == {"a@llamacpp": 50.0, "b@llamacpp": 50.0, "c@llamacpp": None}, (
+        "side by side the cores are shared: such a speed is not set beside one measured alone"
+    )
+    (back,) = read_votes([json.dumps(votes[1].to_json())])
+    assert back.parallel and back == votes[1]

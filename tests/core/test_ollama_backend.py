@@ -28,7 +28,7 @@ from llmspell.backends.llamacpp import LlamaCppBackend
 from llmspell.backends.ollama import OllamaBackend
 from llmspell.chat import Conversation, ask
 from llmspell.config import Config
-from llmspell.errors import BackendUnavailable, GenerationError, LLMSpellError, ModelNotFound
+from llmspell.errors import BackendUnavailable, GenerationError, InvalidOptions, LLMSpellError, ModelNotFound
 from llmspell.hub import Hub
 from llmspell.spec import parse_spec
 from llmspell.types import Message, Options
@@ -301,17 +301,23 @@ async def test_an_arena_round_puts_a_local_and_a_served_model_on_equal_terms(
     hub = Hub(Config(num_ctx=2048, options=Options(temperature=0, max_tokens=8)))
     try:
         arena = Arena(hub, None, seed=3)
-        pool = await arena.set_pool(["smollm2:135m@llamacpp", "smollm2:135m@ollama"])
-        assert sorted(c.label for c in pool) == ["smollm2:135m@llamacpp", "smollm2:135m@ollama"]
+        # one file served two ways is one model: it is never drawn against itself
+        with pytest.raises(InvalidOptions, match="the same file as smollm2:135m@llamacpp"):
+            await arena.set_pool(["smollm2:135m@llamacpp", "smollm2:135m@ollama"])
+        pool = await arena.set_pool(["gemma3:270m@llamacpp", "smollm2:135m@ollama"])
+        assert sorted(c.label for c in pool) == ["gemma3:270m@llamacpp", "smollm2:135m@ollama"]
         round_ = arena.start("Say hello.")
         async for _ in round_.stream(hub, parallel=False):
             pass
-        by_backend = {c.backend: m for c, m in zip(round_.contenders, round_.metrics, strict=True)}
-        assert by_backend["ollama"].text == by_backend["llamacpp"].text, "same seed, context and sampling on both"
+        served = next(m for c, m in zip(round_.contenders, round_.metrics, strict=True) if c.backend == "ollama")
+        # the round's options reach the server whole: the same seed, context and sampling give, on the embedded
+        # engine, the answer the server gave
+        direct, _ = await collect(hub.chat("smollm2:135m@llamacpp", [Message("user", "Say hello.")], round_.options))
+        assert served.text == direct
         vote = arena.vote(round_, "tie")
-        served = next(a for a in vote.answers if a.backend == "ollama")
+        answer = next(a for a in vote.answers if a.backend == "ollama")
         digest = hashlib.sha256(smollm2_file().read_bytes()).hexdigest()
-        assert served.quantization == "Q4_1" and served.digest is not None and served.digest.endswith(digest)
-        assert served.stats is not None and served.stats.generated_tokens > 0
+        assert answer.quantization == "Q4_1" and answer.digest == digest
+        assert answer.stats is not None and answer.stats.generated_tokens > 0
     finally:
         await hub.close()

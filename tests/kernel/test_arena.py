@@ -113,7 +113,7 @@ def test_the_leaderboard_drawing_escapes_names_and_draws_one_line_per_model() ->
         assert cells in html
     plain = leaderboard_text(standings)
     assert plain.splitlines()[0].split() == [
-        "rank",
+        "#",
         "model",
         "rating",
         "95%",
@@ -194,7 +194,7 @@ def test_a_blind_round_is_voted_then_revealed_and_ranked(session: KernelSession)
         data: dict[str, Any] = board.of("display_data")[0]["data"]
         assert "<svg" in data["text/html"] and data["text/html"].count('class="interval"') == 2
         assert all(label in data["text/html"] and label in data["text/plain"] for label in LABELS)
-        assert "1 votes" in data["text/plain"]
+        assert "1 vote" in data["text/plain"]
     other = session.run("%arena leaderboard cats")
     assert other.stdout.startswith("no arena votes in category 'cats' yet (categories: sky)")
     assert session.run("%arena tag").stdout == "arena category cleared\n"

@@ -171,3 +171,50 @@ async def test_a_pool_of_one_model_is_refused_and_the_old_pool_stays(models_env:
         await pilot.press("enter")
         await until(pilot, lambda: any("at least two" in str(n.message) for n in app._notifications), "the refusal")
         assert screen.arena is not None and len(screen.arena.pool) == 2
+
+
+async def test_typing_the_next_prompt_never_turns_into_a_vote(models_env: Path) -> None:
+    hub = GatedHub(arena_config(), free=1)
+    app = create_app(hub, Store(), mode="arena")
+    async with app.run_test(size=(120, 36)) as pilot:
+        screen = app.screen
+        assert isinstance(screen, ArenaScreen)
+        await until(pilot, lambda: screen.arena is not None and len(screen.arena.pool) == 2, "the pool")
+        assert screen.send_prompt("Name a colour.")
+        await until(pilot, lambda: hub.waiting, "an answer held mid-stream")
+        press_now(app, *"what is bes")  # the user starts the next prompt while the answers are still coming
+        hub.open()
+        await until(pilot, lambda: screen.awaiting_vote, "the round to wait for its vote")
+        assert "loaded" not in app.screen.query_one("BackendStatusBar").text, "which models are loaded is not said"
+        assert screen.focused is screen.prompt, "the focus stays where the user types"
+        press_now(app, *"t")
+        await pilot.pause(0.05)
+        assert screen.prompt.text.endswith("best") and Store().votes() == [], "a t in a prompt is a t, not a tie"
+        screen.prompt.clear()
+        press_now(app, "enter")  # Enter on an empty prompt goes to the vote
+        await until(pilot, lambda: screen.focused is screen.vote_bar, "the vote bar")
+        press_now(app, "x")
+        await until(pilot, lambda: not screen.awaiting_vote, "the vote")
+        assert [v.winner for v in Store().votes()] == ["bad"]
+
+
+async def test_a_tag_with_markup_is_shown_as_typed(models_env: Path) -> None:
+    store = Store()
+    store.add_vote(_vote(0, "a[b]", "c", "[/x]"))
+    app = create_app(Hub(arena_config()), store, mode="arena")
+    async with app.run_test(size=(120, 36)) as pilot:
+        screen = app.screen
+        assert isinstance(screen, ArenaScreen)
+        await until(pilot, lambda: screen.arena is not None and len(screen.arena.pool) == 2, "the pool")
+        await pilot.press("ctrl+g")
+        app.screen.query_one("#answer").value = "[/x]"  # type: ignore[attr-defined]
+        await pilot.press("enter")
+        await until(pilot, lambda: screen.arena is not None and screen.arena.category == "[/x]", "the tag")
+        assert "tag: [/x]" in str(screen.query_one("#arena-info", Static).render())
+        await pilot.press("ctrl+b")
+        board = app.screen
+        assert isinstance(board, LeaderboardScreen)
+        await until(pilot, lambda: board.table.row_count == 2, "the ratings")
+        await pilot.press("g")
+        await until(pilot, lambda: "[/x]" in str(board.query_one("#board-title", Static).render()), "the category")
+        assert str(board.table.get_row_at(0)[1]) == "a[b]@llamacpp", "a name with brackets is shown as it is"

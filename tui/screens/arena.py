@@ -11,10 +11,12 @@ import asyncio
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, ClassVar
 
+from rich.text import Text
 from textual import on, work
 from textual.app import ComposeResult, SystemCommand
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.markup import escape
 from textual.screen import Screen
 from textual.timer import Timer
 from textual.widgets import Footer, Static
@@ -92,7 +94,8 @@ class BlindAnswer(Vertical):
         """Take a chunk of the answer (drawn at the next flush) and show how far it is."""
         self._pending += text
         if self.hide_stats:
-            self.stats_line.update(f"{metrics.generated_tokens} tokens…" if metrics.chunks else "reading the prompt…")
+            # not even the token count: it shows the tokenizer, and so the family
+            self.stats_line.update("writing…" if metrics.chunks else "reading the prompt…")
         else:
             self.stats_line.update(metrics.live_summary())
 
@@ -109,17 +112,17 @@ class BlindAnswer(Vertical):
         rest, self._pending = self._pending, ""
         await self.view.finish(rest)
         if metrics.status == "error":
-            self.stats_line.update(f"failed: {metrics.error}")
+            self.stats_line.update(Text(f"failed: {metrics.error}"))  # a message is text, never markup
         elif metrics.status == "cancelled":
             self.stats_line.update("interrupted")
         elif self.hide_stats:
-            self.stats_line.update(f"done · {metrics.generated_tokens} tokens")
+            self.stats_line.update("done")
         else:
             self.stats_line.update(metrics.live_summary())
 
     def reveal(self, label: str, metrics: StreamMetrics | None, *, chosen: bool) -> None:
         """After the vote: the model's name in the title, its speed under the answer."""
-        self.border_title = f"{self.letter} · {label}"
+        self.border_title = escape(f"{self.letter} · {label}")
         self.set_class(chosen, "-winner")
         if chosen:
             self.border_subtitle = "your choice"
@@ -212,7 +215,8 @@ class ArenaScreen(Screen[None]):
         return self._generation is not None and not self._generation.is_finished
 
     def compose(self) -> ComposeResult:
-        yield BackendStatusBar()
+        # the status line's list of loaded models would say which models answer a round
+        yield BackendStatusBar(show_loaded=False)
         yield Static("arena: choosing the pool…", id="arena-info")
         with Horizontal(id="answers"):
             yield Static(
@@ -255,8 +259,9 @@ class ArenaScreen(Screen[None]):
             return
         names = ", ".join(c.label for c in arena.pool)
         tag = f" · tag: {arena.category}" if arena.category else ""
+        # Text: a tag or a model name is shown as typed, never read as markup ("[/x]" would stop the app)
         self.query_one("#arena-info", Static).update(
-            f"pool ({len(arena.pool)}): {names} · {min(arena.size, len(arena.pool))} per round{tag}"
+            Text(f"pool ({len(arena.pool)}): {names} · {min(arena.size, len(arena.pool))} per round{tag}")
         )
 
     def action_pool(self) -> None:
@@ -298,6 +303,9 @@ class ArenaScreen(Screen[None]):
     @on(PromptArea.Send)
     def _prompt_sent(self, event: PromptArea.Send) -> None:
         event.stop()
+        if self.awaiting_vote and not event.text.strip():
+            self.vote_bar.focus()  # Enter on an empty prompt goes to the vote
+            return
         if not self.submit(event.text) and event.text.strip():
             self.prompt.text = event.text + self.prompt.text  # refused: the text goes back
             self.prompt.move_cursor(self.prompt.document.end)
@@ -364,6 +372,9 @@ class ArenaScreen(Screen[None]):
         self._ask_vote(round_)
 
     def _ask_vote(self, round_: Round) -> None:
+        if self.arena is not None:
+            for label, why in self.arena.take_dropped():
+                self.notify(f"{label} {why}", severity="warning", markup=False)
         problem = round_.problem()
         if problem is not None:
             self.notify(problem, severity="warning", title="not votable", markup=False)
@@ -373,7 +384,12 @@ class ArenaScreen(Screen[None]):
         keys = " · ".join(f"{x.lower()}: {x} is better" for x in round_.letters)
         self.vote_bar.update(f"Which is better?  {keys} · t: tie · x: all bad · s: skip")
         self.vote_bar.display = True
-        self.vote_bar.focus()
+        if self.prompt.text.strip():
+            # the next prompt is being typed: its keys must not turn into a vote; Enter on an empty prompt or
+            # Tab reaches the vote bar
+            self.notify("both answers are in: vote with Tab, then a key", timeout=4)
+        else:
+            self.vote_bar.focus()
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         """The vote keys work only while a round waits for its vote, and never while the prompt is typed in."""

@@ -6,43 +6,32 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from rich.text import Text
 from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Static
 
-from llmspell.arena import board
+from llmspell.arena import BOARD_HEADERS, board_rows, load_board
 from llmspell.ratings import Standing, interval_bars
 
 if TYPE_CHECKING:
     from llmspell.store import Store
 
-#: the table's columns: heading, and how a row sorts by it (ascending; the screen reverses where more is better)
-COLUMNS: tuple[tuple[str, Callable[[Standing], Any], bool], ...] = (
-    ("#", lambda s: s.rank, False),
-    ("model", lambda s: s.model.casefold(), False),
-    ("rating", lambda s: s.rating, True),
-    ("95% interval", lambda s: s.high - s.low, False),
-    ("votes", lambda s: s.votes, True),
-    ("W/L/T", lambda s: s.win_rate, True),
-    ("tok/s", lambda s: s.tokens_per_s or 0.0, True),
-    ("TTFT", lambda s: s.ttft if s.ttft is not None else float("inf"), False),
+#: how a row sorts by each column of BOARD_HEADERS, and whether more comes first (higher rating, more votes)
+_SORTS: tuple[tuple[Callable[[Standing], Any], bool], ...] = (
+    (lambda s: s.rank, False),
+    (lambda s: s.model.casefold(), False),
+    (lambda s: s.rating, True),
+    (lambda s: s.high - s.low, False),
+    (lambda s: s.votes, True),
+    (lambda s: s.win_rate, True),
+    (lambda s: s.tokens_per_s or 0.0, True),
+    (lambda s: s.ttft if s.ttft is not None else float("inf"), False),
 )
-
-
-def row_of(s: Standing) -> tuple[str, ...]:
-    """One model's cells, as the table shows them."""
-    return (
-        str(s.rank),
-        s.model,
-        f"{s.rating:.0f}",
-        f"{s.low:.0f} – {s.high:.0f}",
-        str(s.votes),
-        f"{s.wins}/{s.losses}/{s.ties}",
-        "–" if s.tokens_per_s is None else f"{s.tokens_per_s:.1f}",
-        "–" if s.ttft is None else f"{s.ttft * 1000:.0f} ms",
-    )
+#: the table's columns: heading, sort key, most first
+COLUMNS = tuple((name, key, most) for name, (key, most) in zip(BOARD_HEADERS, _SORTS, strict=True))
 
 
 class LeaderboardScreen(Screen[None]):
@@ -85,7 +74,7 @@ class LeaderboardScreen(Screen[None]):
         return self.app.store  # type: ignore[attr-defined,no-any-return]
 
     @property
-    def table(self) -> DataTable[str]:
+    def table(self) -> DataTable[Text]:
         """The ratings table."""
         return self.query_one(DataTable)
 
@@ -105,20 +94,19 @@ class LeaderboardScreen(Screen[None]):
         """Read the votes again and refit (off the screen's thread: the bootstrap refits 200 times)."""
         import asyncio
 
-        votes = await asyncio.to_thread(self.store.votes, self.category)
-        self.standings = await asyncio.to_thread(board, votes)
-        self.votes = len(votes)
+        self.votes, self.standings = await asyncio.to_thread(load_board, self.store, self.category)
         self._draw()
 
     def _draw(self) -> None:
         name, key, descending = COLUMNS[self.sort_column]
         ordered = sorted(self.standings, key=key, reverse=descending)
         self.table.clear()
-        for s in ordered:
-            self.table.add_row(*row_of(s), key=s.model)
+        for s, cells in zip(ordered, board_rows(ordered), strict=True):
+            # Text cells: a model name or an imported category is shown as it is, never read as markup
+            self.table.add_row(*(Text(c) for c in cells), key=s.model)
         where = f"category {self.category!r}" if self.category else "all votes"
         self.query_one("#board-title", Static).update(
-            f"leaderboard · {where} · {self.votes} vote{'s' if self.votes != 1 else ''} · sorted by {name}"
+            Text(f"leaderboard · {where} · {self.votes} vote{'s' if self.votes != 1 else ''} · sorted by {name}")
         )
         plot = self.query_one("#board-plot", Static)
         if not self.standings:
@@ -128,7 +116,8 @@ class LeaderboardScreen(Screen[None]):
         bars, axis = interval_bars(ordered, width)
         pad = max(len(s.model) for s in ordered)
         lines = [f"{s.model.ljust(pad)}  {bar}" for s, bar in zip(ordered, bars, strict=True)]
-        plot.update("\n".join([*lines, f"{''.ljust(pad)}  {axis}"]))
+        note = "tok/s and TTFT: medians over the answers that ran alone (not side by side)"
+        plot.update(Text("\n".join([*lines, f"{''.ljust(pad)}  {axis}", "", note])))
 
     def action_sort_next(self) -> None:
         """Sort by the next column."""

@@ -10,8 +10,9 @@ from textual.widgets import Static
 from llmspell.types import BackendStatus
 
 
-def describe_status(status: BackendStatus) -> Text:
-    """One backend as one line: ready or not reachable (and why), version, device, models, loaded models."""
+def describe_status(status: BackendStatus, *, loaded: bool = True) -> Text:
+    """One backend as one line: ready or not reachable (and why), version, device, models, loaded models (left
+    out with ``loaded=False``: the arena's blind rounds must not say which models answer)."""
     line = Text(no_wrap=False)
     if status.ready:
         line.append("● ", style="bold green")
@@ -19,7 +20,8 @@ def describe_status(status: BackendStatus) -> Text:
         line.append(" ready")
         facts = [status.version or "", status.device or ""]
         facts.append(f"{status.model_count} model{'s' if status.model_count != 1 else ''}")
-        facts.append(f"loaded: {', '.join(status.loaded)}" if status.loaded else "none loaded")
+        if loaded:
+            facts.append(f"loaded: {', '.join(status.loaded)}" if status.loaded else "none loaded")
         line.append(" · " + " · ".join(f for f in facts if f), style="dim")
     else:
         line.append("● ", style="bold red")
@@ -37,13 +39,13 @@ def describe_status(status: BackendStatus) -> Text:
     return line
 
 
-def describe_statuses(statuses: Sequence[BackendStatus] | None) -> Text:
+def describe_statuses(statuses: Sequence[BackendStatus] | None, *, loaded: bool = True) -> Text:
     """Every backend, one per line; a placeholder before the first check has answered."""
     if statuses is None:
         return Text("checking backends…", style="dim")
     if not statuses:
         return Text("no backend is enabled (see ~/.llmspell/config.toml)", style="bold red")
-    return Text("\n").join(describe_status(s) for s in statuses)
+    return Text("\n").join(describe_status(s, loaded=loaded) for s in statuses)
 
 
 class BackendStatusBar(Static):
@@ -58,7 +60,9 @@ class BackendStatusBar(Static):
     }
     """
 
-    def __init__(self, *, id: str | None = None, classes: str | None = None) -> None:
+    def __init__(self, *, id: str | None = None, classes: str | None = None, show_loaded: bool = True) -> None:
+        #: whether the line names the models loaded now (not on the arena screen: it would name a round's models)
+        self.show_loaded = show_loaded
         self._text = describe_statuses(None)
         super().__init__(self._text, id=id, classes=classes)
 
@@ -67,7 +71,7 @@ class BackendStatusBar(Static):
             self.watch(self.app, "backend_statuses", self._show, init=True)
 
     def _show(self, statuses: tuple[BackendStatus, ...] | None) -> None:
-        self._text = describe_statuses(statuses)
+        self._text = describe_statuses(statuses, loaded=self.show_loaded)
         self.update(self._text)
 
     @property
