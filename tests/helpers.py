@@ -142,3 +142,13 @@ def option_sample(option: Any) -> tuple[str, Any]:
     if option.kind == "stop":
         return "END|STOP", ("END", "STOP")
     return "json", "json"
+
+
+async def until(pilot: Pilot[None], cond: Callable[[], object], what: str, limit: float = 240.0) -> None:
+    """Let the app run until ``cond()`` holds: short pauses with a delay (no wait for an idle process, which a
+    generating engine never is), bounded so a hang fails instead of blocking the suite."""
+    for _ in range(int(limit / 0.01)):
+        if cond():
+            return
+        await pilot.pause(0.01)
+    raise AssertionError(f"gave up waiting for {what}")

@@ -3,12 +3,10 @@ stored; a stopped round is not votable; the leaderboard sorts and draws the inte
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from helpers import GatedHub, press_now
-from textual.pilot import Pilot
+from helpers import GatedHub, notes, press_now, until
 from textual.widgets import DataTable, Static
 
 from llmspell.config import Config
@@ -42,15 +40,6 @@ def models_env(shared_models: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return shared_models
 
 
-async def until(pilot: Pilot[None], cond: Callable[[], object], what: str, limit: float = 240.0) -> None:
-    """Let the app run until ``cond()`` holds (short pauses with a delay: no wait for an idle process)."""
-    for _ in range(int(limit / 0.01)):
-        if cond():
-            return
-        await pilot.pause(0.01)
-    raise AssertionError(f"gave up waiting for {what}")
-
-
 def shown(screen: ArenaScreen) -> str:
     """Everything the answers show: titles, subtitles, text and stats lines."""
     parts = []
@@ -71,7 +60,7 @@ async def test_a_blind_round_shows_names_only_after_the_vote_key(models_env: Pat
         assert screen.prompt.text == "a" and Store().votes() == []
         screen.prompt.clear()
 
-        assert screen.send_prompt("Name a colour.")
+        assert screen.send("Name a colour.")
         await until(pilot, lambda: screen.awaiting_vote, "the round to wait for its vote")
         before = shown(screen)
         assert [a.border_title for a in screen.answers] == ["A", "B"]
@@ -79,7 +68,7 @@ async def test_a_blind_round_shows_names_only_after_the_vote_key(models_env: Pat
         assert "tok/s" not in before and "TTFT" not in before, "speed would give the model away"
         assert screen.focused is screen.vote_bar and screen.vote_bar.display
 
-        assert not screen.send_prompt("Another one."), "a new prompt waits for the vote"
+        assert not screen.send("Another one."), "a new prompt waits for the vote"
         await pilot.press("b")
         await until(pilot, lambda: not screen.awaiting_vote, "the vote")
         after = shown(screen)
@@ -99,7 +88,7 @@ async def test_a_stopped_round_cannot_be_voted(models_env: Path) -> None:
         screen = app.screen
         assert isinstance(screen, ArenaScreen)
         await until(pilot, lambda: screen.arena is not None and len(screen.arena.pool) == 2, "the pool")
-        assert screen.send_prompt("Tell a long story.")
+        assert screen.send("Tell a long story.")
         await until(pilot, lambda: hub.waiting, "an answer held mid-stream")
         press_now(app, "escape")
         await until(pilot, lambda: not screen.generating, "the round to stop")
@@ -169,7 +158,7 @@ async def test_a_pool_of_one_model_is_refused_and_the_old_pool_stays(models_env:
         pool_input = app.screen.query_one("#answer")
         pool_input.value = "smollm2 smollm2:135m nosuch:1b"  # type: ignore[attr-defined]
         await pilot.press("enter")
-        await until(pilot, lambda: any("at least two" in str(n.message) for n in app._notifications), "the refusal")
+        await until(pilot, lambda: any("at least two" in n for n in notes(app)), "the refusal")
         assert screen.arena is not None and len(screen.arena.pool) == 2
 
 
@@ -180,7 +169,7 @@ async def test_typing_the_next_prompt_never_turns_into_a_vote(models_env: Path) 
         screen = app.screen
         assert isinstance(screen, ArenaScreen)
         await until(pilot, lambda: screen.arena is not None and len(screen.arena.pool) == 2, "the pool")
-        assert screen.send_prompt("Name a colour.")
+        assert screen.send("Name a colour.")
         await until(pilot, lambda: hub.waiting, "an answer held mid-stream")
         press_now(app, *"what is bes")  # the user starts the next prompt while the answers are still coming
         hub.open()

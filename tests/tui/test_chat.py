@@ -9,11 +9,11 @@ generating engine never is), and a test that needs an answer to last holds it at
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable
 from pathlib import Path
 
 import pytest
-from helpers import GEMMA, SMOL, GatedHub, notes, option_sample, press_now, wait_until
+from helpers import GEMMA, SMOL, GatedHub, notes, option_sample, press_now, until, wait_until
 from scripted import SCRIPTED_ANSWER, SCRIPTED_STATS, ScriptedBackend
 from textual import events
 from textual.binding import Binding
@@ -55,15 +55,6 @@ def scripted_hub(**kwargs: object) -> tuple[Hub, ScriptedBackend]:
     """A hub over the scripted stand-in backend, for exact-text checks only."""
     backend = ScriptedBackend(**kwargs)  # type: ignore[arg-type]
     return Hub(Config(), backends=[backend]), backend
-
-
-async def until(pilot: Pilot, cond: Callable[[], object], what: str, limit: float = 240.0) -> None:
-    """Let the app run until ``cond()`` holds (bounded, so a hang fails instead of blocking the suite)."""
-    for _ in range(int(limit / 0.01)):
-        if cond():
-            return
-        await pilot.pause(0.01)
-    raise AssertionError(f"gave up waiting for {what}")
 
 
 def chat(pilot: Pilot) -> ChatScreen:

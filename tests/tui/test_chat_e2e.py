@@ -13,13 +13,12 @@ import os
 import signal
 import sqlite3
 import sys
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pexpect
 import pytest
-from helpers import GatedHub, press_now
-from textual.pilot import Pilot
+from helpers import GatedHub, press_now, until
 from textual.widgets import Static
 
 from llmspell.config import Config, config_path, history_path
@@ -37,15 +36,6 @@ def gated_hub(shared_models: Path, monkeypatch: pytest.MonkeyPatch) -> GatedHub:
     """The real hub on the embedded engine, behind a closed gate."""
     monkeypatch.setenv("LLMSPELL_MODELS", str(shared_models))
     return GatedHub(Config(keep_alive=300, num_ctx=2048))
-
-
-async def until(pilot: Pilot[None], cond: Callable[[], object], what: str, limit: float = 240.0) -> None:
-    """Let the app run until ``cond()`` holds (short pauses with a delay: no wait for an idle process)."""
-    for _ in range(int(limit / 0.01)):
-        if cond():
-            return
-        await pilot.pause(0.01)
-    raise AssertionError(f"gave up waiting for {what}")
 
 
 async def test_an_answer_streams_from_the_real_model_into_a_pane(

@@ -12,7 +12,7 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING, ClassVar
 
 from rich.text import Text
-from textual import on, work
+from textual import work
 from textual.app import ComposeResult, SystemCommand
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical, VerticalScroll
@@ -26,9 +26,9 @@ from llmspell.arena import Arena, Round
 from llmspell.compare import StreamMetrics
 from llmspell.errors import LLMSpellError
 from llmspell.session import error_text
-from llmspell_tui.screens.chat import PromptArea
 from llmspell_tui.widgets.chat_answer import AnswerView
 from llmspell_tui.widgets.modals import TextPromptScreen
+from llmspell_tui.widgets.prompt import PromptArea, SendsPrompts
 from llmspell_tui.widgets.status import BackendStatusBar
 
 if TYPE_CHECKING:
@@ -130,7 +130,7 @@ class BlindAnswer(Vertical):
             self.stats_line.update(metrics.live_summary())
 
 
-class ArenaScreen(Screen[None]):
+class ArenaScreen(SendsPrompts, Screen[None]):
     """Blind rounds: a prompt goes to models drawn from the pool, shown as A, B, ...; one key votes."""
 
     DEFAULT_CSS = """
@@ -300,27 +300,10 @@ class ArenaScreen(Screen[None]):
 
     # ----- rounds -------------------------------------------------------------------------------------
 
-    @on(PromptArea.Send)
-    def _prompt_sent(self, event: PromptArea.Send) -> None:
-        event.stop()
-        if self.awaiting_vote and not event.text.strip():
-            self.vote_bar.focus()  # Enter on an empty prompt goes to the vote
-            return
-        if not self.submit(event.text) and event.text.strip():
-            self.prompt.text = event.text + self.prompt.text  # refused: the text goes back
-            self.prompt.move_cursor(self.prompt.document.end)
-
-    @on(PromptArea.Stop)
-    def _prompt_stopped(self, event: PromptArea.Stop) -> None:
-        event.stop()
-        self.action_cancel()
-
-    def send_prompt(self, text: str) -> bool:
-        """Start a round as if ``text`` were typed and sent (the prompt is cleared when it starts)."""
-        started = self.submit(text)
-        if started:
-            self.prompt.clear()
-        return started
+    def empty_enter(self) -> None:
+        """Enter on an empty prompt while a round waits for its vote goes to the vote bar."""
+        if self.awaiting_vote:
+            self.vote_bar.focus()
 
     def submit(self, text: str) -> bool:
         """Start a round for ``text``; False, with a note why, when it cannot start now."""

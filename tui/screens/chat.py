@@ -11,10 +11,9 @@ from textual import events, on, work
 from textual.app import ComposeResult, SystemCommand
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal
-from textual.message import Message
 from textual.reactive import reactive
 from textual.screen import Screen
-from textual.widgets import Footer, Static, TextArea
+from textual.widgets import Footer, Static
 from textual.worker import Worker
 
 from llmspell.chat import Conversation
@@ -22,6 +21,7 @@ from llmspell.compare import StreamMetrics, Target, compare
 from llmspell.errors import LLMSpellError
 from llmspell.session import Session, error_text, model_names
 from llmspell_tui.widgets.pane import ChatPane
+from llmspell_tui.widgets.prompt import PromptArea, SendsPrompts
 from llmspell_tui.widgets.settings import PaneSettings, SettingsScreen
 from llmspell_tui.widgets.status import BackendStatusBar
 
@@ -32,55 +32,7 @@ if TYPE_CHECKING:
 MAX_PANES = 4
 
 
-class PromptArea(TextArea):
-    """The prompt: Enter sends, Escape stops, Shift+Enter or Ctrl+J starts a new line, pasted text keeps its lines.
-
-    Enter and Escape are read here, in the order of the keys typed before them, not as screen bindings: a screen
-    (or priority) binding is handled before the characters still queued for the prompt, so a fast typist's (or
-    an SSH connection's) "Why is the sky blue?<Enter>" sent "Why is the sky " and left the rest behind.
-    """
-
-    class Send(Message):
-        """Enter: the text typed before it, already taken out of the prompt."""
-
-        def __init__(self, text: str) -> None:
-            super().__init__()
-            self.text = text
-
-    class Stop(Message):
-        """Escape, in order with the Enter before it (so it stops the prompt just sent)."""
-
-    DEFAULT_CSS = """
-    PromptArea {
-        height: auto;
-        min-height: 3;
-        max-height: 8;
-        border: round $accent 50%;
-    }
-    PromptArea:focus {
-        border: round $accent;
-    }
-    """
-
-    async def _on_key(self, event: events.Key) -> None:
-        if event.key in ("shift+enter", "ctrl+j", "enter", "escape"):
-            event.stop()
-            event.prevent_default()
-            if event.key == "enter":
-                # taken now: what is typed after this Enter is the next prompt, not part of this one
-                text = self.text
-                if text.strip():
-                    self.clear()
-                self.post_message(self.Send(text))
-            elif event.key == "escape":
-                self.post_message(self.Stop())
-            else:
-                self.insert("\n")
-            return
-        await super()._on_key(event)
-
-
-class ChatScreen(Screen[None]):
+class ChatScreen(SendsPrompts, Screen[None]):
     """Side-by-side chats: type once, send to the focused pane or (compare mode) to every pane at once."""
 
     DEFAULT_CSS = """
@@ -359,27 +311,6 @@ class ChatScreen(Screen[None]):
             pane.stats_line.update(_describe(result))
 
     # ----- sending and cancelling --------------------------------------------------------
-
-    @on(PromptArea.Send)
-    def _prompt_sent(self, event: PromptArea.Send) -> None:
-        event.stop()
-        if not self.submit(event.text) and event.text.strip():
-            # refused (an answer still streams): the text goes back, before anything typed since
-            self.prompt.text = event.text + self.prompt.text
-            self.prompt.move_cursor(self.prompt.document.end)
-
-    @on(PromptArea.Stop)
-    def _prompt_stopped(self, event: PromptArea.Stop) -> None:
-        event.stop()
-        self.action_cancel()
-
-    def send(self, text: str) -> bool:
-        """Send a prompt to the focused pane or, in compare mode, to every pane; False when nothing was sent.
-        The prompt input is cleared when it was sent."""
-        started = self.submit(text)
-        if started:
-            self.prompt.clear()
-        return started
 
     def submit(self, text: str) -> bool:
         """Start answering ``text`` (taken from the prompt already); False, and a note why, when refused."""
