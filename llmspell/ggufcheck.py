@@ -11,6 +11,7 @@ short while it is mapped kills the process with SIGBUS instead of raising.
 from __future__ import annotations
 
 import bisect
+import math
 import os
 import stat
 import struct
@@ -36,6 +37,26 @@ MAX_DIMS = 4
 MAX_NAME = 64
 MAX_LAYERS = 512
 MAX_EXPERTS = 512
+
+#: the longest training context accepted (2**27 tokens, ten times today's longest); 2**32 - 1 made the binding fail
+#: with "Array length must be >= 0"
+MAX_CONTEXT = 2**27
+
+#: What llama.cpp (0.3.36's build) does with each hyperparameter a crafted file can change, measured by loading a
+#: copy of smollm2 with one field changed and asking it one question in a child process. The header check refuses
+#: every value marked "refused" before llama.cpp sees the file; the others fail cleanly in llama.cpp itself.
+LOAD_CHECKS: tuple[tuple[str, str, str], ...] = (
+    ("block_count = 0", "SIGABRT: GGML_ASSERT(hparams.n_layer_all > 0) in llama-model.cpp", "refused"),
+    ("block_count > 512", "heap overflow of the per-layer tables (LLAMA_MAX_LAYERS)", "refused"),
+    ("layer_norm(_rms)_epsilon NaN or < 0", "SIGABRT: GGML_ASSERT(eps >= 0.0f) in ggml's ops.cpp", "refused"),
+    ("layer_norm(_rms)_epsilon infinite or 0", "loads, answers nothing (inf) or divides by zero (0)", "refused"),
+    ("rope.freq_base(_swa), rope.scaling.factor 0, < 0, inf or NaN", "loads, answers nothing or garbage", "refused"),
+    ("context_length 0 or > 2**27", "0: warns and runs untrained; 2**32 - 1: 'Array length must be >= 0'", "refused"),
+    ("embedding_length = 0", "llama.cpp refuses to load ('Failed to load model')", "refused, with the field named"),
+    ("expert counts", "GGML_ASSERTs on n_expert, n_expert_used, groups (llama-model.cpp)", "refused"),
+    ("feed_forward_length, head_count, head_count_kv, rope.dimension_count = 0 or odd", "load fails", "llama.cpp"),
+    ("vocab_size, bos/eos/unk/pad token ids out of range", "ignored: loads and answers normally", "llama.cpp"),
+)
 
 _HINT = "the file was not changed; re-download it or pull the model again"
 _MISSING_HINT = "check the path, or pull the model again (`llmspell model pull ...`)"
@@ -422,9 +443,26 @@ def _check_llama_limits(r: _Reader, metadata: dict[str, Any], types: dict[str, i
         return int(metadata[key]) if types.get(key) in _INT_TYPES else 0
 
     layers = count("block_count")
+    if f"{arch}.block_count" in metadata and layers < 1:
+        # llama.cpp asserts on it and the whole process aborts
+        raise r.corrupt(f"{arch}.block_count is {layers}: a model needs at least one layer")
     if layers > MAX_LAYERS:
         # a larger count overruns llama.cpp's fixed per-layer tables (a known heap overflow)
         raise r.corrupt(f"{arch}.block_count is {layers:,}, more than the {MAX_LAYERS} layers llama.cpp supports")
+    if types.get(f"{arch}.embedding_length") in _INT_TYPES and count("embedding_length") < 1:
+        raise r.corrupt(f"{arch}.embedding_length is {count('embedding_length')}: a model needs embeddings")
+    context_key = f"{arch}.context_length"
+    if types.get(context_key) in _INT_TYPES and not 1 <= count("context_length") <= MAX_CONTEXT:
+        raise r.corrupt(
+            f"{context_key} is {count('context_length'):,}; a model's context is 1 to {MAX_CONTEXT:,} tokens"
+        )
+    for key in sorted(k for k in metadata if k.startswith(f"{arch}.") and types.get(k) == _FLOAT32):
+        value = metadata[key]
+        # epsilons and rope frequencies divide and exponentiate: NaN and negatives abort ggml, zero and infinity
+        # load and answer nothing or nonsense
+        checked = key.endswith("epsilon") or ".rope.freq_base" in key or key.endswith(".rope.scaling.factor")
+        if checked and not (math.isfinite(value) and value > 0):
+            raise r.corrupt(f"{key} is {value}; it must be a finite number above 0")
     experts, used = count("expert_count"), count("expert_used_count")
     groups, groups_used = count("expert_group_count"), count("expert_group_used_count")
     if experts > MAX_EXPERTS:

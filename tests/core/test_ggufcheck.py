@@ -630,3 +630,58 @@ def test_random_headers_never_escape_as_another_exception(
     path = tmp_path / "random.gguf"
     path.write_bytes(b"GGUF" + struct.pack("<IQQ", 3, n_tensors, n_kv) + body)
     _parse_or_corrupt(path)
+
+
+# --- hyperparameters llama.cpp trusts: each value below aborted the process or answered nonsense -----------------
+
+#: a copy of the real smollm2 with one field changed, and what the refusal names (see ggufcheck.LOAD_CHECKS)
+HOSTILE_FIELDS = [
+    ("llama.block_count", 0, "llama.block_count is 0"),
+    ("llama.attention.layer_norm_rms_epsilon", float("nan"), "layer_norm_rms_epsilon is nan"),
+    ("llama.attention.layer_norm_rms_epsilon", -1.0, "layer_norm_rms_epsilon is -1.0"),
+    ("llama.attention.layer_norm_rms_epsilon", float("inf"), "layer_norm_rms_epsilon is inf"),
+    ("llama.rope.freq_base", 0.0, "llama.rope.freq_base is 0.0"),
+    ("llama.rope.freq_base", float("inf"), "llama.rope.freq_base is inf"),
+    ("llama.rope.freq_base", float("nan"), "llama.rope.freq_base is nan"),
+    ("llama.context_length", 0, "llama.context_length is 0"),
+    ("llama.context_length", 2**32 - 1, "llama.context_length is 4,294,967,295"),
+    ("llama.embedding_length", 0, "llama.embedding_length is 0"),
+]
+
+
+def _changed_copy(folder: Path, key: str, value: float) -> tuple[Path, bytes]:
+    """The real smollm2 with ``key`` set to ``value`` in place (same type, same size), and its bytes."""
+    path = folder / "changed.gguf"
+    path.write_bytes(smollm2_file().read_bytes())
+    reader = gguf.GGUFReader(str(path), "r+")
+    field = reader.fields[key]
+    field.parts[field.data[0]][0] = value
+    del reader
+    return path, path.read_bytes()
+
+
+@pytest.mark.parametrize(("key", "value", "named"), HOSTILE_FIELDS, ids=[f"{k}={v}" for k, v, _ in HOSTILE_FIELDS])
+def test_a_hyperparameter_llama_cpp_trusts_is_refused_naming_it(
+    tmp_path: Path, key: str, value: float, named: str
+) -> None:
+    path, before = _changed_copy(tmp_path, key, value)
+    err = _expect_corrupt(path, named)
+    assert "it must be" in str(err) or "a model" in str(err), "the message says what a valid value is"
+    assert path.read_bytes() == before, "the file is never changed"
+
+
+def test_the_crash_values_never_reach_the_engine(tmp_path: Path) -> None:
+    # in a child: before this check, these files aborted the whole process (SIGABRT, rc -6) inside llama.cpp
+    import subprocess
+    import sys
+
+    for key, value in (("llama.block_count", 0), ("llama.attention.layer_norm_rms_epsilon", float("nan"))):
+        path, _ = _changed_copy(tmp_path, key, value)
+        run = subprocess.run(
+            [sys.executable, "-m", "llmspell", "run", str(path), "Say hi", "--max-tokens", "4"],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert run.returncode == 1, f"{key}={value}: rc {run.returncode}\n{run.stderr[-800:]}"
+        assert run.stderr.startswith("error: ") and key in run.stderr and "Traceback" not in run.stderr
