@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import functools
+import sys
+import time
 from typing import Any
 
 from llmspell.errors import InvalidOptions
@@ -17,12 +19,105 @@ def _shared_prefix(a: str, b: str) -> int:
     return n
 
 
-@functools.lru_cache(maxsize=16)
-def _formatter(template: str, eos: str, bos: str) -> Any:
-    """A compiled chat template (compiling Jinja costs milliseconds that would land on every first token)."""
+#: how long a chat template may take to render one conversation; real ones take milliseconds, a hostile one
+#: looped 10**10 times and held every face (and serve's every client) until it was killed
+RENDER_SECONDS = 5.0
+#: the most characters a rendered prompt may have (a template that rendered 50 MB aborted the engine)
+MAX_PROMPT_CHARS = 16 * 2**20
+
+
+class TemplateBudgetExceeded(Exception):
+    """A chat template went past its time or size budget while rendering."""
+
+
+def _bounded_environment() -> Any:
+    """Jinja's immutable sandbox, as llama-cpp-python configures it for chat templates, where a repetition
+    (``"x" * n``) or a power that would exceed the prompt budget is refused before it is computed."""
+    import jinja2.ext
+    from jinja2.sandbox import ImmutableSandboxedEnvironment
     from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
-    return Jinja2ChatFormatter(template, eos_token=eos, bos_token=bos)
+    class Bounded(ImmutableSandboxedEnvironment):
+        intercepted_binops = frozenset({"*", "**"})
+
+        def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
+            if operator == "*":
+                for seq, times in ((left, right), (right, left)):
+                    if (
+                        isinstance(seq, str | list | tuple)
+                        and isinstance(times, int)
+                        and len(seq) * times > MAX_PROMPT_CHARS
+                    ):
+                        raise TemplateBudgetExceeded(f"it repeats a value {times:,} times")
+            if operator == "**" and isinstance(right, int | float) and abs(right) > 1024:
+                raise TemplateBudgetExceeded(f"it raises a number to the power {right:,}")
+            return super().call_binop(context, operator, left, right)
+
+    env = Bounded(
+        loader=jinja2.BaseLoader(),
+        trim_blocks=True,
+        lstrip_blocks=True,
+        extensions=[Jinja2ChatFormatter.IgnoreGenerationTags, jinja2.ext.loopcontrols],
+    )
+    env.filters["tojson"] = Jinja2ChatFormatter.tojson
+    return env
+
+
+class ChatTemplate:
+    """A compiled chat template that renders within a time and size budget (off the event loop: the caller runs
+    :meth:`render` in a thread, and a hostile template stops at the deadline, not when it is done)."""
+
+    def __init__(self, template: str, eos: str, bos: str) -> None:
+        self.eos, self.bos = eos, bos
+        self._template = _bounded_environment().from_string(template)
+
+    def render(
+        self, messages: list[dict[str, Any]], *, seconds: float | None = None, max_chars: int | None = None
+    ) -> str:
+        """The prompt for ``messages``; raises TemplateBudgetExceeded past ``seconds`` or ``max_chars`` (by default
+        RENDER_SECONDS and MAX_PROMPT_CHARS)."""
+        from datetime import datetime
+
+        seconds = RENDER_SECONDS if seconds is None else seconds
+        max_chars = MAX_PROMPT_CHARS if max_chars is None else max_chars
+
+        def raise_exception(message: str) -> None:
+            raise ValueError(message)
+
+        deadline = time.monotonic() + seconds
+
+        def check(frame: Any, event: str, arg: Any) -> Any:
+            if time.monotonic() > deadline:
+                raise TemplateBudgetExceeded(f"it took more than {seconds:g} s")
+            # line by line inside the template's own code, so a loop that calls nothing is stopped as well
+            return check if frame.f_code.co_filename == "<template>" else None
+
+        parts: list[str] = []
+        size = 0
+        previous = sys.gettrace()
+        sys.settrace(check)
+        try:
+            for part in self._template.generate(
+                messages=messages,
+                eos_token=self.eos,
+                bos_token=self.bos,
+                raise_exception=raise_exception,
+                add_generation_prompt=True,
+                strftime_now=lambda f: datetime.now().strftime(f),
+            ):
+                size += len(part)
+                if size > max_chars:
+                    raise TemplateBudgetExceeded(f"it rendered more than {max_chars:,} characters")
+                parts.append(part)
+        finally:
+            sys.settrace(previous)
+        return "".join(parts)
+
+
+@functools.lru_cache(maxsize=16)
+def _formatter(template: str, eos: str, bos: str) -> ChatTemplate:
+    """A compiled chat template (compiling Jinja costs milliseconds that would land on every first token)."""
+    return ChatTemplate(template, eos, bos)
 
 
 @functools.lru_cache(maxsize=32)

@@ -17,7 +17,14 @@ from typing import Any
 
 from llmspell import config as cfgmod
 from llmspell.backends._llama_files import LocalModel, _module_dir, estimate_ram, file_sha256, gguf_info
-from llmspell.backends._llama_prompt import _formatter, _gpu_offload, _grammar_for, _shared_prefix, engine_uses_openmp
+from llmspell.backends._llama_prompt import (
+    TemplateBudgetExceeded,
+    _formatter,
+    _gpu_offload,
+    _grammar_for,
+    _shared_prefix,
+    engine_uses_openmp,
+)
 from llmspell.backends._llama_worker import Job, ModelWorker
 from llmspell.backends._threads import ThreadBudget
 from llmspell.backends.base import Backend, RunningModel
@@ -564,17 +571,29 @@ class LlamaCppBackend(Backend):
     def render_chat(
         self, model: LocalModel, info: GGUFInfo, messages: Sequence[Message]
     ) -> tuple[str, bool, tuple[str, ...]]:
-        """The prompt text for a conversation, whether to add BOS, and the template's stop strings."""
+        """The prompt text for a conversation, whether to add BOS, and the template's stop strings (blocking: a
+        face calls it through ``render_chat_async``, off its event loop)."""
         template, stops = self._template(model, info)
         bos, eos = info.bos_token or "", info.eos_token or ""
         try:
-            result = _formatter(template, eos, bos)(messages=[m.to_dict() for m in messages])
+            prompt = _formatter(template, eos, bos).render([m.to_dict() for m in messages])
+        except TemplateBudgetExceeded as exc:
+            raise InvalidOptions(
+                f"the chat template of {model.name} was stopped: {exc} (a chat template renders in milliseconds)",
+                hint="the model file's template is broken or hostile; use another copy of the model",
+            ) from None
         except Exception as exc:  # templates raise their own errors (e.g. "roles must alternate")
             raise InvalidOptions(f"the chat template of {model.name} rejected the conversation: {exc}") from None
         add_bos = bool(info.metadata.get("tokenizer.ggml.add_bos_token", False))
-        if bos and result.prompt.startswith(bos):
+        if bos and prompt.startswith(bos):
             add_bos = False
-        return result.prompt, add_bos, tuple(dict.fromkeys((*stops, *(result.stop or ()))))
+        return prompt, add_bos, tuple(dict.fromkeys((*stops, *((eos,) if eos else ()))))
+
+    async def render_chat_async(
+        self, model: LocalModel, info: GGUFInfo, messages: Sequence[Message]
+    ) -> tuple[str, bool, tuple[str, ...]]:
+        """``render_chat`` in a thread: while a template renders, the face keeps answering keys and signals."""
+        return await asyncio.to_thread(self.render_chat, model, info, messages)
 
     def _grammar(self, fmt: dict[str, Any] | str | None) -> Any:
         if fmt is None:
@@ -718,7 +737,7 @@ class LlamaCppBackend(Backend):
         if not msgs:
             raise InvalidOptions("a chat needs at least one message")
         model, info, opts, n_ctx = await self._prepare(spec, options)
-        prompt, add_bos, stops = self.render_chat(model, info, msgs)
+        prompt, add_bos, stops = await self.render_chat_async(model, info, msgs)
         async for chunk in self._stream(model, prompt, chat=True, add_bos=add_bos, stop=stops, opts=opts, n_ctx=n_ctx):
             yield chunk
 
