@@ -38,6 +38,14 @@ def add_serve_parser(sub: Any) -> None:
         help="a browser origin allowed besides this machine's own (repeatable; '*' allows all)",
     )
     s.add_argument(
+        "--model-folder",
+        action="append",
+        default=[],
+        type=Path,
+        metavar="DIR",
+        help="let clients name .gguf files inside DIR by path (repeatable; default: no paths over HTTP)",
+    )
+    s.add_argument(
         "--max-queue",
         type=int,
         default=16,
@@ -100,6 +108,7 @@ async def cmd_serve(args: argparse.Namespace) -> int:
         api_key=args.api_key or None,
         cors_origins=list(args.cors_origin),
         max_queue=args.max_queue,
+        model_folders=list(args.model_folder),
     )
     _check_port(args.host, args.port)
     app = create_app(hub, settings)

@@ -18,7 +18,7 @@ from llmspell import __version__
 from llmspell import errors as E
 from llmspell.hub import Hub
 from llmspell.server.errors import ClientGone, QueueFull, error_body, error_status, error_text
-from llmspell.server.security import LOCAL_ORIGIN_REGEX, ApiKeyGuard, HostGuard, is_loopback_bind
+from llmspell.server.security import LOCAL_ORIGIN_REGEX, ApiKeyGuard, HostGuard, OriginGuard, is_loopback_bind
 from llmspell.server.state import GenerationResponse, ServerSettings, ServerState
 from llmspell.server.wire import ndjson
 from llmspell.types import Chunk, Message, Options
@@ -128,6 +128,8 @@ def create_app(hub: Hub, settings: ServerSettings | None = None) -> Any:
     app.include_router(openai_router)
 
     wrapped: Any = ApiKeyGuard(_JsonBodies(app), key=settings.api_key)
+    # inside CORS: a preflight is answered by CORS itself; any other request from a foreign page stops here
+    wrapped = OriginGuard(wrapped, allowed=settings.cors_origins)
     wrapped = CORSMiddleware(
         wrapped,
         allow_origins=[o for o in settings.cors_origins if o != "*"],

@@ -424,6 +424,6 @@ async def delete(body: ModelBody, request: Request) -> Response:
     state = state_of(request)
     if not body.model:
         raise E.InvalidSpec("the request names no model", hint='send {"model": "NAME"}')
-    spec = state.hub.spec(body.model.removesuffix(":latest"))
+    spec = state.spec(body.model.removesuffix(":latest"))
     await state.hub.delete(spec if spec.backend else spec.with_backend("llamacpp"))
     return Response(status_code=200)

@@ -1,4 +1,5 @@
-"""The server's guards, as Ollama has them: a DNS-rebinding check on the Host header, local-only CORS, an API key."""
+"""The server's guards, as Ollama has them: a DNS-rebinding check on the Host header, local-only CORS (and no
+work at all for a page of another site), an API key."""
 
 from __future__ import annotations
 
@@ -122,6 +123,34 @@ class ApiKeyGuard:
                     f"{why}: send the header 'Authorization: Bearer <key>' with the key given to llmspell serve",
                     scope["path"],
                     [(b"www-authenticate", b"Bearer")],
+                )
+                return
+        await self.app(scope, receive, send)
+
+
+class OriginGuard:
+    """Refuse, before any work, a request a web page on another site sends.
+
+    CORS only hides the answer from such a page: a "simple" cross-site POST (``Content-Type: text/plain``, no
+    preflight) still ran a generation or started a pull. So a request whose ``Origin`` header is not this
+    machine's or an allowed one gets 403 here. Programs (curl, the Python clients) send no Origin and pass.
+    """
+
+    def __init__(self, app: ASGIApp, *, allowed: list[str]) -> None:
+        self.app = app
+        self.allowed = allowed
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Check the Origin header, then pass the request on."""
+        if scope["type"] == "http":
+            origin = next((v.decode("latin-1") for k, v in scope["headers"] if k == b"origin"), None)
+            if origin is not None and not origin_allowed(origin, self.allowed):
+                await _refuse(
+                    send,
+                    403,
+                    f"requests from web pages at {origin!r} are refused; start llmspell serve with "
+                    f"--cors-origin {origin} to allow that site",
+                    scope["path"],
                 )
                 return
         await self.app(scope, receive, send)

@@ -8,6 +8,7 @@ import datetime as dt
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, TypeVar
 
 import anyio
@@ -36,6 +37,8 @@ class ServerSettings:
     cors_origins: list[str] = field(default_factory=list)
     #: requests allowed to wait per model behind the one generating; one more is answered 503
     max_queue: int = 16
+    #: folders whose .gguf files a client may name by path; none by default (any path would be parsed otherwise)
+    model_folders: list[Path] = field(default_factory=list)
 
 
 class Admission:
@@ -187,7 +190,19 @@ class ServerState:
             model = model[: -len(":latest")]
         if not model:
             raise E.InvalidSpec("the request names no model", hint='add "model": "smollm2:135m" (see /api/tags)')
-        return await self.hub.resolve(model)
+        return await self.hub.resolve(self.spec(model))
+
+    def spec(self, model: str) -> ModelSpec:
+        """A model as a client names it; a path is taken only inside a folder the server was given."""
+        spec = self.hub.spec(model)
+        if spec.path is not None:
+            path = spec.path.expanduser().resolve()
+            if not any(path.is_relative_to(folder.expanduser().resolve()) for folder in self.settings.model_folders):
+                raise E.InvalidSpec(
+                    f"{model!r} is a file path, and this server does not open files by path",
+                    hint="name the model (see /api/tags), or start llmspell serve with --model-folder DIR",
+                )
+        return spec
 
     async def model_key(self, backend: Backend, spec: ModelSpec) -> str:
         """The admission key of a request: the model it will run on, so every spelling of one model shares a bound."""

@@ -13,7 +13,7 @@ import httpx
 import ollama
 import openai
 import pytest
-from helpers import collect
+from helpers import collect, smollm2_file
 from server.serveproc import COUNTING, ServeProcess, free_port, serve
 
 from llmspell.backends.ollama import OllamaBackend
@@ -213,3 +213,52 @@ def test_host_and_origin_rules() -> None:
     assert is_loopback_bind("127.0.0.1") and is_loopback_bind("::1") and not is_loopback_bind("0.0.0.0")
     assert origin_allowed("http://localhost:5173", []) and origin_allowed("app://obsidian.md", [])
     assert not origin_allowed("http://localhost.evil.com", []) and origin_allowed("https://x.org", ["https://x.org"])
+
+
+@pytest.mark.parametrize("origin", ["https://evil.example", "null", "http://localhost.evil.example"])
+def test_a_web_page_of_another_site_gets_no_work_done(server: ServeProcess, origin: str) -> None:
+    # a "simple" cross-site request: text/plain, no preflight; CORS would only have hidden the answer
+    headers = {**AUTH, "Origin": origin, "Content-Type": "text/plain"}
+    before = {m["name"] for m in httpx.get(server.url + "/api/ps", headers=AUTH).json()["models"]}
+    for path, body in (
+        ("/api/generate", '{"model": "smollm2:135m", "prompt": "hi", "stream": false}'),
+        ("/api/pull", '{"model": "tinyllama"}'),
+        ("/api/show", '{"model": "smollm2:135m"}'),
+    ):
+        r = httpx.post(server.url + path, content=body, headers=headers, timeout=30)
+        assert r.status_code == 403, (path, r.status_code, r.text[:200])
+        assert "requests from web pages at" in r.json()["error"] and "--cors-origin" in r.json()["error"]
+    r = httpx.post(server.url + "/v1/chat/completions", content="{}", headers=headers)
+    assert r.status_code == 403 and r.json()["error"]["type"] == "permission_error"
+    after = {m["name"] for m in httpx.get(server.url + "/api/ps", headers=AUTH).json()["models"]}
+    assert after == before, "nothing was loaded"
+    assert not list((server.root / "home" / "models").glob("**/*.partial")), "no pull was started"
+    # this machine's pages and the configured site still get in, and programs send no Origin at all
+    for allowed in ("http://localhost:3000", "https://notebook.example.org"):
+        r = httpx.post(server.url + "/api/show", json={"model": "smollm2:135m"}, headers={**AUTH, "Origin": allowed})
+        assert r.status_code == 200, allowed
+
+
+def test_a_model_file_is_not_opened_by_path_unless_its_folder_is_given(
+    server: ServeProcess, tmp_path_factory: pytest.TempPathFactory, shared_models: Path
+) -> None:
+    gguf_file = smollm2_file()
+    r = httpx.post(server.url + "/api/show", json={"model": str(gguf_file)}, headers=AUTH)
+    assert r.status_code == 400 and "does not open files by path" in r.json()["error"]
+    assert "--model-folder" in r.json()["error"]
+    r = httpx.post(server.url + "/api/show", json={"model": "/etc/../" + str(gguf_file)}, headers=AUTH)
+    assert r.status_code == 400
+    allowed = tmp_path_factory.mktemp("allowed")
+    inside = allowed / "mine.gguf"
+    inside.write_bytes(gguf_file.read_bytes())
+    (allowed / "escape.gguf").symlink_to(gguf_file)  # inside by name, outside in fact
+    opened = ServeProcess(tmp_path_factory.mktemp("folders"), shared_models, args=("--model-folder", str(allowed)))
+    opened.start()
+    try:
+        r = httpx.post(opened.url + "/api/show", json={"model": str(inside)})
+        assert r.status_code == 200 and r.json()["details"]["format"] == "gguf"
+        for outside in (allowed / "escape.gguf", allowed / ".." / "elsewhere.gguf", gguf_file):
+            r = httpx.post(opened.url + "/api/show", json={"model": str(outside)})
+            assert r.status_code == 400 and "does not open files by path" in r.json()["error"], outside
+    finally:
+        opened.stop()
