@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, ClassVar
 from textual import work
 from textual.app import App, SystemCommand
 from textual.binding import Binding, BindingType
+from textual.notifications import SeverityLevel
 from textual.reactive import reactive
 from textual.screen import Screen
 
@@ -131,6 +132,19 @@ class LLMSpellApp(App[None]):
             await self.action_show_mode(mode)
 
         return go
+
+    def notify(
+        self,
+        message: str,
+        *,
+        title: str = "",
+        severity: SeverityLevel = "information",
+        timeout: float | None = None,
+        markup: bool = True,
+    ) -> None:
+        """Show a notification, always as plain text: messages carry specs, names and paths users typed or files
+        hold, and markup in one ("foo[/]bar" typed as a pull spec) made the whole app exit."""
+        super().notify(message, title=title, severity=severity, timeout=timeout, markup=False)
 
     async def on_unmount(self) -> None:
         await self.hub.close()

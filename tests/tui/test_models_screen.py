@@ -198,6 +198,16 @@ async def test_pull_errors_are_the_core_messages_and_the_dialog_stays(fresh_mode
         await pilot.press("enter")
         await wait_until(pilot, lambda: "not reachable" in pull.status_text, "backend down explained")
         assert "http://127.0.0.1:9" in pull.status_text and "ollama serve" in pull.status_text
+        # a spec with markup in it is shown as typed: "[/]" once made the whole app exit (MarkupError)
+        await wait_until(pilot, lambda: not pull.pulling, "the last pull over")
+        spec_input = pull.query_one("#pull-spec", Input)
+        spec_input.value = "foo[/]bar"
+        spec_input.focus()
+        await pilot.press("enter")
+        await wait_until(pilot, lambda: any("foo[/]bar" in n for n in notes(app)), "the refusal, as typed")
+        # a toast reads its message as markup unless told not to, and this one raises MarkupError when drawn
+        assert all(not n.markup for n in app._notifications), "every notification is plain text"
+        assert app.is_running and app.screen is pull
         await pilot.press("escape")
         assert isinstance(app.screen, ModelsScreen)
 
