@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -332,9 +333,24 @@ class Chunk:
     model: str = ""
 
 
+#: terminal control sequences: CSI (colours, cursor moves, clearing) and OSC (window titles, links)
+_ESCAPES = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)?|\x1b[@-Z\\-_]?")
+#: the other control characters, C0 (but newline and tab) and C1, and DEL
+_CONTROLS = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def printable(text: str) -> str:
+    """``text`` safe to print on a terminal: escape sequences removed, other control characters shown as \ufffd.
+
+    Model files and servers carry text (names, licences, templates) that llmspell prints; an escape code in one
+    set the window title or cleared the screen of whoever ran ``llmspell model info``.
+    """
+    return _CONTROLS.sub("\ufffd", _ESCAPES.sub("", text))
+
+
 @dataclass(frozen=True)
 class ModelInfo:
-    """What is known about one model of one backend."""
+    """What is known about one model of one backend (what a face shows of it: every text is printable)."""
 
     name: str
     backend: str
@@ -356,6 +372,13 @@ class ModelInfo:
     extra: dict[str, Any] = field(default_factory=dict)
     #: for a loaded model: when its server will unload it (ISO 8601, UTC), if the backend says
     expires_at: str | None = None
+
+    def __post_init__(self) -> None:
+        # the text comes from model files and servers: no face may print an escape code from it
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, str) and value != (clean := printable(value)):
+                object.__setattr__(self, f.name, clean)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form."""

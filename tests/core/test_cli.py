@@ -315,3 +315,27 @@ def test_ctrl_c_during_a_pull_keeps_the_partial_for_resume(local_hub, tmp_path: 
     assert proc.returncode == 130 and "cancelled" in err and "Traceback" not in err
     assert not (folder / "SmolLM2-135M-Instruct.Q8_0.gguf").exists()
     assert (folder / ".SmolLM2-135M-Instruct.Q8_0.gguf.partial").stat().st_size > 0
+
+
+def test_model_info_never_prints_a_files_escape_codes(cli, tmp_path: Path) -> None:
+    import gguf
+    import numpy as np
+
+    path = tmp_path / "shouty.gguf"
+    w = gguf.GGUFWriter(str(path), "llama")
+    # a window title, a screen clear and a colour, in the name and in the template the file carries
+    w.add_name("evil\x1b]0;pwned\x07\x1b[2J name")
+    w.add_context_length(256)
+    w.add_block_count(1)
+    w.add_array("tokenizer.ggml.tokens", ["<s>", "</s>", "a"])
+    w.add_chat_template("{{ messages }}\x1b[31m red\x1b[0m\x9b")
+    w.add_tensor("t0", np.zeros((2, 32), dtype=np.float32))
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    for args in (("model", "info", str(path), "--template"), ("model", "info", str(path), "--json")):
+        proc = cli(*args)
+        assert proc.returncode == 0, proc.stderr
+        assert "\x1b" not in proc.stdout and "\x07" not in proc.stdout and "\x9b" not in proc.stdout
+        assert "evil name" in proc.stdout and "{{ messages }} red" in proc.stdout, "the text itself is kept"
