@@ -8,6 +8,7 @@ a face killed mid-answer leaves the partial text, marked unfinished, for the nex
 from __future__ import annotations
 
 import builtins
+import contextlib
 import json
 import sqlite3
 import threading
@@ -164,13 +165,25 @@ class Store:
     @property
     def version(self) -> int:
         """The schema version of the open file."""
-        with self._lock:
-            return int(self._db.execute("PRAGMA user_version").fetchone()[0])
+        with self._reading() as db:
+            return int(db.execute("PRAGMA user_version").fetchone()[0])
 
     def close(self) -> None:
         """Close the database."""
         with self._lock:
             self._db.close()
+
+    @contextmanager
+    def _reading(self) -> Iterator[sqlite3.Connection]:
+        """The connection, for reads; a file damaged past its header is this error, not an internal one."""
+        with self._lock:
+            try:
+                yield self._db
+            except sqlite3.DatabaseError as exc:
+                raise StoreError(
+                    f"the history file {self.path} cannot be read: {exc}",
+                    hint="move it aside (it is only history) and start again",
+                ) from None
 
     @contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:
@@ -180,10 +193,15 @@ class Store:
                 yield self._db
                 self._db.execute("COMMIT")
             except sqlite3.DatabaseError as exc:
-                self._db.execute("ROLLBACK")
-                raise StoreError(f"writing the history {self.path} failed: {exc}") from None
+                with contextlib.suppress(sqlite3.Error):  # a damaged file may refuse the rollback too
+                    self._db.execute("ROLLBACK")
+                raise StoreError(
+                    f"writing the history {self.path} failed: {exc}",
+                    hint="if the file is damaged, move it aside (it is only history) and start again",
+                ) from None
             except BaseException:
-                self._db.execute("ROLLBACK")
+                with contextlib.suppress(sqlite3.Error):
+                    self._db.execute("ROLLBACK")
                 raise
 
     def save(self, conv: Conversation) -> None:
@@ -255,8 +273,8 @@ class Store:
 
     def list(self, limit: int = 100) -> list[ConversationRow]:
         """The most recently updated conversations, newest first."""
-        with self._lock:
-            rows = self._db.execute(
+        with self._reading() as db:
+            rows = db.execute(
                 "SELECT c.id, c.title, c.model, c.updated, COUNT(m.id) FROM conversations c "
                 "LEFT JOIN messages m ON m.conversation_id = c.id GROUP BY c.id ORDER BY c.updated DESC LIMIT ?",
                 (limit,),
@@ -265,20 +283,20 @@ class Store:
 
     def load(self, conv_id: str) -> Conversation:
         """A conversation with all its messages; an id prefix of 6+ characters is enough."""
-        with self._lock:
+        with self._reading() as db:
             query = "SELECT id, title, model, system, options, created, updated FROM conversations WHERE id "
-            rows = self._db.execute(query + "= ?", (conv_id,)).fetchall()
+            rows = db.execute(query + "= ?", (conv_id,)).fetchall()
             if not rows and len(conv_id) >= 6:
                 # an id is hex: % and _ typed by a user are characters to match, not wildcards
                 pattern = conv_id.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-                rows = self._db.execute(query + "LIKE ? ESCAPE '\\'", (pattern + "%",)).fetchall()
+                rows = db.execute(query + "LIKE ? ESCAPE '\\'", (pattern + "%",)).fetchall()
             if len(rows) != 1:
                 raise StoreError(
                     f"no conversation {conv_id!r}" if not rows else f"{conv_id!r} matches several conversations",
                     hint="list them with the history command of your face",
                 )
             cid, title, model, system, options, created, updated = rows[0]
-            msgs = self._db.execute(
+            msgs = db.execute(
                 "SELECT id, role, content, model, stats, state, created FROM messages "
                 "WHERE conversation_id=? ORDER BY id",
                 (cid,),
@@ -353,14 +371,14 @@ class Store:
     def votes(self, category: str | None = None) -> builtins.list[Vote]:
         """Every stored vote, oldest first (only those tagged ``category`` when one is given)."""
         where, params = ("WHERE category = ?", (category,)) if category else ("", ())
-        with self._lock:
-            rows = self._db.execute(
+        with self._reading() as db:
+            rows = db.execute(
                 "SELECT id, created, prompt, system, category, options, winner, judge, parallel FROM arena_votes "
                 f"{where} ORDER BY created, id",
                 params,
             ).fetchall()
             answers: dict[str, list[Answer]] = {}
-            for r in self._db.execute(
+            for r in db.execute(
                 "SELECT vote_id, model, backend, quantization, digest, content, stats FROM arena_answers "
                 "ORDER BY vote_id, position"
             ):
@@ -383,8 +401,8 @@ class Store:
 
     def categories(self) -> builtins.list[str]:
         """The tags the stored votes carry, sorted."""
-        with self._lock:
-            rows = self._db.execute(
+        with self._reading() as db:
+            rows = db.execute(
                 "SELECT DISTINCT category FROM arena_votes WHERE category IS NOT NULL ORDER BY category"
             ).fetchall()
         return [r[0] for r in rows]

@@ -214,3 +214,43 @@ def test_conversations_are_found_by_title_id_prefix_or_latest_and_wildcards_matc
     for typed in ("%%%%%%", "______", "%" + older.id[1:8]):
         with pytest.raises(StoreError, match="no conversation"):
             store.find(typed)
+
+
+def _damaged_history(path: Path) -> None:
+    """A history with enough conversations to span many pages, then pages past the header overwritten."""
+    store = Store(path)
+    for n in range(60):
+        conv = Conversation("smollm2:135m", title=f"talk {n}")
+        store.add(conv, Entry("user", f"question {n} " + "words " * 200))
+    store.close()
+    data = bytearray(path.read_bytes())
+    assert len(data) > 20 * 4096
+    data[4096 * 2 : 4096 * 12] = b"\xde\xad\xbe\xef" * (4096 * 10 // 4)
+    path.write_bytes(bytes(data))
+
+
+def test_a_history_damaged_past_its_header_is_one_clear_error(tmp_path: Path) -> None:
+    path = tmp_path / "history.sqlite3"
+    _damaged_history(path)
+    store = Store(path)  # the header and schema page are intact: it opens
+    for read in (lambda: store.list(), lambda: store.find("talk 3"), lambda: store.votes()):
+        with pytest.raises(StoreError) as err:
+            read()
+        assert "cannot be read" in err.value.message and "move it aside" in (err.value.hint or "")
+
+
+def test_chat_resume_on_a_damaged_history_says_so(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    home.mkdir()
+    _damaged_history(home / "history.sqlite3")
+    env = {**os.environ, "LLMSPELL_HOME": str(home)}
+    proc = subprocess.run(
+        [sys.executable, "-m", "llmspell", "chat", "--resume"],
+        input="hi\n",
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+    )
+    assert proc.returncode != 0 and "cannot be read" in proc.stderr, proc.stderr[-800:]
+    assert "internal error" not in proc.stderr and "Traceback" not in proc.stderr

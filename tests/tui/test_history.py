@@ -168,3 +168,20 @@ async def test_export_to_an_unwritable_place_says_why(
         )
         assert blocker.read_text() == "keep me" and [p.name for p in out.iterdir()] == ["notes.txt"]
         assert app.screen is screen and app.is_running, "the screen goes on"
+
+
+async def test_a_damaged_history_is_a_notice_and_the_app_stays(tmp_path: Path) -> None:
+    path = tmp_path / "history.sqlite3"
+    store = Store(path)
+    for n in range(60):
+        conversation(store, f"talk {n}", "smollm2:135m", [("question " + "words " * 200, "answer")])
+    store.close()
+    data = bytearray(path.read_bytes())
+    data[4096 * 2 : 4096 * 12] = b"\xde\xad\xbe\xef" * (4096 * 10 // 4)  # pages past the header overwritten
+    path.write_bytes(bytes(data))
+    app = create_app(Hub(Config()), Store(path), mode="history")
+    async with app.run_test(size=(100, 30)) as pilot:
+        await wait_until(pilot, lambda: any("cannot be read" in n for n in notes(app)), "the notice")
+        assert app.is_running and isinstance(app.screen, HistoryScreen) and app.screen.conversations == []
+        await pilot.press("f1")  # the other screens still work
+        assert app.current_mode == "chat"
