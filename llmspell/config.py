@@ -19,6 +19,35 @@ def home() -> Path:
     return Path(env).expanduser() if env else Path.home() / ".llmspell"
 
 
+def writable_folder(path: Path, what: str) -> Path:
+    """``path`` as a folder llmspell can write ``what`` into (made if missing); else one error that says which
+    setting put it there (LLMSPELL_HOME, LLMSPELL_MODELS or the default ~/.llmspell) and what to do."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        if not path.is_dir():
+            raise NotADirectoryError(20, "not a folder")
+        if not os.access(path, os.W_OK | os.X_OK):
+            raise PermissionError(13, "not writable")
+    except OSError as exc:
+        if isinstance(exc, FileExistsError) or (path.exists() and not path.is_dir()):
+            reason = "it is a file, not a folder"
+        elif isinstance(exc, NotADirectoryError):
+            reason = "a folder on its way is a file"
+        else:
+            reason = exc.strerror or str(exc)
+        for var in ("LLMSPELL_MODELS", "LLMSPELL_HOME"):
+            value = os.environ.get(var)
+            if value and (path == Path(value).expanduser() or Path(value).expanduser() in path.parents):
+                raise ConfigError(
+                    f"cannot keep {what} in {path}: {reason}",
+                    hint=f"{var}={value} must be a folder you can write to; point it at one (or unset it)",
+                ) from None
+        raise ConfigError(
+            f"cannot keep {what} in {path}: {reason}", hint="make it a folder you can write to, or set LLMSPELL_HOME"
+        ) from None
+    return path
+
+
 def config_path() -> Path:
     """Where config.toml lives."""
     return home() / "config.toml"
@@ -284,7 +313,7 @@ def write_config_template(path: Path | None = None, *, force: bool = False) -> P
     path = path or config_path()
     if path.exists() and not force:
         raise ConfigError(f"{path} already exists", hint="pass --force to overwrite it")
-    path.parent.mkdir(parents=True, exist_ok=True)
+    writable_folder(path.parent, "the config file")
     tmp = path.with_suffix(".toml.tmp")
     tmp.write_text(CONFIG_TEMPLATE, encoding="utf-8")
     tmp.replace(path)

@@ -39,6 +39,7 @@ from huggingface_hub.utils import (  # type: ignore[attr-defined]  # public name
 )
 
 from llmspell import __version__
+from llmspell.config import writable_folder
 from llmspell.errors import (
     Cancelled,
     DownloadError,
@@ -144,10 +145,7 @@ def download_file(
             hint="the file changed upstream or the pinned hash is wrong; fix the hash, then pull again",
         )
     want = expected or info.sha256
-    try:
-        dest.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise DownloadError(f"cannot create {dest.parent}: {exc.strerror or exc}") from None
+    writable_folder(dest.parent, f"{filename}")
     with _exclusive(dest):
         if info.size is not None and dest.is_file() and dest.stat().st_size == info.size:
             digest = _local_digest(dest, report)

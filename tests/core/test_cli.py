@@ -339,3 +339,25 @@ def test_model_info_never_prints_a_files_escape_codes(cli, tmp_path: Path) -> No
         assert proc.returncode == 0, proc.stderr
         assert "\x1b" not in proc.stdout and "\x07" not in proc.stdout and "\x9b" not in proc.stdout
         assert "evil name" in proc.stdout and "{{ messages }} red" in proc.stdout, "the text itself is kept"
+
+
+def test_a_home_that_is_not_a_folder_is_named_with_its_fix(cli, tmp_path: Path) -> None:
+    not_a_folder = tmp_path / "home"
+    not_a_folder.write_text("I am a file")
+    env = {"LLMSPELL_HOME": str(not_a_folder)}
+    models_env = {"LLMSPELL_MODELS": str(not_a_folder)}
+    for args, what, where in (
+        (("arena", "leaderboard"), "the history", env),
+        (("init-config",), "the config file", env),
+        (("run", "gemma3:270m", "hi", "--max-tokens", "2"), "the assembled gemma3:270m", models_env),
+    ):
+        proc = cli(*args, env=where)
+        assert proc.returncode == 1, (args, proc.stderr)
+        first, hint = proc.stderr.splitlines()[:2]
+        assert first.startswith(f"error: cannot keep {what} in {not_a_folder}"), first
+        var = next(iter(where))
+        assert f"{var}={not_a_folder} must be a folder you can write to" in hint, hint
+        _no_traceback(proc)
+    proc = cli("chat", input="hi\n", env=env)
+    assert proc.returncode != 0 and "LLMSPELL_HOME=" in proc.stderr and "internal error" not in proc.stderr
+    assert not_a_folder.read_text() == "I am a file", "nothing was written over it"
