@@ -93,6 +93,12 @@ class GenerationError(LLMSpellError):
     kind = "generation_error"
 
 
+class PromptTooLong(GenerationError):
+    """The prompt does not fit the context window (the request's fault, not the engine's)."""
+
+    kind = "prompt_too_long"
+
+
 class Cancelled(LLMSpellError):
     """A generation or pull was cancelled by the user."""
 

@@ -18,7 +18,15 @@ from typing import Any
 import numpy as np
 
 from llmspell.backends._threads import ThreadBudget
-from llmspell.errors import Cancelled, GenerationError, InsufficientResources, LLMSpellError, ModelFileCorrupt
+from llmspell.errors import (
+    Cancelled,
+    GenerationError,
+    InsufficientResources,
+    InvalidOptions,
+    LLMSpellError,
+    ModelFileCorrupt,
+    PromptTooLong,
+)
 from llmspell.options import ENGINE_DEFAULTS
 from llmspell.types import MAX_KEEP_ALIVE, Chunk, Options, Stats, StopReason
 
@@ -418,9 +426,9 @@ class ModelWorker:
             raise GenerationError(f"could not tokenize the prompt: {exc}") from None
         n_prompt = len(prompt_tokens)
         if n_prompt == 0:
-            raise GenerationError("the prompt is empty", hint="send some text")
+            raise InvalidOptions("the prompt is empty", hint="send some text")
         if n_prompt >= self.n_ctx:
-            raise GenerationError(
+            raise PromptTooLong(
                 f"the prompt is {n_prompt} tokens but the context window is {self.n_ctx}",
                 hint="raise num_ctx (e.g. --num-ctx 8192) or start a new conversation",
             )

@@ -23,6 +23,9 @@ _STATUS = {
     E.InvalidSpec: 400,
     E.InvalidOptions: 400,
     E.NoChatTemplate: 400,
+    # the request's own doing: a prompt longer than its context, a model file (named by path) that is damaged
+    E.PromptTooLong: 400,
+    E.ModelFileCorrupt: 400,
     E.BackendUnavailable: 503,
     E.Cancelled: 499,
     E.InsufficientResources: 507,

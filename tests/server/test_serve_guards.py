@@ -252,11 +252,15 @@ def test_a_model_file_is_not_opened_by_path_unless_its_folder_is_given(
     inside = allowed / "mine.gguf"
     inside.write_bytes(gguf_file.read_bytes())
     (allowed / "escape.gguf").symlink_to(gguf_file)  # inside by name, outside in fact
+    (allowed / "cut.gguf").write_bytes(gguf_file.read_bytes()[:5_000_000])
     opened = ServeProcess(tmp_path_factory.mktemp("folders"), shared_models, args=("--model-folder", str(allowed)))
     opened.start()
     try:
         r = httpx.post(opened.url + "/api/show", json={"model": str(inside)})
         assert r.status_code == 200 and r.json()["details"]["format"] == "gguf"
+        # a damaged file the client named is the client's error, with the reason, not a 500
+        r = httpx.post(opened.url + "/api/generate", json={"model": str(allowed / "cut.gguf"), "prompt": "hi"})
+        assert r.status_code == 400 and "truncated" in r.json()["error"], r.text[:300]
         for outside in (allowed / "escape.gguf", allowed / ".." / "elsewhere.gguf", gguf_file):
             r = httpx.post(opened.url + "/api/show", json={"model": str(outside)})
             assert r.status_code == 400 and "does not open files by path" in r.json()["error"], outside

@@ -294,3 +294,24 @@ def test_generate_endpoint_and_health(server: ServeProcess) -> None:
     assert lines[-1]["done"] and lines[-1]["stats"]["generated_tokens"] == 4
     bad = httpx.post(server.url + "/generate", json={"prompt": "x", "options": {"max_tokens": 0}}, timeout=60)
     assert bad.status_code == 400 and "max_tokens" in bad.json()["error"]
+
+
+def test_a_prompt_longer_than_its_context_is_the_clients_error(server: ServeProcess, client: ollama.Client) -> None:
+    long_prompt = "Tell me about the sea. " * 200
+    for stream in (False, True):
+        r = httpx.post(
+            server.url + "/api/generate",
+            json={"model": "smollm2:135m", "prompt": long_prompt, "stream": stream, "options": {"num_ctx": 128}},
+            timeout=60,
+        )
+        assert r.status_code == 400, (stream, r.status_code, r.text[:300])
+        assert "context window is 128" in r.json()["error"] and "num_ctx" in r.json()["error"]
+    # the OpenAI route, with the server's own context size (no num_ctx there): a prompt of some 6,000 tokens
+    messages = [{"role": "user", "content": "Tell me about the sea. " * 1200}]
+    r = httpx.post(
+        server.url + "/v1/chat/completions",
+        json={"model": "smollm2:135m", "messages": messages, "max_tokens": 4},
+        timeout=120,
+    )
+    assert r.status_code == 400, r.text[:300]
+    assert r.json()["error"]["type"] == "invalid_request_error" and "context window" in r.json()["error"]["message"]
