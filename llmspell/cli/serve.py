@@ -6,6 +6,7 @@ import argparse
 import os
 import socket
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -129,7 +130,8 @@ async def cmd_serve(args: argparse.Namespace) -> int:
             log_level="warning",
             lifespan="on",
             timeout_graceful_shutdown=5,
-        )
+        ),
+        on_exit=app.state.stop,
     )
     await server.serve()
     print("llmspell serve: stopped", file=sys.stderr, flush=True)
@@ -139,11 +141,12 @@ async def cmd_serve(args: argparse.Namespace) -> int:
 class _Server:
     """uvicorn's server, except that a signal ends it with exit code 0 after the clean shutdown."""
 
-    def __new__(cls, config: Any) -> Any:
+    def __new__(cls, config: Any, on_exit: Callable[[], None]) -> Any:
         import uvicorn
 
         class Server(uvicorn.Server):
             def handle_exit(self, sig: int, frame: Any) -> None:
+                on_exit()  # streams still answering end with a last line that says why
                 super().handle_exit(sig, frame)
                 # uvicorn re-raises the signal after shutting down; the shutdown was already clean
                 self._captured_signals.clear()

@@ -13,6 +13,10 @@ class QueueFull(Exception):
     """Too many requests are waiting for one model."""
 
 
+class ServerStopping(E.BackendUnavailable):
+    """The server is shutting down: an answer still streaming ends with this as its last line."""
+
+
 class ClientGone(Exception):
     """The client hung up before its answer was ready."""
 

@@ -18,7 +18,7 @@ from fastapi.responses import StreamingResponse
 from llmspell import errors as E
 from llmspell.backends.base import Backend
 from llmspell.hub import Hub
-from llmspell.server.errors import ClientGone, QueueFull
+from llmspell.server.errors import ClientGone, QueueFull, ServerStopping
 from llmspell.spec import ModelSpec
 from llmspell.types import Chunk, Stats
 
@@ -85,6 +85,12 @@ class Generation:
                 if self.first.done:
                     return
             async for chunk in self.stream:
+                if self.state.stopping and not chunk.done:
+                    # ended here, with a last line that says why (uvicorn would cut the stream mid-line later)
+                    raise ServerStopping(
+                        "llmspell serve is shutting down: this answer was stopped",
+                        hint="send the request again when the server is back",
+                    )
                 yield chunk
                 if chunk.done:
                     return
@@ -183,6 +189,12 @@ class ServerState:
         self.settings = settings
         self.admission = Admission(settings.max_queue)
         self.started = time.time()
+        #: set when a signal asks the server to stop: answers still streaming end with an error line
+        self.stopping = False
+
+    def stop(self) -> None:
+        """The server is shutting down: every answer still streaming ends at its next token, saying why."""
+        self.stopping = True
 
     async def resolve(self, model: str | None) -> tuple[Backend, ModelSpec]:
         """A model name as clients send it (``:latest`` means the default variant) to a backend and spec."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import signal
 import subprocess
 import sys
@@ -266,3 +267,31 @@ def test_a_model_file_is_not_opened_by_path_unless_its_folder_is_given(
             assert r.status_code == 400 and "does not open files by path" in r.json()["error"], outside
     finally:
         opened.stop()
+
+
+def test_a_signal_mid_stream_ends_the_answer_with_a_line_that_says_why(tmp_path: Path, shared_models: Path) -> None:
+    proc = ServeProcess(tmp_path, shared_models)
+    try:
+        proc.start()
+        body = {
+            "model": "smollm2:135m",
+            "messages": [{"role": "user", "content": "Count."}],
+            "format": COUNTING,  # an answer of 800+ tokens: still streaming when the signal comes
+            "options": {"temperature": 0},
+        }
+        lines: list[dict[str, object]] = []
+        with httpx.stream("POST", proc.url + "/api/chat", json=body, timeout=120) as r:
+            assert r.status_code == 200
+            for raw in r.iter_lines():
+                lines.append(json.loads(raw))
+                if len(lines) == 5:
+                    assert proc.proc is not None
+                    proc.proc.send_signal(signal.SIGTERM)
+    finally:
+        code = proc.stop()
+    assert code == 0
+    assert lines[-1] == {
+        "error": "llmspell serve is shutting down: this answer was stopped; send the request again when the server "
+        "is back"
+    }, lines[-3:]
+    assert all("message" in line for line in lines[:-1]), "every line before it was a whole answer line"
