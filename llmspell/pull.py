@@ -54,6 +54,10 @@ from llmspell.types import PullProgress
 CONNECT_TIMEOUT = 10.0
 #: the longest silence tolerated from the server before a request counts as failed
 READ_TIMEOUT = 60.0
+#: a transfer that moves less than STALL_BYTES in STALL_SECONDS stops (its part kept for a resume): a hub
+#: trickling a byte a second never trips the read timeout and would hold a pull for days
+STALL_SECONDS = 60.0
+STALL_BYTES = 64 * 1024
 #: free space kept on top of the file, so a pull never fills a disk to the last byte
 DISK_MARGIN = 64 * 1024 * 1024
 #: progress reports per second at most (start and final reports come on top)
@@ -221,11 +225,18 @@ def _fetch(info: RemoteFile, dest: Path, want: str | None, report: _Reporter, ca
         out = open(partial, "ab")
     except OSError as exc:
         _write_failed(exc, partial)
-    with out:
-        transfer = _Transfer(out, name, have, hasher, info.size)
-        if transfer.total is None or transfer.have < transfer.total:
-            _stream(info, transfer, report, f"sha256:{want}" if want else None, cancel)
-        transfer.sync()
+    try:
+        with out:
+            transfer = _Transfer(out, name, have, hasher, info.size)
+            if transfer.total is None or transfer.have < transfer.total:
+                _stream(info, transfer, report, f"sha256:{want}" if want else None, cancel)
+            transfer.sync()
+    except BaseException:
+        # a pull that failed before its first byte (a refused redirect, say) leaves no empty part behind
+        with contextlib.suppress(OSError):
+            if partial.stat().st_size == 0:
+                partial.unlink()
+        raise
 
     if transfer.total is not None and transfer.have != transfer.total:
         partial.unlink(missing_ok=True)
@@ -284,10 +295,27 @@ def _stream(
                     length = response.headers.get("Content-Length", "")
                     transfer.total = transfer.have + int(length) if length.isdigit() else None
                 report.downloading(transfer.have, transfer.total, digest, force=True)
+                window_start, window_bytes = time.monotonic(), 0
                 for chunk in _body(response, transfer):
                     _check_cancel(cancel, info.filename, transfer)
+                    if transfer.total is not None and transfer.have + len(chunk) > transfer.total:
+                        # more than announced: not the file asked for, and it could fill the disk
+                        transfer.restart()
+                        raise IntegrityError(
+                            f"{info.filename}: {where} sent more than the {transfer.total:,} bytes it announced",
+                            hint="nothing was kept; pull again, or from another mirror (HF_ENDPOINT)",
+                        )
                     transfer.write(chunk)
                     report.downloading(transfer.have, transfer.total, digest)
+                    window_bytes += len(chunk)
+                    if time.monotonic() - window_start >= STALL_SECONDS:
+                        if window_bytes < STALL_BYTES:
+                            _interrupted(
+                                transfer,
+                                None,
+                                f"{where} sent only {window_bytes:,} bytes in {STALL_SECONDS:g} s",
+                            )
+                        window_start, window_bytes = time.monotonic(), 0
         except (HfHubHTTPError, OfflineModeIsEnabled, httpx2.HTTPError) as exc:
             _raise_clear(exc, info.repo_id, info.filename, info.revision, where)
         if transfer.total is not None and transfer.have < transfer.total:
@@ -311,9 +339,9 @@ def _body(response: httpx2.Response, transfer: _Transfer) -> Iterator[bytes]:
             yield chunk
 
 
-def _interrupted(transfer: _Transfer, exc: Exception | None) -> NoReturn:
+def _interrupted(transfer: _Transfer, exc: Exception | None, why: str | None = None) -> NoReturn:
     transfer.sync()
-    reason = _reason(exc) if exc is not None else "the server closed the connection early"
+    reason = why or (_reason(exc) if exc is not None else "the server closed the connection early")
     raise DownloadError(
         f"download of {transfer.name} interrupted after {transfer.of_total()}; run the same pull again to resume",
         hint=f"cause: {reason}",

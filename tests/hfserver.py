@@ -69,6 +69,10 @@ class LocalHub:
         self.stall_after_bytes: int | None = None
         #: answer HEAD like a mirror without LFS headers: ETag is the git blob id, no X-Linked-Etag/Size
         self.hide_linked_etag = False
+        #: announce this size for files (HEAD's X-Linked-Size) whatever the body really holds
+        self.announced_size: int | None = None
+        #: answer the GET of a file body with this status (after HEAD succeeded); fires once
+        self.refuse_get: int | None = None
         self.requests: list[Request] = []
         self._lock = threading.Lock()
         self._stopping = threading.Event()
@@ -335,6 +339,10 @@ class _Handler(BaseHTTPRequestHandler):
             self._not_found("entry", commit)
             return
 
+        if method == "GET" and self.hub.refuse_get is not None:
+            status, self.hub.refuse_get = self.hub.refuse_get, None
+            self._send_json(status, {"error": "refused"})
+            return
         data = entry.data
         if self.hub.corrupt:
             # same length, different bytes: only a hash check can tell
@@ -369,7 +377,8 @@ class _Handler(BaseHTTPRequestHandler):
         else:
             self.send_header("ETag", f'"{entry.sha256}"')
             self.send_header("X-Linked-Etag", f'"{entry.sha256}"')
-            self.send_header("X-Linked-Size", str(len(entry.data)))
+            announced = self.hub.announced_size
+            self.send_header("X-Linked-Size", str(announced if announced is not None else len(entry.data)))
         self.send_header("Content-Disposition", f'inline; filename="{os.path.basename(filename)}";')
         self.send_header("Content-Length", str(end - start + 1))
         if status == 206:

@@ -367,3 +367,38 @@ def test_disk_check_stand_in_full_disk(
     assert f"{(len(gguf_bytes) + pull.DISK_MARGIN) / 1024 / 1024:.1f} MiB needed" in message
     assert not dest.exists() and not partial_path(dest).exists()
     assert hub.count("GET") == 0
+
+
+def test_a_hub_sending_more_than_it_announced_is_stopped_at_the_announced_size(
+    hub: LocalHub, gguf_bytes: bytes, dest: Path
+) -> None:
+    hub.announced_size = 100_000  # HEAD says 100 kB; the body is the whole file
+    with pytest.raises(IntegrityError) as err:
+        download_file(REPO, FILE, dest)
+    assert "sent more than the 100,000 bytes it announced" in err.value.message
+    assert not dest.exists() and not partial_path(dest).exists(), "nothing past the announced size is kept"
+
+
+def test_a_hub_that_trickles_is_stopped_and_the_part_resumes(
+    hub: LocalHub, gguf_bytes: bytes, monkeypatch: pytest.MonkeyPatch, dest: Path
+) -> None:
+    # a byte rate that never trips the read timeout: only the rate over a window can end it
+    monkeypatch.setattr(pull, "STALL_SECONDS", 0.5)
+    monkeypatch.setattr(pull, "STALL_BYTES", 1024 * 1024)
+    hub.throttle = 20_000
+    with pytest.raises(DownloadError) as err:
+        download_file(REPO, FILE, dest)
+    kept = partial_path(dest).stat().st_size
+    assert "bytes in 0.5 s" in (err.value.hint or "") and "run the same pull again to resume" in err.value.message
+    assert 0 < kept < len(gguf_bytes)
+    hub.throttle = None
+    monkeypatch.setattr(pull, "STALL_SECONDS", 60.0)
+    download_file(REPO, FILE, dest)
+    assert dest.read_bytes() == gguf_bytes
+
+
+def test_a_pull_refused_before_its_first_byte_leaves_no_empty_part(hub: LocalHub, dest: Path) -> None:
+    hub.refuse_get = 403
+    with pytest.raises(DownloadError):
+        download_file(REPO, FILE, dest)
+    assert not partial_path(dest).exists() and not dest.exists()
