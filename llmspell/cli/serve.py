@@ -47,6 +47,19 @@ def add_serve_parser(sub: Any) -> None:
         help="let clients name .gguf files inside DIR by path (repeatable; default: no paths over HTTP)",
     )
     s.add_argument(
+        "--header-timeout",
+        type=float,
+        default=10.0,
+        metavar="SECONDS",
+        help="close a connection that sends no complete request within this time (default 10)",
+    )
+    s.add_argument(
+        "--max-connections",
+        type=int,
+        default=500,
+        help="connections open at once; more are closed at once (default 500)",
+    )
+    s.add_argument(
         "--max-queue",
         type=int,
         default=16,
@@ -90,11 +103,16 @@ async def cmd_serve(args: argparse.Namespace) -> int:
     from llmspell.config import load_config
     from llmspell.hub import Hub
     from llmspell.server.app import create_app
+    from llmspell.server.limits import limited_protocol
     from llmspell.server.security import is_loopback_bind
     from llmspell.server.state import ServerSettings
 
     if args.max_queue < 0:
         raise LLMSpellError(f"--max-queue must be 0 or more, not {args.max_queue}")
+    if not 0.1 <= args.header_timeout <= 3600:  # also False for NaN
+        raise LLMSpellError(f"--header-timeout must be 0.1 to 3600 seconds, not {args.header_timeout}")
+    if not 1 <= args.max_connections <= 100_000:
+        raise LLMSpellError(f"--max-connections must be 1 to 100000, not {args.max_connections}")
     if args.config is not None and not args.config.is_file():
         raise LLMSpellError(
             f"the config file {args.config} does not exist",
@@ -130,6 +148,7 @@ async def cmd_serve(args: argparse.Namespace) -> int:
             log_level="warning",
             lifespan="on",
             timeout_graceful_shutdown=5,
+            http=limited_protocol(args.header_timeout, args.max_connections),
         ),
         on_exit=app.state.stop,
     )

@@ -295,3 +295,42 @@ def test_a_signal_mid_stream_ends_the_answer_with_a_line_that_says_why(tmp_path:
         "is back"
     }, lines[-3:]
     assert all("message" in line for line in lines[:-1]), "every line before it was a whole answer line"
+
+
+def test_silent_and_slow_clients_are_closed_and_connections_are_capped(tmp_path: Path, shared_models: Path) -> None:
+    import socket
+
+    proc = ServeProcess(tmp_path, shared_models, args=("--header-timeout", "0.5", "--max-connections", "6"))
+    opened: list[socket.socket] = []
+
+    def connect() -> socket.socket:
+        s = socket.create_connection(("127.0.0.1", proc.port), timeout=20)
+        opened.append(s)
+        return s
+
+    def closed_by_server(s: socket.socket) -> bool:
+        try:
+            return s.recv(1) == b""  # EOF: the server closed it (the 20 s socket timeout bounds the wait)
+        except (TimeoutError, ConnectionResetError):
+            return False
+
+    try:
+        proc.start()
+        silent = connect()
+        slow = connect()
+        slow.sendall(b"GET /api/version HTTP/1.1\r\nHost: localhost\r\n")  # and never the end of the headers
+        assert closed_by_server(silent) and closed_by_server(slow)
+        # a request that started in time runs as long as it needs, and the next one on the connection works too
+        assert httpx.get(proc.url + "/api/version").status_code == 200
+        # past the cap, a connection is closed at once; below it, everything works again
+        crowd = [connect() for _ in range(8)]
+        assert any(closed_by_server(s) for s in crowd[6:])
+        for s in crowd:
+            s.close()
+        assert httpx.get(proc.url + "/api/version").status_code == 200
+    finally:
+        for s in opened:
+            s.close()
+        proc.stop()
+    out = proc.output()
+    assert "no complete request in 0.5 s" in out and "--max-connections" in out, out[-1500:]
