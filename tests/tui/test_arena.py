@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 from helpers import GatedHub, notes, press_now, until
+from textual.pilot import Pilot
 from textual.widgets import DataTable, Static
 
 from llmspell.config import Config
@@ -40,6 +41,14 @@ def models_env(shared_models: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return shared_models
 
 
+async def arena_ready(pilot: Pilot[None]) -> ArenaScreen:
+    """The arena screen, once its pool of two models is checked."""
+    screen = pilot.app.screen
+    assert isinstance(screen, ArenaScreen)
+    await until(pilot, lambda: screen.arena is not None and len(screen.arena.pool) == 2, "the pool")
+    return screen
+
+
 def shown(screen: ArenaScreen) -> str:
     """Everything the answers show: titles, subtitles, text and stats lines."""
     parts = []
@@ -51,9 +60,7 @@ def shown(screen: ArenaScreen) -> str:
 async def test_a_blind_round_shows_names_only_after_the_vote_key(models_env: Path) -> None:
     app = create_app(Hub(arena_config()), Store(), mode="arena")
     async with app.run_test(size=(120, 36)) as pilot:
-        screen = app.screen
-        assert isinstance(screen, ArenaScreen)
-        await until(pilot, lambda: screen.arena is not None and len(screen.arena.pool) == 2, "the pool")
+        screen = await arena_ready(pilot)
 
         press_now(app, *"a")  # at the prompt, a key is a character of the prompt, never a vote
         await pilot.pause(0.05)
@@ -85,9 +92,7 @@ async def test_a_stopped_round_cannot_be_voted(models_env: Path) -> None:
     hub = GatedHub(arena_config(options=Options(max_tokens=64, temperature=0)), free=1)
     app = create_app(hub, Store(), mode="arena")
     async with app.run_test(size=(120, 36)) as pilot:
-        screen = app.screen
-        assert isinstance(screen, ArenaScreen)
-        await until(pilot, lambda: screen.arena is not None and len(screen.arena.pool) == 2, "the pool")
+        screen = await arena_ready(pilot)
         assert screen.send("Tell a long story.")
         await until(pilot, lambda: hub.waiting, "an answer held mid-stream")
         press_now(app, "escape")
@@ -151,9 +156,7 @@ async def test_the_leaderboard_sorts_and_draws_each_interval(models_env: Path) -
 async def test_a_pool_of_one_model_is_refused_and_the_old_pool_stays(models_env: Path) -> None:
     app = create_app(Hub(arena_config()), Store(), mode="arena")
     async with app.run_test(size=(120, 36)) as pilot:
-        screen = app.screen
-        assert isinstance(screen, ArenaScreen)
-        await until(pilot, lambda: screen.arena is not None and len(screen.arena.pool) == 2, "the pool")
+        screen = await arena_ready(pilot)
         await pilot.press("ctrl+l")
         pool_input = app.screen.query_one("#answer")
         pool_input.value = "smollm2 smollm2:135m nosuch:1b"  # type: ignore[attr-defined]
@@ -166,9 +169,7 @@ async def test_typing_the_next_prompt_never_turns_into_a_vote(models_env: Path) 
     hub = GatedHub(arena_config(), free=1)
     app = create_app(hub, Store(), mode="arena")
     async with app.run_test(size=(120, 36)) as pilot:
-        screen = app.screen
-        assert isinstance(screen, ArenaScreen)
-        await until(pilot, lambda: screen.arena is not None and len(screen.arena.pool) == 2, "the pool")
+        screen = await arena_ready(pilot)
         assert screen.send("Name a colour.")
         await until(pilot, lambda: hub.waiting, "an answer held mid-stream")
         press_now(app, *"what is bes")  # the user starts the next prompt while the answers are still coming
@@ -192,9 +193,7 @@ async def test_a_tag_with_markup_is_shown_as_typed(models_env: Path) -> None:
     store.add_vote(_vote(0, "a[b]", "c", "[/x]"))
     app = create_app(Hub(arena_config()), store, mode="arena")
     async with app.run_test(size=(120, 36)) as pilot:
-        screen = app.screen
-        assert isinstance(screen, ArenaScreen)
-        await until(pilot, lambda: screen.arena is not None and len(screen.arena.pool) == 2, "the pool")
+        screen = await arena_ready(pilot)
         await pilot.press("ctrl+g")
         app.screen.query_one("#answer").value = "[/x]"  # type: ignore[attr-defined]
         await pilot.press("enter")
