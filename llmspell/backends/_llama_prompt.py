@@ -63,6 +63,21 @@ def _bounded_environment() -> Any:
     return env
 
 
+def _too_big(values: dict[str, Any], limit: int) -> bool:
+    """Whether a template's variables (and the attributes of its namespaces) hold text longer than ``limit``."""
+    from jinja2.utils import Namespace
+
+    for value in values.values():
+        if isinstance(value, str) and len(value) > limit:
+            return True
+        if isinstance(value, Namespace):
+            # a namespace keeps its attributes in a private dict; reading it changes nothing
+            attrs = object.__getattribute__(value, "_Namespace__attrs")
+            if any(isinstance(v, str) and len(v) > limit for v in attrs.values()):
+                return True
+    return False
+
+
 class ChatTemplate:
     """A compiled chat template that renders within a time and size budget (off the event loop: the caller runs
     :meth:`render` in a thread, and a hostile template stops at the deadline, not when it is done)."""
@@ -89,8 +104,13 @@ class ChatTemplate:
         def check(frame: Any, event: str, arg: Any) -> Any:
             if time.monotonic() > deadline:
                 raise TemplateBudgetExceeded(f"it took more than {seconds:g} s")
-            # line by line inside the template's own code, so a loop that calls nothing is stopped as well
-            return check if frame.f_code.co_filename == "<template>" else None
+            if frame.f_code.co_filename != "<template>":
+                return None
+            # line by line inside the template's own code, so a loop that calls nothing is stopped as well, and
+            # a value doubled with ~ (which no sandbox hook sees) is stopped before it fills the memory
+            if event == "line" and _too_big(frame.f_locals, max_chars):
+                raise TemplateBudgetExceeded(f"it built a value of more than {max_chars:,} characters")
+            return check
 
         parts: list[str] = []
         size = 0

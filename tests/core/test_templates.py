@@ -31,6 +31,8 @@ LOOPS = "{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% 
 LOREM = "{% for i in range(100000) %}{{ 'lorem ipsum dolor sit amet ' * 10 }}{% endfor %}"
 REPEAT = "{{ 'x' * 1000000000 }}"
 POWER = "{{ 7 ** 10000000 }}"
+#: doubling with ~, which no sandbox hook sees: 2**64 characters if nothing stops it
+DOUBLING = "{% set ns = namespace(x='ab') %}{% for i in range(64) %}{% set ns.x = ns.x ~ ns.x %}{% endfor %}{{ ns.x }}"
 
 
 @pytest.mark.parametrize("model", ["smollm2:135m", "gemma3:270m"])
@@ -50,8 +52,9 @@ async def test_real_templates_render_as_llama_cpp_python_renders_them(backend: L
         (LOREM, "it rendered more than 1,000,000 characters"),
         (REPEAT, "it repeats a value 1,000,000,000 times"),
         (POWER, "it raises a number to the power 10,000,000"),
+        (DOUBLING, "it built a value of more than 1,000,000 characters"),
     ],
-    ids=["loops", "lorem", "repeat", "power"],
+    ids=["loops", "lorem", "repeat", "power", "doubling"],
 )
 def test_a_hostile_template_is_stopped_by_its_budget(template: str, why: str) -> None:
     with pytest.raises(TemplateBudgetExceeded) as err:
