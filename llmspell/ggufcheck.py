@@ -50,7 +50,8 @@ LOAD_CHECKS: tuple[tuple[str, str, str], ...] = (
     ("block_count > 512", "heap overflow of the per-layer tables (LLAMA_MAX_LAYERS)", "refused"),
     ("layer_norm(_rms)_epsilon NaN or < 0", "SIGABRT: GGML_ASSERT(eps >= 0.0f) in ggml's ops.cpp", "refused"),
     ("layer_norm(_rms)_epsilon infinite or 0", "loads, answers nothing (inf) or divides by zero (0)", "refused"),
-    ("rope.freq_base(_swa), rope.scaling.factor 0, < 0, inf or NaN", "loads, answers nothing or garbage", "refused"),
+    ("rope.freq_base(_swa) 0, < 0, inf or NaN", "loads, answers nothing or garbage", "refused"),
+    ("rope.scaling.factor, rope.scale_linear < 0, inf or NaN (0 means unset)", "nonsense positions", "refused"),
     ("context_length 0 or > 2**27", "0: warns and runs untrained; 2**32 - 1: 'Array length must be >= 0'", "refused"),
     ("embedding_length = 0", "llama.cpp refuses to load ('Failed to load model')", "refused, with the field named"),
     ("expert counts", "GGML_ASSERTs on n_expert, n_expert_used, groups (llama-model.cpp)", "refused"),
@@ -460,9 +461,12 @@ def _check_llama_limits(r: _Reader, metadata: dict[str, Any], types: dict[str, i
         value = metadata[key]
         # epsilons and rope frequencies divide and exponentiate: NaN and negatives abort ggml, zero and infinity
         # load and answer nothing or nonsense
-        checked = key.endswith("epsilon") or ".rope.freq_base" in key or key.endswith(".rope.scaling.factor")
-        if checked and not (math.isfinite(value) and value > 0):
-            raise r.corrupt(f"{key} is {value}; it must be a finite number above 0")
+        if key.endswith("epsilon") or ".rope.freq_base" in key:
+            if not (math.isfinite(value) and value > 0):
+                raise r.corrupt(f"{key} is {value}; it must be a finite number above 0")
+        # llama.cpp reads a scaling factor of 0 as "not set" (and falls back to the old rope.scale_linear)
+        elif key.endswith((".rope.scaling.factor", ".rope.scale_linear")) and not (math.isfinite(value) and value >= 0):
+            raise r.corrupt(f"{key} is {value}; it must be a finite number, 0 or above")
     experts, used = count("expert_count"), count("expert_used_count")
     groups, groups_used = count("expert_group_count"), count("expert_group_used_count")
     if experts > MAX_EXPERTS:

@@ -180,9 +180,12 @@ class Store:
             try:
                 yield self._db
             except sqlite3.DatabaseError as exc:
+                damaged = any(w in str(exc) for w in ("malformed", "not a database", "corrupt"))
                 raise StoreError(
                     f"the history file {self.path} cannot be read: {exc}",
-                    hint="move it aside (it is only history) and start again",
+                    hint="move it aside (it is only history) and start again"
+                    if damaged
+                    else "try again; if it goes on, check the disk and what else has the file open",
                 ) from None
 
     @contextmanager

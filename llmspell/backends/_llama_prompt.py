@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import re
 import sys
 import time
 from typing import Any
@@ -26,6 +27,14 @@ RENDER_SECONDS = 5.0
 MAX_PROMPT_CHARS = 16 * 2**20
 
 
+#: the largest integer a template may build, in bits (a number of ~30,000 digits prints in well under a second)
+_MAX_INT_BITS = 100_000
+
+
+def _big_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
 class TemplateBudgetExceeded(Exception):
     """A chat template went past its time or size budget while rendering."""
 
@@ -38,20 +47,34 @@ def _bounded_environment() -> Any:
     from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
     class Bounded(ImmutableSandboxedEnvironment):
-        intercepted_binops = frozenset({"*", "**"})
+        intercepted_binops = frozenset({"*", "**", "%"})
 
         def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
             if operator == "*":
                 for seq, times in ((left, right), (right, left)):
-                    if (
-                        isinstance(seq, str | list | tuple)
-                        and isinstance(times, int)
-                        and len(seq) * times > MAX_PROMPT_CHARS
-                    ):
+                    repeated = isinstance(seq, str | list | tuple) and isinstance(times, int)
+                    if repeated and len(seq) * times > MAX_PROMPT_CHARS:
                         raise TemplateBudgetExceeded(f"it repeats a value {times:,} times")
-            if operator == "**" and isinstance(right, int | float) and abs(right) > 1024:
-                raise TemplateBudgetExceeded(f"it raises a number to the power {right:,}")
+                if _big_int(left) and _big_int(right) and left.bit_length() + right.bit_length() > _MAX_INT_BITS:
+                    raise TemplateBudgetExceeded("it multiplies numbers too large to print")
+            if operator == "**" and isinstance(right, int | float):
+                if abs(right) > 1024 or (
+                    _big_int(left) and abs(left) > 1 and left.bit_length() * right > _MAX_INT_BITS
+                ):
+                    raise TemplateBudgetExceeded(f"it raises a number to the power {right:,}")
+            if (
+                operator == "%"
+                and isinstance(left, str)
+                and any(int(n) > MAX_PROMPT_CHARS for n in re.findall(r"%[-+ #0]*(\d+)", left))
+            ):
+                raise TemplateBudgetExceeded("it formats a value wider than the prompt budget")
             return super().call_binop(context, operator, left, right)
+
+        def call(self, __context: Any, __obj: Any, *args: Any, **kwargs: Any) -> Any:
+            # widths and counts (zfill, center, ljust, repeat...) past the budget are refused before they are built
+            if any(_big_int(a) and a > MAX_PROMPT_CHARS for a in (*args, *kwargs.values())):
+                raise TemplateBudgetExceeded("it asks for a value wider than the prompt budget")
+            return super().call(__context, __obj, *args, **kwargs)
 
     env = Bounded(
         loader=jinja2.BaseLoader(),
@@ -102,14 +125,16 @@ class ChatTemplate:
         deadline = time.monotonic() + seconds
 
         def check(frame: Any, event: str, arg: Any) -> Any:
-            if time.monotonic() > deadline:
-                raise TemplateBudgetExceeded(f"it took more than {seconds:g} s")
             if frame.f_code.co_filename != "<template>":
                 return None
-            # line by line inside the template's own code, so a loop that calls nothing is stopped as well, and
-            # a value doubled with ~ (which no sandbox hook sees) is stopped before it fills the memory
-            if event == "line" and _too_big(frame.f_locals, max_chars):
-                raise TemplateBudgetExceeded(f"it built a value of more than {max_chars:,} characters")
+            # only on a line of the template's own code: an exception raised from any other event (a generator
+            # closing, say) is printed as "ignored" and removes the trace, and the template would run on unbounded
+            if event == "line":
+                if time.monotonic() > deadline:
+                    raise TemplateBudgetExceeded(f"it took more than {seconds:g} s")
+                # a value doubled with ~ (which no sandbox hook sees) is stopped before it fills the memory
+                if _too_big(frame.f_locals, max_chars):
+                    raise TemplateBudgetExceeded(f"it built a value of more than {max_chars:,} characters")
             return check
 
         parts: list[str] = []
@@ -124,8 +149,15 @@ class ChatTemplate:
                 raise_exception=raise_exception,
                 add_generation_prompt=True,
                 strftime_now=lambda f: datetime.now().strftime(f),
+                # as llama-cpp-python passes them: templates test "tools is not none"
+                tools=None,
+                tool_choice=None,
+                functions=None,
+                function_call=None,
             ):
                 size += len(part)
+                if time.monotonic() > deadline:
+                    raise TemplateBudgetExceeded(f"it took more than {seconds:g} s")
                 if size > max_chars:
                     raise TemplateBudgetExceeded(f"it rendered more than {max_chars:,} characters")
                 parts.append(part)

@@ -18,6 +18,7 @@ from typing import Any
 from llmspell import config as cfgmod
 from llmspell.backends._llama_files import LocalModel, _module_dir, estimate_ram, file_sha256, gguf_info
 from llmspell.backends._llama_prompt import (
+    MAX_PROMPT_CHARS,
     TemplateBudgetExceeded,
     _formatter,
     _gpu_offload,
@@ -40,6 +41,7 @@ from llmspell.errors import (
     ModelFileMissing,
     ModelNotFound,
     NoChatTemplate,
+    PromptTooLong,
 )
 from llmspell.ggufcheck import GGUFInfo
 from llmspell.machine import physical_cores
@@ -576,12 +578,19 @@ class LlamaCppBackend(Backend):
         face calls it through ``render_chat_async``, off its event loop)."""
         template, stops = self._template(model, info)
         bos, eos = info.bos_token or "", info.eos_token or ""
+        given = sum(len(m.content) for m in messages)
+        if given > MAX_PROMPT_CHARS:
+            # the conversation itself is past the budget: not the template's fault
+            raise PromptTooLong(
+                f"the conversation has {given:,} characters; at most {MAX_PROMPT_CHARS:,} are rendered",
+                hint="start a new conversation or send a shorter text",
+            )
         try:
             prompt = _formatter(template, eos, bos).render([m.to_dict() for m in messages])
         except TemplateBudgetExceeded as exc:
             raise InvalidOptions(
                 f"the chat template of {model.name} was stopped: {exc} (a chat template renders in milliseconds)",
-                hint="the model file's template is broken or hostile; use another copy of the model",
+                hint="the template is broken or hostile; use another copy of the model",
             ) from None
         except Exception as exc:  # templates raise their own errors (e.g. "roles must alternate")
             raise InvalidOptions(f"the chat template of {model.name} rejected the conversation: {exc}") from None

@@ -36,7 +36,7 @@ def add_serve_parser(sub: Any) -> None:
         action="append",
         default=[],
         metavar="ORIGIN",
-        help="a browser origin allowed besides this machine's own (repeatable; '*' allows all)",
+        help="a browser origin allowed besides this machine's own (repeatable; '*' is a wildcard: chrome-extension://*)",
     )
     s.add_argument(
         "--model-folder",

@@ -18,7 +18,7 @@ from llmspell import __version__
 from llmspell import errors as E
 from llmspell.hub import Hub
 from llmspell.server.errors import ClientGone, QueueFull, error_body, error_status, error_text
-from llmspell.server.security import LOCAL_ORIGIN_REGEX, ApiKeyGuard, HostGuard, OriginGuard, is_loopback_bind
+from llmspell.server.security import ApiKeyGuard, HostGuard, OriginGuard, is_loopback_bind, origin_regex
 from llmspell.server.state import GenerationResponse, ServerSettings, ServerState
 from llmspell.server.wire import ndjson
 from llmspell.types import Chunk, Message, Options
@@ -132,13 +132,10 @@ def create_app(hub: Hub, settings: ServerSettings | None = None) -> Any:
     wrapped = OriginGuard(wrapped, allowed=settings.cors_origins)
     wrapped = CORSMiddleware(
         wrapped,
-        allow_origins=[o for o in settings.cors_origins if o != "*"],
-        allow_origin_regex=None if "*" in settings.cors_origins else LOCAL_ORIGIN_REGEX,
+        allow_origin_regex=origin_regex(settings.cors_origins),
         allow_methods=["GET", "POST", "DELETE", "HEAD", "OPTIONS"],
         allow_headers=["*"],
     )
-    if "*" in settings.cors_origins:
-        wrapped = CORSMiddleware(wrapped.app, allow_origins=["*"], allow_methods=["*"], allow_headers=["*"])
     wrapped = HostGuard(wrapped, enabled=is_loopback_bind(settings.host))
     wrapped.state = state
     return wrapped

@@ -157,5 +157,12 @@ class OriginGuard:
 
 
 def origin_allowed(origin: str, extra: list[str]) -> bool:
-    """Whether CORS lets a browser page at ``origin`` read our answers."""
-    return origin in extra or "*" in extra or re.match(LOCAL_ORIGIN_REGEX, origin) is not None
+    """Whether a browser page at ``origin`` may use the server: this machine's, or one of ``extra``, which may be a
+    pattern (``chrome-extension://*``, as Ollama's OLLAMA_ORIGINS takes them)."""
+    return re.match(origin_regex(extra), origin) is not None
+
+
+def origin_regex(extra: list[str]) -> str:
+    """The origins allowed, as one regular expression: this machine's and each of ``extra`` (``*`` a wildcard)."""
+    patterns = [re.escape(o).replace(r"\*", ".*") for o in extra]
+    return "|".join([LOCAL_ORIGIN_REGEX, *(f"^{p}$" for p in patterns)])

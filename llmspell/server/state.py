@@ -208,7 +208,12 @@ class ServerState:
         """A model as a client names it; a path is taken only inside a folder the server was given."""
         spec = self.hub.spec(model)
         if spec.path is not None:
-            path = spec.path.expanduser().resolve()
+            try:
+                path = spec.path.expanduser().resolve()
+            except (OSError, ValueError, RuntimeError):  # a NUL byte, a link loop, an unknown ~user
+                raise E.InvalidSpec(
+                    f"{model!r} is not a usable file path", hint="name the model (see /api/tags)"
+                ) from None
             if not any(path.is_relative_to(folder.expanduser().resolve()) for folder in self.settings.model_folders):
                 raise E.InvalidSpec(
                     f"{model!r} is a file path, and this server does not open files by path",

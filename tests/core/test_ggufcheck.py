@@ -649,6 +649,19 @@ HOSTILE_FIELDS = [
 ]
 
 
+def test_a_rope_scaling_factor_of_zero_means_unset_and_is_accepted(tmp_path: Path) -> None:
+    def extra(w: gguf.GGUFWriter) -> None:
+        w.add_float32("llama.rope.scaling.factor", 0.0)
+        w.add_float32("llama.rope.scale_linear", 0.0)
+
+    read_gguf(tiny_gguf(tmp_path / "zero.gguf", extra=extra))  # llama.cpp reads 0 as "not set"
+
+    def negative(w: gguf.GGUFWriter) -> None:
+        w.add_float32("llama.rope.scale_linear", -2.0)
+
+    _expect_corrupt(tiny_gguf(tmp_path / "neg.gguf", extra=negative), "llama.rope.scale_linear is -2.0")
+
+
 def _changed_copy(folder: Path, key: str, value: float) -> tuple[Path, bytes]:
     """The real smollm2 with ``key`` set to ``value`` in place (same type, same size), and its bytes."""
     path = folder / "changed.gguf"

@@ -53,13 +53,33 @@ async def test_real_templates_render_as_llama_cpp_python_renders_them(backend: L
         (REPEAT, "it repeats a value 1,000,000,000 times"),
         (POWER, "it raises a number to the power 10,000,000"),
         (DOUBLING, "it built a value of more than 1,000,000 characters"),
+        ("{{ ((10 ** 1000) ** 1000) ** 1000 }}", "it raises a number to the power 1,000"),
+        ("{{ 'x'.zfill(17179869184) }}", "it asks for a value wider than the prompt budget"),
+        ("{{ '%0999999999d' % 1 }}", "it formats a value wider than the prompt budget"),
+        # a deadline that passes while a generator of a filter closes must still stop the template
+        (
+            "{% for i in range(100000) %}{% for j in range(100000) %}{{ (['a']|map('upper')|first) }}"
+            "{% endfor %}{% endfor %}",
+            "it took more than 0.3 s",
+        ),
     ],
-    ids=["loops", "lorem", "repeat", "power", "doubling"],
+    ids=["loops", "lorem", "repeat", "power", "doubling", "big-int", "zfill", "format-width", "filter-loops"],
 )
 def test_a_hostile_template_is_stopped_by_its_budget(template: str, why: str) -> None:
     with pytest.raises(TemplateBudgetExceeded) as err:
         ChatTemplate(template, "</s>", "<s>").render(MESSAGES, seconds=0.3, max_chars=1_000_000)
     assert str(err.value) == why
+
+
+def test_a_template_with_tools_renders_as_llama_cpp_python_renders_it() -> None:
+    # llama-cpp-python passes tools and friends as None; a template that tests for them must see None, not undefined
+    template = (
+        "{% if tools is not none %}<tools>{{ tools|tojson }}</tools>{% endif %}"
+        "{% for m in messages %}<{{ m.role }}>{{ m.content }}{% endfor %}"
+    )
+    ours = ChatTemplate(template, "</s>", "<s>").render(MESSAGES)
+    assert ours == Jinja2ChatFormatter(template, "</s>", "<s>")(messages=MESSAGES).prompt
+    assert "<tools>" not in ours
 
 
 def test_the_sandbox_still_refuses_what_it_refused() -> None:

@@ -214,6 +214,11 @@ def test_host_and_origin_rules() -> None:
     assert is_loopback_bind("127.0.0.1") and is_loopback_bind("::1") and not is_loopback_bind("0.0.0.0")
     assert origin_allowed("http://localhost:5173", []) and origin_allowed("app://obsidian.md", [])
     assert not origin_allowed("http://localhost.evil.com", []) and origin_allowed("https://x.org", ["https://x.org"])
+    # a pattern, as OLLAMA_ORIGINS takes them: browser extensions of any id, and nothing that merely starts alike
+    assert origin_allowed("chrome-extension://abcdef", ["chrome-extension://*"])
+    assert not origin_allowed("chrome-extension://abcdef", []) and not origin_allowed(
+        "https://x.org.evil", ["https://x.org"]
+    )
 
 
 @pytest.mark.parametrize("origin", ["https://evil.example", "null", "http://localhost.evil.example"])
@@ -249,6 +254,8 @@ def test_a_model_file_is_not_opened_by_path_unless_its_folder_is_given(
     assert "--model-folder" in r.json()["error"]
     r = httpx.post(server.url + "/api/show", json={"model": "/etc/../" + str(gguf_file)}, headers=AUTH)
     assert r.status_code == 400
+    r = httpx.post(server.url + "/api/show", json={"model": "/tmp/a\u0000b.gguf"}, headers=AUTH)
+    assert r.status_code == 400 and "not a usable file path" in r.json()["error"], "a NUL byte is not a 500"
     allowed = tmp_path_factory.mktemp("allowed")
     inside = allowed / "mine.gguf"
     inside.write_bytes(gguf_file.read_bytes())
