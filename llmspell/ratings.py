@@ -98,16 +98,24 @@ class Standing:
 
 def fit(games: Sequence[Game], models: Sequence[str] | None = None, prior: float = PRIOR) -> dict[str, float]:
     """Bradley-Terry ratings of every model in ``games`` (and ``models``), on the 1000-point scale."""
-    names = sorted({g.a for g in games} | {g.b for g in games} | set(models or ()))
+    names, first, second, score = _encode(games, models)
     if not names:
         return {}
+    won, played = _tables(len(names), first, second, score, np.ones(len(games)))
+    theta = _strengths(won, played, prior)
+    return {m: BASE + SCALE * float(theta[i]) for i, m in enumerate(names)}
+
+
+def _encode(
+    games: Sequence[Game], models: Sequence[str] | None = None
+) -> tuple[list[str], np.ndarray, np.ndarray, np.ndarray]:
+    """The models in name order, and each game as arrays: first model's index, second's, first's score."""
+    names = sorted({g.a for g in games} | {g.b for g in games} | set(models or ()))
     index = {m: i for i, m in enumerate(names)}
     first = np.array([index[g.a] for g in games], dtype=np.intp)
     second = np.array([index[g.b] for g in games], dtype=np.intp)
     score = np.array([g.score for g in games], dtype=float)
-    won, played = _tables(len(names), first, second, score, np.ones(len(games)))
-    theta = _strengths(won, played, prior)
-    return {m: BASE + SCALE * float(theta[index[m]]) for m in names}
+    return names, first, second, score
 
 
 def _tables(
@@ -168,14 +176,12 @@ def leaderboard(
     """Every voted model ranked by rating, with 95% bootstrap intervals, vote counts and (from ``speed``) its
     median tokens/s and first-token time. ``rounds`` refits on resampled votes; 0 leaves the intervals empty."""
     games = [(n, g) for n, b in enumerate(ballots) for g in b.games()]
-    ratings = fit([g for _, g in games])
-    if not ratings:
+    names, first, second, score = _encode([g for _, g in games])
+    if not names:
         return []
-    names = sorted(ratings)
     index = {m: i for i, m in enumerate(names)}
-    first = np.array([index[g.a] for _, g in games], dtype=np.intp)
-    second = np.array([index[g.b] for _, g in games], dtype=np.intp)
-    score = np.array([g.score for _, g in games], dtype=float)
+    won, played = _tables(len(names), first, second, score, np.ones(len(games)))
+    ratings = dict(zip(names, (BASE + SCALE * _strengths(won, played, PRIOR)).tolist(), strict=True))
     ballot_of = np.array([n for n, _ in games], dtype=np.intp)
     rng = np.random.default_rng(seed)
     samples = []
