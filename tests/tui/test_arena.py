@@ -73,7 +73,8 @@ async def test_a_blind_round_shows_names_only_after_the_vote_key(models_env: Pat
         assert [a.border_title for a in screen.answers] == ["A", "B"]
         assert not any(name in before for name in NAMES), "no model name before the vote"
         assert "tok/s" not in before and "TTFT" not in before, "speed would give the model away"
-        assert screen.focused is screen.vote_bar and screen.vote_bar.display
+        assert screen.vote_bar.display
+        await until(pilot, lambda: screen.focused is screen.vote_bar, "the vote bar to take the focus")
 
         assert not screen.send("Another one."), "a new prompt waits for the vote"
         await pilot.press("b")

@@ -372,7 +372,8 @@ class ArenaScreen(SendsPrompts, Screen[None]):
             # Tab reaches the vote bar
             self.notify("both answers are in: vote with Tab, then a key", timeout=4)
         else:
-            self.vote_bar.focus()
+            # after the refresh that shows the bar: a widget still hidden cannot take the focus
+            self.call_after_refresh(self.vote_bar.focus)
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         """The vote keys work only while a round waits for its vote, and never while the prompt is typed in."""
