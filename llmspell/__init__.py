@@ -23,7 +23,7 @@ from llmspell.errors import (
     NoChatTemplate,
 )
 from llmspell.spec import ModelSpec, parse_spec
-from llmspell.types import BackendStatus, Chunk, Message, ModelInfo, Options, PullProgress, Stats
+from llmspell.types import BackendStatus, Chunk, Embeddings, Message, ModelInfo, Options, PullProgress, Stats
 
 __version__ = "0.1.0"
 
@@ -35,6 +35,7 @@ __all__ = [
     "Chunk",
     "ConfigError",
     "DownloadError",
+    "Embeddings",
     "GenerationError",
     "InsufficientResources",
     "IntegrityError",
@@ -55,12 +56,13 @@ __all__ = [
     "__version__",
     "acomplete",
     "complete",
+    "embed",
     "get_hub",
     "parse_spec",
     "stream",
 ]
 
-_LAZY = {"stream", "complete", "acomplete", "LocalLLM", "get_hub", "set_hub"}
+_LAZY = {"stream", "complete", "acomplete", "embed", "LocalLLM", "get_hub", "set_hub"}
 
 
 def __getattr__(name: str) -> object:

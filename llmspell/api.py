@@ -99,6 +99,13 @@ def complete(
     return _run_sync(acomplete(model, prompt, raw=raw, **opts))
 
 
+def embed(model: str | ModelSpec | None, texts: str | Sequence[str], **opts: Any) -> list[list[float]]:
+    """One L2-normalised vector per text (a single text gives a list of one vector)."""
+    items = [texts] if isinstance(texts, str) else list(texts)
+    result = _run_sync(get_hub().embed(model, items, options=Options.from_dict(opts) if opts else None))
+    return result.vectors
+
+
 class LocalLLM:
     """A model by name, plus class methods to manage all models: list, pull, info, status, rm, unload."""
 
@@ -115,6 +122,10 @@ class LocalLLM:
     ) -> AsyncGenerator[Chunk, None]:
         """Stream this model's answer."""
         return stream(self.model, prompt, raw=raw, **{**self.options.to_dict(), **opts})
+
+    def embed(self, texts: str | Sequence[str]) -> builtins.list[builtins.list[float]]:
+        """Embeddings of ``texts`` from this model, one L2-normalised vector per text."""
+        return embed(self.model, texts, **self.options.to_dict())
 
     @staticmethod
     def list(backend: str | None = None) -> builtins.list[ModelInfo]:

@@ -17,7 +17,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from types import MappingProxyType
-from typing import Any
+from typing import Any, Literal, cast
 
 from llmspell import config as cfgmod
 from llmspell.errors import CatalogError, ModelNotFound
@@ -36,6 +36,10 @@ _BARE_KEY = re.compile(r"[A-Za-z0-9_-]+\Z")
 _NAME_HINT = "names use lowercase letters, digits, '.', '_' and '-', and start with a letter or digit"
 _SEE_AVAILABLE = "see `llmspell model available`"
 
+#: what a model is for: "chat" generates text; "embedding" only turns text into vectors (no chat template)
+ModelKind = Literal["chat", "embedding"]
+MODEL_KINDS: tuple[ModelKind, ...] = ("chat", "embedding")
+
 # key -> (kind, required) for each kind of table
 _SCHEMA: dict[str, dict[str, tuple[str, bool]]] = {
     "file": {"templates": ("table", False), "models": ("table", False)},
@@ -46,6 +50,7 @@ _SCHEMA: dict[str, dict[str, tuple[str, bool]]] = {
         "license": ("str", False),
         "default": ("str", True),
         "recommended": ("bool", False),
+        "kind": ("str", False),
         "variants": ("table", True),
     },
     "variant": {
@@ -136,11 +141,18 @@ class ModelEntry:
     default: str
     recommended: bool
     variants: Mapping[str, Variant] = field(hash=False)
+    #: "chat" (the default) or "embedding": an embedding model computes vectors and cannot chat or complete
+    kind: ModelKind = "chat"
 
     @property
     def default_variant(self) -> Variant:
         """The variant used when none is named."""
         return self.variants[self.default]
+
+    @property
+    def is_embedding(self) -> bool:
+        """True for an embedding-only model (``kind = "embedding"``)."""
+        return self.kind == "embedding"
 
 
 @dataclass(frozen=True)
@@ -406,6 +418,16 @@ def _parse_model(root: _Table, name: str, data: Any) -> ModelEntry:
     if default not in variants:
         hint = f"variants: {', '.join(variants)}"
         raise m.error(f"default variant {default!r} is not one of its variants", hint=hint)
+    kind = m.get("kind") or "chat"
+    if kind not in MODEL_KINDS:
+        raise m.error(f"'kind' must be one of {', '.join(map(repr, MODEL_KINDS))}, not {_show(kind)}")
+    if kind == "embedding":
+        templated = [v.name for v in variants.values() if v.chat_template is not None]
+        if templated:
+            raise m.error(
+                f"an embedding model has no chat template, but variant {templated[0]!r} names one",
+                hint="remove its 'chat_template', or drop kind = \"embedding\"",
+            )
     return ModelEntry(
         name=name,
         family=m.get("family"),
@@ -414,6 +436,7 @@ def _parse_model(root: _Table, name: str, data: Any) -> ModelEntry:
         default=default,
         recommended=bool(m.get("recommended")),
         variants=MappingProxyType(variants),
+        kind=cast(ModelKind, kind),
     )
 
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
+import json
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from typing import Any
@@ -12,7 +14,7 @@ from llmspell import config as cfgmod
 from llmspell.backends.base import Backend
 from llmspell.errors import BackendUnavailable, InvalidSpec, LLMSpellError
 from llmspell.spec import ModelSpec, parse_spec
-from llmspell.types import BackendStatus, Chunk, Message, ModelInfo, Options, PullProgress
+from llmspell.types import BackendStatus, Chunk, Embeddings, Message, ModelInfo, Options, PullProgress
 
 #: how long a backend's reachability is trusted when auto-detecting, so a dead server is not probed per request
 _STATUS_TTL = 5.0
@@ -29,6 +31,10 @@ class Hub:
             backends = create_backends(self.config)
         self.backends: dict[str, Backend] = {b.name: b for b in backends}
         self._status_cache: dict[str, tuple[float, BackendStatus]] = {}
+        from llmspell.aliases import AliasStore
+
+        #: named models made from others (``/api/create``, ``/api/copy``)
+        self.aliases = AliasStore()
 
     def backend(self, name: str) -> Backend:
         """The backend called ``name``; a clear error when it is not configured."""
@@ -83,11 +89,60 @@ class Hub:
         results = await asyncio.gather(*(one(b) for b in chosen))
         models = [m for ms, _ in results for m in ms]
         failed = [st for _, st in results if st is not None]
-        return models, failed
+        return models + self._alias_infos(models, backend), failed
+
+    def _alias_infos(self, models: list[ModelInfo], backend: str | None) -> list[ModelInfo]:
+        """Each alias as a model of the backend its model is on, with that model's facts."""
+        import dataclasses
+
+        out = []
+        try:
+            aliases = self.aliases.all()
+        except LLMSpellError:
+            return []
+        for alias in aliases.values():
+            target = parse_spec(alias.target)
+            found = next(
+                (
+                    m
+                    for m in models
+                    if m.name in (target.tag, target.name)
+                    and (target.backend is None or m.backend == target.backend)
+                    and m.source != "not downloaded"
+                ),
+                None,
+            )
+            if found is None or (backend and found.backend != backend):
+                continue
+            own = alias.system or alias.options
+            # a named model with its own system prompt or options is another model to clients that group by
+            # digest (llm-ollama took the base model's name for the alias); a plain copy shares its model's
+            digest = (
+                hashlib.sha256(
+                    json.dumps([found.sha256 or found.name, alias.system, alias.options], sort_keys=True).encode()
+                ).hexdigest()
+                if own
+                else found.sha256
+            )
+            extra = {**found.extra, "alias_of": alias.target, "modified_at": alias.created}
+            out.append(dataclasses.replace(found, name=alias.name, source="alias", sha256=digest, extra=extra))
+        return out
 
     async def resolve(self, spec: str | ModelSpec | None) -> tuple[Backend, ModelSpec]:
-        """Pick the backend for a spec: the one named after '@', else Ollama if it has the model, else embedded."""
+        """Pick the backend for a spec: the one named after '@', else Ollama if it has the model, else embedded.
+        An alias resolves to its model, behind a backend that adds the alias's system prompt and options."""
         parsed = self.spec(spec)
+        alias = None
+        if parsed.path is None:
+            # a damaged aliases file must not stop every other model: creating or removing one names it
+            with contextlib.suppress(LLMSpellError):
+                alias = self.aliases.get(parsed.tag)
+        if alias is not None and parsed.backend is None:
+            from llmspell.aliases import AliasedBackend, target_spec
+
+            backend, target = await self.resolve(target_spec(alias))
+            inner = backend.inner if isinstance(backend, AliasedBackend) else backend
+            return AliasedBackend(inner, alias), target
         if parsed.backend:
             return self.backend(parsed.backend), parsed
         ollama = self.backends.get("ollama")
@@ -127,6 +182,29 @@ class Hub:
         finally:
             await stream.aclose()
 
+    async def embed(
+        self,
+        spec: str | ModelSpec | None,
+        texts: Sequence[str],
+        *,
+        truncate: bool = True,
+        dimensions: int | None = None,
+        options: Options | None = None,
+    ) -> Embeddings:
+        """One L2-normalised vector per text, from whichever backend serves ``spec``; ``dimensions`` keeps the
+        first values of each, scaled back to length 1."""
+        import dataclasses
+
+        from llmspell.vectors import shorten
+
+        if dimensions is not None:
+            shorten([], dimensions)  # a bad count is refused before the model loads
+        backend, parsed = await self.resolve(spec)
+        result = await backend.embed(parsed, list(texts), truncate=truncate, options=options)
+        if dimensions is None:
+            return result
+        return dataclasses.replace(result, vectors=shorten(result.vectors, dimensions))
+
     async def info(self, spec: str | ModelSpec) -> ModelInfo:
         """Everything known about one model."""
         backend, parsed = await self.resolve(spec)
@@ -146,6 +224,12 @@ class Hub:
     async def delete(self, spec: str | ModelSpec) -> None:
         """Delete a model; the backend must be named, so nothing is removed by a guess."""
         parsed = self.spec(spec)
+        named = False
+        if parsed.path is None:
+            with contextlib.suppress(LLMSpellError):
+                named = self.aliases.get(parsed.tag) is not None
+        if named and self.aliases.remove(parsed.tag):
+            return  # an alias goes; the model it was made from stays
         if not parsed.backend:
             raise InvalidSpec(
                 f"say which backend to delete {parsed} from", hint=f"e.g. llmspell model rm {parsed}@llamacpp"

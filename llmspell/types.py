@@ -66,6 +66,12 @@ class Options:
         "float", "drop tokens under this share of the top", "0.05", 0.0, 1.0, 0.05, "--min-p", "min_p"))
     repeat_penalty: float | None = field(default=None, metadata=opt(
         "float", "above 1 discourages repeating tokens", "1.0", 0.0, 10.0, 1.0, "--repeat-penalty", "repeat_penalty"))
+    frequency_penalty: float | None = field(default=None, metadata=opt(
+        "float", "lower odds of a token the more it was used", "0.0", -2.0, 2.0, 0.0,
+        "--frequency-penalty", "frequency_penalty", "frequency_penalty"))
+    presence_penalty: float | None = field(default=None, metadata=opt(
+        "float", "lower odds of any token already used", "0.0", -2.0, 2.0, 0.0,
+        "--presence-penalty", "presence_penalty", "presence_penalty"))
     seed: int | None = field(default=None, metadata=opt(
         "int", "same seed + settings = same answer", "random", -1, 2**32 - 1, None, "--seed", "seed", "seed"))
     stop: tuple[str, ...] = field(default=(), metadata=opt(
@@ -82,6 +88,10 @@ class Options:
     # its options and OpenAI as response_format, both mapped by hand in serve
     format: dict[str, Any] | str | None = field(default=None, metadata=opt(
         "format", '"json" or a JSON schema the answer must match', "free text", flag="--format", form=False))
+    # the log-probability of each token written, and of the N likeliest in its place (0: none); asked for by
+    # API clients (OpenAI's logprobs/top_logprobs, Ollama's), so it has no flag and no field in the TUI's form
+    logprobs: int | None = field(default=None, metadata=opt(
+        "int", "log-probabilities per token, with this many alternatives", "off", 0, 20, None, form=False))
     # fmt: on
 
     def __post_init__(self) -> None:
@@ -331,6 +341,32 @@ class Chunk:
     done: bool = False
     stats: Stats | None = None
     model: str = ""
+    #: one entry per token in ``text``, when the options asked for ``logprobs``
+    logprobs: tuple[TokenLogprob, ...] = ()
+
+
+@dataclass(frozen=True)
+class TokenLogprob:
+    """One token written: its text, bytes and log-probability, and the likeliest tokens in its place."""
+
+    token: str
+    logprob: float
+    #: the token's UTF-8 bytes (a token may hold part of a character, which ``token`` then shows as U+FFFD)
+    bytes: tuple[int, ...] = ()
+    #: (token, logprob, bytes) of the likeliest tokens at this place, likeliest first
+    top: tuple[tuple[str, float, tuple[int, ...]], ...] = ()
+
+
+@dataclass(frozen=True)
+class Embeddings:
+    """Vectors for a list of texts, in their order, with what computing them took."""
+
+    vectors: list[list[float]]
+    model: str
+    #: tokens read, all texts together
+    prompt_tokens: int = 0
+    load_time: float = 0.0
+    total_time: float = 0.0
 
 
 #: terminal control sequences: CSI (colours, cursor moves, clearing) and OSC (window titles, links)

@@ -119,6 +119,10 @@ class GatedHub(Hub):
         stream = super().chat(spec, messages, options)
         try:
             async for chunk in stream:
+                if not chunk.text and not chunk.done:
+                    # the engine's "prompt accepted" chunk carries nothing to draw: it is not one the gate counts
+                    yield chunk
+                    continue
                 while self.passed >= self._allowed:
                     self.waiting = True
                     self._changed.clear()

@@ -28,7 +28,7 @@ from llmspell.errors import (
     PromptTooLong,
 )
 from llmspell.options import ENGINE_DEFAULTS
-from llmspell.types import MAX_KEEP_ALIVE, Chunk, Options, Stats, StopReason
+from llmspell.types import MAX_KEEP_ALIVE, Chunk, Embeddings, Options, Stats, StopReason, TokenLogprob
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +61,16 @@ class Job:
     threads: int | None
     cancel: threading.Event = field(default_factory=threading.Event)
     submitted: float = field(default_factory=time.perf_counter)
+    #: texts to embed instead of a prompt to answer (a worker loaded for embeddings takes only these)
+    embed: EmbedRequest | None = None
+
+
+@dataclass(frozen=True)
+class EmbedRequest:
+    """Texts for an embedding worker, and whether a text longer than the context is cut (or refused)."""
+
+    texts: tuple[str, ...]
+    truncate: bool = True
 
 
 @dataclass
@@ -153,8 +163,14 @@ class ModelWorker:
         on_exit: Callable[[ModelWorker], None],
         name: str = "",
         budget: ThreadBudget | None = None,
+        embedding: bool = False,
+        pooling: int | None = None,
     ) -> None:
         self.path = path
+        #: loaded to compute embeddings (a context that pools its outputs), not to generate
+        self.embedding = embedding
+        #: llama.cpp's pooling type for embeddings; None lets the model's own metadata decide
+        self.pooling = pooling
         #: the name users gave the model, shown by `loaded()`
         self.name = name or path.stem
         self.n_ctx = n_ctx
@@ -169,6 +185,8 @@ class ModelWorker:
         self.last_used = time.monotonic()
         self.report = Report()
         self.alive = True
+        #: why loading failed, for a caller that comes after the queue was drained
+        self.load_error: BaseException | None = None
         self.busy = False
         #: True from taking a job until its last chunk is sent (``busy`` stays set a moment longer): a request
         #: arriving after that answer ended is queued here rather than starting a second copy of the model
@@ -224,6 +242,7 @@ class ModelWorker:
         except BaseException as exc:  # a failed load must reach every waiting caller, not kill the thread silently
             with self.lock:
                 self.alive = False
+                self.load_error = exc
             self._drain(exc)
             self.on_exit(self)
             return
@@ -287,15 +306,25 @@ class ModelWorker:
 
         quiet_engine()
         self._close()
+        extra: dict[str, Any] = {}
+        if self.embedding:
+            import llama_cpp
+
+            # a text is read in one batch: a model that attends both ways (BERT) needs every token in one ubatch
+            extra = {"embedding": True, "n_batch": n_ctx, "n_ubatch": n_ctx}
+            extra["pooling_type"] = llama_cpp.LLAMA_POOLING_TYPE_UNSPECIFIED if self.pooling is None else self.pooling
         try:
             self.llama = Llama(
-                model_path=str(self.path),
-                n_ctx=n_ctx,
-                n_batch=min(512, n_ctx),
-                n_threads=self.threads,
-                n_threads_batch=self.threads,
-                n_gpu_layers=self.gpu_layers,
-                verbose=False,
+                **{
+                    "model_path": str(self.path),
+                    "n_ctx": n_ctx,
+                    "n_batch": min(512, n_ctx),
+                    "n_threads": self.threads,
+                    "n_threads_batch": self.threads,
+                    "n_gpu_layers": self.gpu_layers,
+                    "verbose": False,
+                    **extra,
+                }
             )
         except MemoryError:
             raise InsufficientResources(
@@ -403,9 +432,71 @@ class ModelWorker:
         llm = self.llama
         self.budget.enter()
         try:
-            self._generate(job, llm)
+            if job.embed is not None:
+                self._embed(job, job.embed, llm)
+            else:
+                self._generate(job, llm)
         finally:
             self.budget.leave()
+
+    def _embed(self, job: Job, request: EmbedRequest, llm: Any) -> None:
+        """One vector per text (pooled as the model says, else the mean of its tokens), sent as one Embeddings."""
+        import llama_cpp
+
+        self._set_threads(job, llm)
+        load_time, self._pending_load = self._pending_load, 0.0
+        start = time.perf_counter()
+        n_embd = llm.n_embd()
+        pooled = llm.pooling_type() != llama_cpp.LLAMA_POOLING_TYPE_NONE
+        vectors: list[list[float]] = []
+        total = 0
+        self._cancel_event = job.cancel
+        self._set_abort_callback(True)
+        try:
+            for i, text in enumerate(request.texts):
+                if job.cancel.is_set():
+                    raise Cancelled("the embedding was cancelled")
+                try:
+                    tokens = llm.tokenize(text.encode("utf-8"), add_bos=True, special=False)
+                except RuntimeError as exc:
+                    raise GenerationError(f"could not tokenize text {i + 1}: {exc}") from None
+                if len(tokens) > self.n_ctx:
+                    if not request.truncate:
+                        raise PromptTooLong(
+                            f"text {i + 1} is {len(tokens)} tokens but the context window is {self.n_ctx}",
+                            hint="shorten it, raise num_ctx, or let the server truncate it (truncate: true)",
+                        )
+                    tokens = tokens[: self.n_ctx]
+                if not tokens:
+                    raise InvalidOptions(f"text {i + 1} is empty", hint="send some text to embed")
+                total += len(tokens)
+                llm._batch.reset()
+                llm._batch.add_sequence(tokens, 0, True)
+                llm._ctx.kv_cache_clear()
+                try:
+                    llm._ctx.decode(llm._batch)
+                except RuntimeError as exc:
+                    if job.cancel.is_set():
+                        raise Cancelled("the embedding was cancelled") from None
+                    raise GenerationError(f"llama.cpp failed while embedding text {i + 1}: {exc}") from None
+                if pooled:
+                    ptr = llama_cpp.llama_get_embeddings_seq(llm._ctx.ctx, 0)
+                    vectors.append([float(x) for x in ptr[:n_embd]])
+                else:
+                    ptr = llama_cpp.llama_get_embeddings(llm._ctx.ctx)
+                    rows = np.ctypeslib.as_array(ptr, shape=(len(tokens) * n_embd,)).reshape(len(tokens), n_embd)
+                    vectors.append(rows.mean(axis=0).astype(float).tolist())
+        finally:
+            self._set_abort_callback(False)
+            self._cancel_event = None
+            llm._batch.reset()
+        end = time.perf_counter()
+        self.report.phase = "done"
+        self.answering = False
+        self._send(
+            job,
+            Embeddings(vectors, job.model_name, prompt_tokens=total, load_time=load_time, total_time=end - start),
+        )
 
     def _set_threads(self, job: Job, llm: Any) -> None:
         n = job.threads or self.budget.share()
@@ -432,6 +523,10 @@ class ModelWorker:
                 f"the prompt is {n_prompt} tokens but the context window is {self.n_ctx}",
                 hint="raise num_ctx (e.g. --num-ctx 8192) or start a new conversation",
             )
+        # the prompt is accepted: an empty chunk says so before the prefill, which takes long for a long prompt (a
+        # server sends its status line now, and a face knows the request left the queue)
+        if not self._send(job, Chunk(model=job.model_name)):
+            return
         room = self.n_ctx - n_prompt
         max_new = min(job.options.max_tokens or room, room)
         reused = self._prepare_context(np.asarray(prompt_tokens, dtype=np.intc))
@@ -464,8 +559,12 @@ class ModelWorker:
             top_p=float(get("top_p")),
             min_p=float(get("min_p")),
             repeat_penalty=float(get("repeat_penalty")),
+            frequency_penalty=float(get("frequency_penalty")),
+            presence_penalty=float(get("presence_penalty")),
             grammar=job.grammar,
         )
+        want_logprobs = opts.logprobs is not None
+        held: list[TokenLogprob] = []  # for tokens whose text is held back (a stop string may start there)
         try:
             for token in gen:
                 if first_at is None:
@@ -480,7 +579,10 @@ class ModelWorker:
                     reason = "stop"
                     break
                 generated += 1
-                text = decoder.decode(llm._model.detokenize([token], special=False))
+                piece = llm._model.detokenize([token], special=False)
+                if want_logprobs:
+                    held.append(_token_logprob(llm, token, piece, opts.logprobs or 0))
+                text = decoder.decode(piece)
                 if text_stops:
                     pending += text
                     cut = min((i for i in (pending.find(s) for s in text_stops) if i >= 0), default=-1)
@@ -490,9 +592,13 @@ class ModelWorker:
                         break
                     safe = _safe_prefix(pending, text_stops, hold)
                     text, pending = pending[:safe], pending[safe:]
-                if text and not self._send(job, Chunk(text=text, model=job.model_name)):
-                    reason = "cancelled"
-                    break
+                if text:
+                    chunk = Chunk(text=text, model=job.model_name, logprobs=tuple(held) if not pending else ())
+                    if not pending:
+                        held = []
+                    if not self._send(job, chunk):
+                        reason = "cancelled"
+                        break
                 if generated >= max_new:
                     reason = "length"
                     break
@@ -512,7 +618,8 @@ class ModelWorker:
             self._set_abort_callback(False)
             self._cancel_event = None
         end = time.perf_counter()
-        tail = pending + decoder.decode(b"", final=True) if reason != "cancelled" else ""
+        # the bytes of a character cut by the token budget are dropped: decoding them would end the answer in U+FFFD
+        tail = pending if reason != "cancelled" else ""
         first = first_at if first_at is not None else end
         stats = Stats(
             prompt_tokens=n_prompt,
@@ -530,7 +637,9 @@ class ModelWorker:
         self.report.generated_tokens = generated
         self.report.stop_reason = reason
         self.answering = False
-        self._send(job, Chunk(text=tail, done=True, stats=stats, model=job.model_name))
+        self._send(
+            job, Chunk(text=tail, done=True, stats=stats, model=job.model_name, logprobs=tuple(held) if tail else ())
+        )
 
     def _stop_token_ids(self, stops: tuple[str, ...]) -> set[int]:
         """Stop strings that are single special tokens (e.g. <end_of_turn>) are matched by id."""
@@ -549,3 +658,26 @@ def _safe_prefix(text: str, stops: tuple[str, ...], hold: int) -> int:
         if any(s.startswith(tail) for s in stops):
             return len(text) - k
     return len(text)
+
+
+def _token_logprob(llm: Any, token: int, piece: bytes, top: int) -> TokenLogprob:
+    """The log-probability of ``token`` where it was sampled, from the model's own distribution (before
+    temperature and the samplers), and the ``top`` likeliest tokens there."""
+    import llama_cpp
+
+    # the logits of the last decode, which the token was sampled from (llama-cpp-python keeps them in
+    # ``scores`` only with logits_all, which would cost every prompt token a row)
+    ptr = llama_cpp.llama_get_logits_ith(llm._ctx.ctx, -1)
+    logits = np.ctypeslib.as_array(ptr, shape=(llm.n_vocab(),)).astype(np.float64)
+    peak = float(logits.max())
+    lse = peak + float(np.log(np.exp(logits - peak).sum()))
+    best: tuple[tuple[str, float, tuple[int, ...]], ...] = ()
+    if top > 0:
+        ids = np.argpartition(-logits, top)[:top]
+        ids = ids[np.argsort(-logits[ids])]
+        out = []
+        for i in ids:
+            raw = llm._model.detokenize([int(i)], special=False)
+            out.append((raw.decode("utf-8", errors="replace"), float(logits[i]) - lse, tuple(raw)))
+        best = tuple(out)
+    return TokenLogprob(piece.decode("utf-8", errors="replace"), float(logits[token]) - lse, tuple(piece), best)

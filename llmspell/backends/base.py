@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, ClassVar
 
 from llmspell.spec import ModelSpec
-from llmspell.types import BackendStatus, Chunk, Message, ModelInfo, Options, PullProgress
+from llmspell.types import BackendStatus, Chunk, Embeddings, Message, ModelInfo, Options, PullProgress
 
 if TYPE_CHECKING:
     from llmspell.config import Config
@@ -32,6 +32,8 @@ class RunningModel:
     expires_in: float | None = None
     last_stop_reason: str | None = None
     last_generated_tokens: int = 0
+    #: what the copy is loaded for: "chat" (generating) or "embed" (a pooling copy for embeddings)
+    purpose: str = "chat"
 
 
 class Backend(ABC):
@@ -47,6 +49,7 @@ class Backend(ABC):
     IMPLEMENTS_PULL: ClassVar[bool] = True
     IMPLEMENTS_DELETE: ClassVar[bool] = True
     IMPLEMENTS_FORMAT: ClassVar[bool] = True
+    IMPLEMENTS_EMBED: ClassVar[bool] = False
 
     @classmethod
     def from_config(cls, config: Config) -> Backend:
@@ -99,6 +102,20 @@ class Backend(ABC):
     def complete(self, spec: ModelSpec, prompt: str, options: Options | None = None) -> AsyncGenerator[Chunk, None]:
         """Stream a plain continuation of ``prompt`` (no chat template). Closing cancels."""
 
+    async def embed(
+        self,
+        spec: ModelSpec,
+        texts: Sequence[str],
+        *,
+        truncate: bool = True,
+        options: Options | None = None,
+    ) -> Embeddings:
+        """One vector per text, in order, L2-normalised; a text past the context is cut unless ``truncate`` is
+        False (then PromptTooLong)."""
+        from llmspell.errors import InvalidOptions
+
+        raise InvalidOptions(f"the {self.name} backend does not compute embeddings", hint="use a local model")
+
     async def canonical_name(self, spec: ModelSpec) -> str:
         """The one name of the model ``spec`` means here, so every spelling of a model shares one admission
         bound in the server (``smollm2`` and ``smollm2:135m`` are one file on the embedded backend)."""
@@ -111,6 +128,10 @@ class Backend(ABC):
     async def set_keep_alive(self, spec: ModelSpec, seconds: float) -> None:  # noqa: B027 - optional hook
         """From now on keep the model loaded ``seconds`` after its last use (negative: until unloaded). A backend
         that takes keep-alive per request (a server) needs nothing here."""
+
+    def limit_instances(self, copies: int | None) -> None:  # noqa: B027 - optional hook
+        """Let at most ``copies`` loaded copies of one model answer at once; more requests for it wait in its queue
+        (None: the backend decides). Only a backend that runs models in this process has copies to limit."""
 
     def close_sync(self) -> None:  # noqa: B027 - optional hook, most backends hold nothing
         """Release what the backend holds from synchronous code (atexit, a signal handler, tests)."""

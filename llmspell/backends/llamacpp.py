@@ -26,7 +26,7 @@ from llmspell.backends._llama_prompt import (
     _shared_prefix,
     engine_uses_openmp,
 )
-from llmspell.backends._llama_worker import Job, ModelWorker
+from llmspell.backends._llama_worker import EmbedRequest, Job, ModelWorker
 from llmspell.backends._threads import ThreadBudget
 from llmspell.backends.base import Backend, RunningModel
 from llmspell.catalog import Catalog, Resolved, Template, load_catalog
@@ -49,6 +49,7 @@ from llmspell.spec import ModelSpec, parse_spec
 from llmspell.types import (
     BackendStatus,
     Chunk,
+    Embeddings,
     Message,
     ModelInfo,
     Options,
@@ -56,6 +57,10 @@ from llmspell.types import (
     check_keep_alive,
     human_bytes,
 )
+from llmspell.vectors import unit
+
+#: architectures that read text but cannot write it (embedding models)
+ENCODER_ARCHITECTURES = frozenset({"bert", "nomic-bert", "nomic-bert-moe", "jina-bert-v2", "t5encoder", "modern-bert"})
 
 #: the most copies of one model loaded at once (one chat screen shows at most four panes)
 MAX_INSTANCES = 4
@@ -71,6 +76,7 @@ class LlamaCppBackend(Backend):
 
     kind = "llamacpp"
     IN_PROCESS = True
+    IMPLEMENTS_EMBED = True
 
     @classmethod
     def from_config(cls, config: cfgmod.Config) -> LlamaCppBackend:
@@ -82,6 +88,10 @@ class LlamaCppBackend(Backend):
         self.config = config or cfgmod.load_config()
         self._catalog = catalog
         self._workers: dict[str, ModelWorker] = {}
+        #: one embedding copy per model file, beside its chat copies (a pooling context cannot generate)
+        self._embedders: dict[str, ModelWorker] = {}
+        #: copies of one model allowed to answer at once; None: as many as the cores suggest (see max_instances)
+        self.instance_limit: int | None = None
         self._lock = threading.Lock()
         self._assemble_lock = threading.Lock()
         #: shared by every loaded model: the free cores are split among those generating at once; a thread count
@@ -351,6 +361,9 @@ class LlamaCppBackend(Backend):
             template, has_template = tpl.jinja, True
         size = model.path.stat().st_size if model.present else model.size_bytes
         loaded = str(model.path) in self._workers
+        encoder = bool(resolved and resolved.entry.is_embedding) or bool(
+            info and str(info.architecture or "") in ENCODER_ARCHITECTURES
+        )
         return ModelInfo(
             name=model.name,
             backend=self.name,
@@ -368,7 +381,11 @@ class LlamaCppBackend(Backend):
             sha256=(resolved.quant.sha256 if resolved else None) or self._known_sha(model.path),
             loaded=loaded,
             description=resolved.entry.description if resolved else (info.name if info else None),
-            extra={"architecture": info.architecture, "parameter_count": info.parameter_count} if info else {},
+            extra={
+                **({"architecture": info.architecture, "parameter_count": info.parameter_count} if info else {}),
+                # every model here can be pooled into embeddings; an encoder can do nothing else
+                "capabilities": ["embedding"] if encoder else ["completion", "embedding"],
+            },
         )
 
     @staticmethod
@@ -462,6 +479,15 @@ class LlamaCppBackend(Backend):
     async def delete(self, spec: ModelSpec) -> None:
         """Remove a pulled or assembled file; files owned by a package, Ollama or the HF cache are refused."""
         model = await asyncio.to_thread(self.resolve, spec)
+        quant = model.resolved.quant if model.resolved else None
+        if model.source == "pypi-assembled" and quant and importlib.util.find_spec(quant.pypi_module or "") is not None:
+            # the copy joined from the package's chunks would come back on the next use (and before its first use
+            # there is none): refused like a packaged file, whether the copy exists yet or not
+            raise InvalidOptions(
+                f"llmspell will not delete {model.name}: it is part of the installed Python package "
+                f"{quant.pypi_package} and would be back on its next use; uninstall that package to remove it "
+                "(then `model rm` removes the copy left in the models folder)"
+            )
         if not model.present:
             raise ModelNotFound(f"{model.name} is not on disk", hint="see `llmspell model list`")
         owners = {
@@ -480,7 +506,8 @@ class LlamaCppBackend(Backend):
         """Names of loaded models (their file paths map back to names via the registry)."""
         with self._lock:
             # a second instance of a model (two conversations at once) is still one loaded model
-            return list(dict.fromkeys(w.name for w in self._workers.values() if w.alive))
+            workers = [*self._workers.values(), *self._embedders.values()]
+            return list(dict.fromkeys(w.name for w in workers if w.alive))
 
     async def unload(self, spec: ModelSpec) -> bool:
         """Free one loaded model; waits for its current answer to be cancelled."""
@@ -488,6 +515,8 @@ class LlamaCppBackend(Backend):
         key = str(model.path)
         with self._lock:
             workers = [self._workers.pop(k) for k in list(self._workers) if k == key or k.startswith(key + "#")]
+            if key in self._embedders:
+                workers.append(self._embedders.pop(key))
         if not workers:
             return False
         for worker in workers:
@@ -497,16 +526,18 @@ class LlamaCppBackend(Backend):
     async def close(self) -> None:
         """Unload every model."""
         with self._lock:
-            workers = list(self._workers.values())
+            workers = [*self._workers.values(), *self._embedders.values()]
             self._workers.clear()
+            self._embedders.clear()
         for w in workers:
             await asyncio.to_thread(w.stop, True)
 
     def close_sync(self) -> None:
         """Unload every model from synchronous code (atexit, tests)."""
         with self._lock:
-            workers = list(self._workers.values())
+            workers = [*self._workers.values(), *self._embedders.values()]
             self._workers.clear()
+            self._embedders.clear()
         for w in workers:
             w.stop(True)
 
@@ -518,7 +549,7 @@ class LlamaCppBackend(Backend):
         """Every loaded copy (engine worker) of every model."""
         now = time.monotonic()
         with self._lock:
-            workers = [w for w in self._workers.values() if w.alive]
+            workers = [w for w in (*self._workers.values(), *self._embedders.values()) if w.alive]
         return [
             RunningModel(
                 w.name,
@@ -529,6 +560,7 @@ class LlamaCppBackend(Backend):
                 expires_in=None if w.keep_alive < 0 else max(0.0, w.keep_alive - (now - w.last_used)),
                 last_stop_reason=w.report.stop_reason,
                 last_generated_tokens=w.report.generated_tokens,
+                purpose="embed" if w.embedding else "chat",
             )
             for w in workers
         ]
@@ -558,6 +590,20 @@ class LlamaCppBackend(Backend):
             return [w for k, w in self._workers.items() if (k == key or k.startswith(key + "#")) and w.alive]
 
     # ----- generation ----------------------------------------------------------------------
+
+    @staticmethod
+    def is_encoder(model: LocalModel, info: GGUFInfo) -> bool:
+        """True for a model that reads text but cannot write it (BERT and kin): it only gives embeddings."""
+        if model.resolved is not None and model.resolved.entry.is_embedding:
+            return True
+        return str(info.metadata.get("general.architecture", "")) in ENCODER_ARCHITECTURES
+
+    def _refuse_encoder(self, model: LocalModel, info: GGUFInfo) -> None:
+        if self.is_encoder(model, info):
+            raise InvalidOptions(
+                f"{model.name} is an embedding model: it turns text into vectors and cannot write an answer",
+                hint=f"use it with `llmspell embed {model.name} TEXT` (or /api/embed), and chat with another model",
+            )
 
     def _template(self, model: LocalModel, info: GGUFInfo) -> tuple[str, tuple[str, ...]]:
         if info.chat_template:
@@ -610,7 +656,9 @@ class LlamaCppBackend(Backend):
             return None
         return _grammar_for(json.dumps(fmt, sort_keys=True) if isinstance(fmt, dict) else fmt)
 
-    async def _prepare(self, spec: ModelSpec, options: Options | None) -> tuple[LocalModel, GGUFInfo, Options, int]:
+    async def _prepare(
+        self, spec: ModelSpec, options: Options | None, *, check_memory: bool = True
+    ) -> tuple[LocalModel, GGUFInfo, Options, int]:
         opts = self.config.options.merged(options)
         model = await asyncio.to_thread(self.resolve, spec)
         path = await asyncio.to_thread(self.ensure_file, model)
@@ -622,7 +670,7 @@ class LlamaCppBackend(Backend):
         with self._lock:
             worker = self._workers.get(str(model.path))
         # a loaded model asked for another context size is reloaded, so it needs the memory check too
-        if worker is None or worker.n_ctx != n_ctx:
+        if check_memory and (worker is None or worker.n_ctx != n_ctx):
             self._check_memory(model, info, n_ctx)
         return model, info, opts, n_ctx
 
@@ -641,8 +689,15 @@ class LlamaCppBackend(Backend):
                 hint="close other programs, lower num_ctx, or choose a smaller quantization (e.g. :Q4_K_M)",
             )
 
+    def limit_instances(self, copies: int | None) -> None:
+        """At most ``copies`` copies of one model answer at once (serve's --parallel); None: see max_instances."""
+        self.instance_limit = copies
+
     def max_instances(self) -> int:
-        """How many copies of one model may answer at the same moment (one per core, at least two, at most 4)."""
+        """How many copies of one model may answer at the same moment: ``instance_limit`` when set (serve's
+        --parallel), else one per core, at least two (side-by-side panes of one model), at most 4."""
+        if self.instance_limit is not None:
+            return self.instance_limit
         return min(MAX_INSTANCES, max(2, self.budget.total))
 
     def _room_for_instance(self, model: LocalModel, n_ctx: int) -> bool:
@@ -689,6 +744,106 @@ class LlamaCppBackend(Backend):
             )
             self._workers[key] = worker
             return worker
+
+    def _embedder(self, model: LocalModel, info: GGUFInfo, n_ctx: int) -> ModelWorker:
+        """The model's embedding copy, loaded on first use."""
+        import llama_cpp
+
+        key = str(model.path)
+        with self._lock:
+            worker = self._embedders.get(key)
+            if worker is not None and worker.alive:
+                return worker
+        self._check_memory(model, info, n_ctx)
+        arch = str(info.metadata.get("general.architecture", ""))
+        # an embedding model (BERT, nomic-bert) says how to pool; a chat model says nothing, and its tokens'
+        # mean is what Ollama and llama.cpp's --pooling mean give for it
+        own = f"{arch}.pooling_type" in info.metadata
+
+        def on_exit(w: ModelWorker) -> None:
+            with self._lock:
+                if self._embedders.get(key) is w:
+                    del self._embedders[key]
+
+        with self._lock:
+            worker = self._embedders.get(key)
+            if worker is None or not worker.alive:
+                worker = ModelWorker(
+                    model.path,
+                    n_ctx=n_ctx,
+                    threads=self.threads(),
+                    gpu_layers=self.config.gpu_layers if _gpu_offload() else 0,
+                    keep_alive=self.config.keep_alive,
+                    state_cache_bytes=0,
+                    on_exit=on_exit,
+                    name=model.name,
+                    budget=self.budget,
+                    embedding=True,
+                    pooling=None if own else llama_cpp.LLAMA_POOLING_TYPE_MEAN,
+                )
+                self._embedders[key] = worker
+            return worker
+
+    async def embed(
+        self,
+        spec: ModelSpec,
+        texts: Sequence[str],
+        *,
+        truncate: bool = True,
+        options: Options | None = None,
+    ) -> Embeddings:
+        """One L2-normalised vector per text, computed by a pooling copy of the model (any GGUF can be pooled)."""
+        if isinstance(texts, str) or not all(isinstance(t, str) for t in texts):
+            raise InvalidOptions("embed takes a list of texts")
+        if not texts:
+            raise InvalidOptions("there is nothing to embed", hint="send at least one text")
+        model, info, opts, _ = await self._prepare(spec, options, check_memory=False)
+        # the model's own window (an embedding model's is short: 512 for BERT), within the configured one
+        n_ctx = opts.num_ctx or min(self.config.num_ctx, info.context_length or self.config.num_ctx)
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[Any] = loop.create_future()
+
+        def settle(item: Any) -> None:
+            if not done.done():
+                done.set_result(item)
+
+        def emit(item: Any) -> None:
+            loop.call_soon_threadsafe(settle, item)
+
+        job = Job(
+            prompt="",
+            chat=False,
+            add_bos=True,
+            options=opts,
+            stop=(),
+            grammar=None,
+            emit=emit,
+            model_name=model.name,
+            num_ctx=n_ctx,
+            threads=opts.num_threads,
+            embed=EmbedRequest(tuple(texts), truncate),
+        )
+        for _ in range(3):
+            worker = await asyncio.to_thread(self._embedder, model, info, n_ctx)
+            if worker.submit(job):
+                break
+            if worker.load_error is not None:
+                raise worker.load_error
+        else:
+            raise BackendUnavailable(f"{model.name} is being unloaded; try again")
+        try:
+            result = await done
+        finally:
+            job.cancel.set()
+        if isinstance(result, BaseException):
+            raise result
+        return Embeddings(
+            [unit(v) for v in result.vectors],
+            result.model,
+            prompt_tokens=result.prompt_tokens,
+            load_time=result.load_time,
+            total_time=result.total_time,
+        )
 
     async def _stream(
         self,
@@ -747,6 +902,7 @@ class LlamaCppBackend(Backend):
         if not msgs:
             raise InvalidOptions("a chat needs at least one message")
         model, info, opts, n_ctx = await self._prepare(spec, options)
+        self._refuse_encoder(model, info)
         prompt, add_bos, stops = await self.render_chat_async(model, info, msgs)
         async for chunk in self._stream(model, prompt, chat=True, add_bos=add_bos, stop=stops, opts=opts, n_ctx=n_ctx):
             yield chunk
@@ -756,6 +912,7 @@ class LlamaCppBackend(Backend):
     ) -> AsyncGenerator[Chunk, None]:
         """Stream a plain continuation of ``prompt``; works for base models without a chat template."""
         model, info, opts, n_ctx = await self._prepare(spec, options)
+        self._refuse_encoder(model, info)
         add_bos = bool(info.metadata.get("tokenizer.ggml.add_bos_token", True))
         async for chunk in self._stream(model, prompt, chat=False, add_bos=add_bos, stop=(), opts=opts, n_ctx=n_ctx):
             yield chunk

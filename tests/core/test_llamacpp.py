@@ -141,6 +141,8 @@ async def test_cancel_during_a_long_prefill_aborts_the_prompt_evaluation(backend
     long_text = " ".join(f"Item {i} is a small red box." for i in range(900))
     opts = Options(temperature=0, max_tokens=8, num_ctx=12288)
     stream = backend.chat(parse_spec(SMOL), [Message("user", long_text + "\nSummarise.")], opts)
+    accepted = await stream.__anext__()  # the prompt fits: an empty chunk says so before its evaluation starts
+    assert accepted.text == "" and not accepted.done
     first = asyncio.ensure_future(stream.__anext__())
     worker = None
     for _ in range(3000):

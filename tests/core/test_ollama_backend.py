@@ -23,13 +23,13 @@ from server.serveproc import (  # noqa: F401 - pull_hub is a fixture
     serve,
 )
 
-import llmspell
 from llmspell.backends.llamacpp import LlamaCppBackend
 from llmspell.backends.ollama import OllamaBackend
 from llmspell.chat import Conversation, ask
 from llmspell.config import Config
 from llmspell.errors import BackendUnavailable, GenerationError, InvalidOptions, LLMSpellError, ModelNotFound
 from llmspell.hub import Hub
+from llmspell.server.ollama_api import OLLAMA_API_VERSION
 from llmspell.spec import parse_spec
 from llmspell.types import Message, Options
 
@@ -58,7 +58,8 @@ def ollama_backend(server: ServeProcess) -> OllamaBackend:
 
 async def test_status_list_and_info_of_a_running_server(ollama_backend: OllamaBackend, server: ServeProcess) -> None:
     st = await ollama_backend.status()
-    assert st.ready and st.error is None and st.version == llmspell.__version__
+    # the version of the Ollama API it follows, as an Ollama server reports its own
+    assert st.ready and st.error is None and st.version == OLLAMA_API_VERSION
     assert st.model_count >= 2 and st.address == server.url
     models = {m.name: m for m in await ollama_backend.list_models()}
     smol = models["smollm2:135m"]
@@ -92,6 +93,29 @@ async def test_chat_with_every_option_matches_the_embedded_engine(
     assert words[2] not in cut and via_server.startswith(cut) and last.stats and last.stats.stop_reason == "stop"
     threads, _ = await collect(ollama_backend.chat(SMOL, HELLO, opts.with_values({"num_threads": 1})))
     assert threads == via_server
+
+
+async def test_embeddings_logprobs_and_penalties_match_the_embedded_engine(
+    ollama_backend: OllamaBackend, backend: LlamaCppBackend
+) -> None:
+    texts = ["a red apple", "a green pear"]
+    remote = await ollama_backend.embed(SMOL, texts)
+    local = await backend.embed(parse_spec("smollm2:135m"), texts)
+    assert len(remote.vectors) == 2 and remote.prompt_tokens == local.prompt_tokens
+    for a, b in zip(remote.vectors, local.vectors, strict=True):
+        assert sum(x * y for x, y in zip(a, b, strict=True)) > 0.9999
+    opts = Options(temperature=0, seed=1, max_tokens=6, logprobs=2, presence_penalty=1.5, frequency_penalty=0.5)
+    via_server = [c async for c in ollama_backend.chat(SMOL, HELLO, opts)]
+    direct = [c async for c in backend.chat(parse_spec("smollm2:135m"), HELLO, opts)]
+    assert "".join(c.text for c in via_server) == "".join(c.text for c in direct)
+    remote_lp = [lp for c in via_server for lp in c.logprobs]
+    local_lp = [lp for c in direct for lp in c.logprobs]
+    assert [lp.token for lp in remote_lp] == [lp.token for lp in local_lp] and len(remote_lp) == 6
+    assert all(
+        len(lp.top) == 2 and abs(lp.logprob - mine.logprob) < 1e-6 for lp, mine in zip(remote_lp, local_lp, strict=True)
+    )
+    with pytest.raises(ModelNotFound):
+        await ollama_backend.embed(parse_spec("ghost:1b@ollama"), ["hi"])
 
 
 async def test_format_schema_and_plain_completion(ollama_backend: OllamaBackend) -> None:

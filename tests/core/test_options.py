@@ -43,7 +43,8 @@ def test_every_option_with_a_flag_is_a_flag_of_run_and_chat(command: str) -> Non
         args = parse_args([command, *extra, o.flag, typed])
         assert getattr(options_from_args(args), o.name) == value, o.name
     # an option left without a flag says so in the table (num_threads: `run` never had one, see the README)
-    assert [o.name for o in OPTIONS if o.flag is None] == ["num_threads"]
+    # and logprobs: API clients ask for them, and no face shows them
+    assert [o.name for o in OPTIONS if o.flag is None] == ["num_threads", "logprobs"]
 
 
 @pytest.mark.parametrize("o", [o for o in OPTIONS if o.low is not None], ids=lambda o: o.name)

@@ -265,12 +265,15 @@ SET_VALUES: dict[str, tuple[str, object]] = {
     "top_p": ("0.5", 0.5),
     "min_p": ("0.1", 0.1),
     "repeat_penalty": ("1.2", 1.2),
+    "frequency_penalty": ("0.5", 0.5),
+    "presence_penalty": ("0.5", 0.5),
     "seed": ("42", 42),
     "stop": ("END|STOP", ("END", "STOP")),
     "max_tokens": ("5", 5),
     "num_ctx": ("1024", 1024),
     "num_threads": ("1", 1),
     "format": ('{"type": "object"}', {"type": "object"}),
+    "logprobs": ("2", 2),
 }
 
 

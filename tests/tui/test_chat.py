@@ -646,7 +646,8 @@ async def test_the_form_offers_every_option_of_the_table_and_applies_each(real_h
         assert isinstance(form, SettingsScreen)
         shown = [i.id for i in form.query(Input) if i.id and i.id.startswith("opt-")]
         assert shown == [f"opt-{o.name}" for o in OPTIONS if o.form]
-        assert [o.name for o in OPTIONS if not o.form] == ["format"], "format is the REPL's /json and %json"
+        # format is the REPL's /json and %json; logprobs are asked for by API clients, no face shows them
+        assert [o.name for o in OPTIONS if not o.form] == ["format", "logprobs"]
         for o in OPTIONS:
             if o.form:
                 form.query_one(f"#opt-{o.name}", Input).value = option_sample(o)[0]

@@ -50,7 +50,7 @@ class SettingsScreen(ModalScreen[PaneSettings | None]):
     }
     SettingsScreen Grid {
         grid-size: 3;
-        grid-columns: 15 14 1fr;
+        grid-columns: 17 12 1fr;
         grid-rows: 1;
         grid-gutter: 0 1;
         height: auto;
