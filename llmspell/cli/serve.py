@@ -65,6 +65,20 @@ def add_serve_parser(sub: Any) -> None:
         default=16,
         help="requests that may wait per model behind the one generating; more get 503 (default 16)",
     )
+    s.add_argument(
+        "--parallel",
+        type=int,
+        default=1,
+        metavar="N",
+        help="copies of one model answering at once; more requests for it wait their turn (default 1: each "
+        "copy costs the model's context memory again, and on a CPU the copies share the same cores)",
+    )
+    s.add_argument(
+        "--strict",
+        action="store_true",
+        help="refuse unknown fields and options with 400 (default: ignore them with a warning, as Ollama does)",
+    )
+    s.add_argument("--quiet", action="store_true", help="no access log line per request")
     s.set_defaults(func=cmd_serve)
 
 
@@ -113,6 +127,8 @@ async def cmd_serve(args: argparse.Namespace) -> int:
         raise LLMSpellError(f"--header-timeout must be 0.1 to 3600 seconds, not {args.header_timeout}")
     if not 1 <= args.max_connections <= 100_000:
         raise LLMSpellError(f"--max-connections must be 1 to 100000, not {args.max_connections}")
+    if not 1 <= args.parallel <= 16:
+        raise LLMSpellError(f"--parallel must be 1 to 16, not {args.parallel}")
     if args.config is not None and not args.config.is_file():
         raise LLMSpellError(
             f"the config file {args.config} does not exist",
@@ -128,6 +144,9 @@ async def cmd_serve(args: argparse.Namespace) -> int:
         cors_origins=list(args.cors_origin),
         max_queue=args.max_queue,
         model_folders=list(args.model_folder),
+        strict=args.strict,
+        quiet=args.quiet,
+        parallel=args.parallel,
     )
     _check_port(args.host, args.port)
     app = create_app(hub, settings)

@@ -17,7 +17,8 @@ from starlette.middleware.cors import CORSMiddleware
 from llmspell import __version__
 from llmspell import errors as E
 from llmspell.hub import Hub
-from llmspell.server.errors import ClientGone, QueueFull, error_body, error_status, error_text
+from llmspell.server.access import AccessLog
+from llmspell.server.errors import ClientGone, QueueFull, error_body, error_fields, error_status, error_text
 from llmspell.server.security import ApiKeyGuard, HostGuard, OriginGuard, is_loopback_bind, origin_regex
 from llmspell.server.state import GenerationResponse, ServerSettings, ServerState
 from llmspell.server.wire import ndjson
@@ -39,11 +40,15 @@ class GenerateBody(BaseModel):
 
 def create_app(hub: Hub, settings: ServerSettings | None = None) -> Any:
     """The ASGI app: the FastAPI routes wrapped in the Host guard, CORS and the API-key check."""
+    from llmspell.server.embeddings import router as embeddings_router
     from llmspell.server.ollama_api import router as ollama_router
     from llmspell.server.openai_api import router as openai_router
 
     settings = settings or ServerSettings()
     state = ServerState(hub, settings)
+    for backend in hub.backends.values():
+        # a second request for a model waits for the first (--parallel 1) instead of loading another copy
+        backend.limit_instances(settings.parallel)
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
@@ -64,21 +69,33 @@ def create_app(hub: Hub, settings: ServerSettings | None = None) -> Any:
 
     @app.exception_handler(RequestValidationError)
     async def invalid_body(request: Request, exc: RequestValidationError) -> JSONResponse:
-        problems = []
+        problems, unknown, first = [], [], None
         for err in exc.errors():
-            where = ".".join(str(p) for p in err.get("loc", ()) if p != "body")
-            problems.append(f"{where}: {err.get('msg')}" if where else str(err.get("msg")))
+            loc = [str(p) for p in err.get("loc", ()) if p != "body"]
+            where = ".".join(loc)
+            first = first or (loc[0] if loc else None)
+            if err.get("type") == "extra_forbidden":
+                unknown.append(where)
+            else:
+                problems.append(f"{where}: {err.get('msg')}" if where else str(err.get("msg")))
+        if unknown:
+            # named, not pydantic's "extra inputs are not permitted": the client learns which field is unknown
+            problems.insert(0, f"unknown parameter(s) {', '.join(unknown)}: llmspell serve does not take them")
         message = "invalid request body: " + "; ".join(problems)
-        return JSONResponse(error_body(request.url.path, message, 400), status_code=400)
+        code = "unknown_parameter" if unknown else "invalid_value"
+        body = error_body(request.url.path, message, 400, param=unknown[0] if unknown else first, code=code)
+        return JSONResponse(body, status_code=400)
 
     @app.exception_handler(E.LLMSpellError)
     async def core_error(request: Request, exc: E.LLMSpellError) -> JSONResponse:
         status = error_status(exc)
-        return JSONResponse(error_body(request.url.path, error_text(exc), status), status_code=status)
+        param, code = error_fields(exc)
+        body = error_body(request.url.path, error_text(exc), status, param=param, code=code)
+        return JSONResponse(body, status_code=status)
 
     @app.exception_handler(QueueFull)
     async def queue_full(request: Request, exc: QueueFull) -> JSONResponse:
-        return JSONResponse(error_body(request.url.path, str(exc), 503), status_code=503)
+        return JSONResponse(error_body(request.url.path, str(exc), 503, code="server_busy"), status_code=503)
 
     @app.exception_handler(ClientGone)
     async def client_gone(request: Request, exc: ClientGone) -> JSONResponse:
@@ -86,8 +103,16 @@ def create_app(hub: Hub, settings: ServerSettings | None = None) -> Any:
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        message = f"{request.method} {request.url.path}: {exc.detail}".lower()
-        return JSONResponse(error_body(request.url.path, message, exc.status_code), status_code=exc.status_code)
+        route = f"{request.method} {request.url.path}"
+        if exc.status_code == 404:
+            # the route is what is missing here; an unknown model is a 404 with code model_not_found
+            message, code = f"{route}: no such route in llmspell serve (see the README for the routes)", "unknown_route"
+        elif exc.status_code == 405:
+            message, code = f"{route}: this route does not take {request.method}", "method_not_allowed"
+        else:
+            message, code = f"{route}: {exc.detail}".lower(), None
+        body = error_body(request.url.path, message, exc.status_code, code=code)
+        return JSONResponse(body, status_code=exc.status_code, headers=getattr(exc, "headers", None))
 
     @app.get("/health")
     async def health() -> JSONResponse:
@@ -126,6 +151,7 @@ def create_app(hub: Hub, settings: ServerSettings | None = None) -> Any:
 
     app.include_router(ollama_router)
     app.include_router(openai_router)
+    app.include_router(embeddings_router)
 
     wrapped: Any = ApiKeyGuard(_JsonBodies(app), key=settings.api_key)
     # inside CORS: a preflight is answered by CORS itself; any other request from a foreign page stops here
@@ -137,6 +163,8 @@ def create_app(hub: Hub, settings: ServerSettings | None = None) -> Any:
         allow_headers=["*"],
     )
     wrapped = HostGuard(wrapped, enabled=is_loopback_bind(settings.host))
+    # outermost: a request any guard refuses is logged too
+    wrapped = AccessLog(wrapped, state)
     wrapped.state = state
     return wrapped
 

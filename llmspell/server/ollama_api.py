@@ -2,25 +2,32 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
 from fastapi import APIRouter, Request, Response
-from fastapi.responses import JSONResponse, PlainTextResponse
-from pydantic import BaseModel, ConfigDict, model_validator
+from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from llmspell import __version__
 from llmspell import errors as E
+from llmspell.aliases import Alias, alias_name, parameters, parse_modelfile
 from llmspell.backends.base import Backend
 from llmspell.options import OLLAMA_OPTIONS
+from llmspell.server.access import write_line
+from llmspell.server.errors import ApiError, unsupported
 from llmspell.server.state import Generation, GenerationResponse, ServerState, state_of
 from llmspell.server.wire import ndjson, now_iso, parse_keep_alive, stats_ns
 from llmspell.spec import ModelSpec
-from llmspell.types import Chunk, Message, ModelInfo, Options
+from llmspell.types import Chunk, Message, ModelInfo, Options, TokenLogprob
 
 router = APIRouter()
+
+#: the Ollama release whose API (routes, fields, logprobs, embed dimensions) this server follows
+OLLAMA_API_VERSION = "0.13.0"
 
 #: Ollama options with no meaning for these engines; Ollama itself lets a model ignore what it does not use
 _OPTION_IGNORED = frozenset(
@@ -40,8 +47,6 @@ _OPTION_IGNORED = frozenset(
         "tfs_z",
         "typical_p",
         "repeat_last_n",
-        "presence_penalty",
-        "frequency_penalty",
         "mirostat",
         "mirostat_tau",
         "mirostat_eta",
@@ -53,14 +58,14 @@ _OPTION_IGNORED = frozenset(
 )
 
 
-def ollama_options(raw: dict[str, Any] | None, fmt: Any = None) -> Options:
-    """Ollama's ``options`` and ``format`` as llmspell Options; unknown names and bad values are errors."""
+def ollama_options(request: Request, raw: dict[str, Any] | None, fmt: Any = None) -> Options:
+    """Ollama's ``options`` and ``format`` as llmspell Options. Ollama's own options with no meaning for these
+    engines are ignored, as Ollama lets a model ignore them; other names are logged (a 400 with --strict); a bad
+    value of a known option is an error."""
     raw = raw or {}
     unknown = sorted(k for k in raw if k not in OLLAMA_OPTIONS and k not in _OPTION_IGNORED)
     if unknown:
-        raise E.InvalidOptions(
-            f"unknown option(s): {', '.join(unknown)}", hint=f"options used here: {', '.join(OLLAMA_OPTIONS)}"
-        )
+        state_of(request).ignored(request, "unknown option(s)", unknown)
     values = {OLLAMA_OPTIONS[k]: v for k, v in raw.items() if k in OLLAMA_OPTIONS and v is not None}
     if isinstance(values.get("max_tokens"), int) and not isinstance(values["max_tokens"], bool):
         if values["max_tokens"] < 0:  # -1 is "no limit", -2 "fill the context" in Ollama
@@ -74,9 +79,17 @@ def ollama_options(raw: dict[str, Any] | None, fmt: Any = None) -> Options:
     return Options.from_dict(values)
 
 
+def warn_extra(request: Request, body: BaseModel) -> None:
+    """Top-level fields Ollama does not have (or that it ignores, like ``truncate`` on chat): logged, not refused."""
+    extra = sorted(body.model_extra or {})
+    if extra:
+        state_of(request).ignored(request, "unknown field(s)", extra)
+
+
 class _Body(BaseModel):
-    # Ollama's own fields are accepted (the official clients send them); anything else is a mistake worth naming
-    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+    # Ollama ignores fields it does not know (clients send newer ones, such as truncate or shift); so do we,
+    # with a line in the log, or a 400 under --strict
+    model_config = ConfigDict(extra="allow", protected_namespaces=())
 
     model: str | None = None
     #: the older name of ``model`` that Ollama still accepts
@@ -92,7 +105,7 @@ class _Body(BaseModel):
 class ChatMessage(BaseModel):
     """One message of ``/api/chat``."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="ignore")
 
     role: Literal["system", "user", "assistant", "tool"]
     content: str = ""
@@ -164,6 +177,8 @@ def _details(m: ModelInfo) -> dict[str, Any]:
 
 
 def _modified(m: ModelInfo) -> str:
+    if m.extra.get("modified_at"):
+        return str(m.extra["modified_at"])  # a named model: when it was made
     try:
         ts = Path(m.location).stat().st_mtime
     except (OSError, ValueError):
@@ -181,8 +196,9 @@ async def root() -> PlainTextResponse:
 @router.get("/api/version")
 @router.head("/api/version")
 async def version() -> dict[str, str]:
-    """The server's version."""
-    return {"version": __version__}
+    """The Ollama release whose API this server follows (clients compare it to enable features), and
+    llmspell's own version beside it."""
+    return {"version": OLLAMA_API_VERSION, "llmspell_version": __version__}
 
 
 @router.get("/api/tags")
@@ -218,16 +234,131 @@ async def show(body: ModelBody, request: Request) -> dict[str, Any]:
         model_info["general.parameter_count"] = info.extra["parameter_count"]
     if info.context_length:
         model_info[f"{arch}.context_length"] = info.context_length
+    alias = state.hub.aliases.get(body.model or "")
+    modelfile = f"# served by llmspell {__version__}\n" + (alias.modelfile if alias else f"FROM {info.location}\n")
+    params = "\n".join(line.removeprefix("PARAMETER ") for line in modelfile.splitlines() if line.startswith("PARAM"))
     return {
         "license": info.license or "",
-        "modelfile": f"# served by llmspell {__version__}\nFROM {info.location}\n",
-        "parameters": "",
+        "modelfile": modelfile,
+        "parameters": params,
+        **({"system": alias.system} if alias and alias.system else {}),
         "template": info.chat_template or "",
         "details": _details(info),
         "model_info": model_info,
-        "capabilities": ["completion"],
+        "capabilities": _capabilities(backend, info),
         "modified_at": _modified(info),
     }
+
+
+def _capabilities(backend: Backend, info: ModelInfo) -> list[str]:
+    """What clients may ask of a model, as its backend reports it (a remote Ollama's own list, the embedded
+    backend's: completion unless an encoder, embedding always); else completion."""
+    given = info.extra.get("capabilities")
+    if isinstance(given, list) and given:
+        return [str(c) for c in given]
+    return ["completion", "embedding"] if backend.IMPLEMENTS_EMBED else ["completion"]
+
+
+class CreateBody(_Body):
+    """``POST /api/create``: a named model from an existing one, by fields or by a Modelfile."""
+
+    from_: str | None = Field(default=None, alias="from")
+    modelfile: str | None = None
+    system: str | None = None
+    template: str | None = None
+    parameters: dict[str, Any] | None = None
+    license: str | list[str] | None = None
+    messages: list[Any] | None = None
+    files: dict[str, Any] | None = None
+    adapters: dict[str, Any] | None = None
+    quantize: str | None = None
+    stream: bool = True
+
+
+class CopyBody(BaseModel):
+    """``POST /api/copy``."""
+
+    model_config = ConfigDict(extra="allow")
+
+    source: str
+    destination: str
+
+
+async def _make_alias(state: ServerState, name: str, source: str, system: str | None, params: dict[str, Any]) -> Alias:
+    """Check and store an alias of ``source`` (an alias of an alias is made of the first one's model)."""
+    name = alias_name(name)
+    base = state.hub.aliases.get(source)
+    if base is not None:
+        source, system, params = base.target, system or base.system, {**base.options, **params}
+    backend, spec = await state.resolve(source)
+    if not await backend.has_model(spec):
+        raise E.ModelNotFound(f"model {source!r} not found", hint="see /api/tags, or pull it with /api/pull")
+    if state.hub.aliases.get(name) is None:
+        # a name that already means a model would hide it: an alias never takes it
+        taken = False
+        with contextlib.suppress(E.LLMSpellError):
+            other, other_spec = await state.resolve(name)
+            taken = await other.has_model(other_spec)
+        if taken:
+            raise ApiError(f"{name!r} is already the name of a model; choose another name", param="model")
+    target = source.removesuffix(":latest")
+    return state.hub.aliases.put(Alias(name, target, system or None, params))
+
+
+@router.post("/api/create")
+async def create(body: CreateBody, request: Request) -> Any:
+    """A named model made from an existing one: FROM, SYSTEM and PARAMETER lines (or the same fields)."""
+    state = state_of(request)
+    if not body.model:
+        raise E.InvalidSpec("the request names no model to create", hint='send {"model": "NAME", "from": "MODEL"}')
+    sheet = parse_modelfile(body.modelfile) if body.modelfile else {"parameters": {}}
+    for what, given in (
+        ("files", body.files),
+        ("adapters", body.adapters or sheet.get("adapter")),
+        ("quantize", body.quantize),
+        ("messages", body.messages or sheet.get("messages")),
+    ):
+        if given:
+            raise unsupported(
+                f"{what} in /api/create is not supported by llmspell serve: it makes a named model FROM an "
+                "existing one, with SYSTEM and PARAMETER lines",
+                param=what,
+            )
+    if body.template or sheet.get("template"):
+        raise unsupported(
+            "TEMPLATE is not supported: Ollama's templates are Go templates, and llmspell renders each model's own "
+            "Jinja chat template; leave TEMPLATE out",
+            param="template",
+        )
+    source = body.from_ or sheet.get("from")
+    if not source:
+        raise ApiError("the new model needs a FROM: the model it is made from", param="from")
+    params = parameters({**sheet["parameters"], **(body.parameters or {})})
+    alias = await _make_alias(state, body.model, source, body.system or sheet.get("system"), params)
+    lines = [{"status": f"using {alias.target}"}, {"status": f"writing {alias.name}"}, {"status": "success"}]
+    if not body.stream:
+        return {"status": "success"}
+
+    async def items() -> AsyncIterator[dict[str, Any]]:
+        for line in lines:
+            yield line
+
+    return StreamingResponse(ndjson(items()), media_type="application/x-ndjson")
+
+
+@router.post("/api/copy")
+async def copy(body: CopyBody, request: Request) -> Response:
+    """Another name for a model (an alias, kept under LLMSPELL_HOME; removed with /api/delete)."""
+    state = state_of(request)
+    await _make_alias(state, body.destination, body.source.removesuffix(":latest"), None, {})
+    return Response(status_code=200)
+
+
+@router.post("/api/push")
+async def push(request: Request) -> JSONResponse:
+    """Not offered: llmspell has no registry to push a model to."""
+    message = "pushing models is not supported by llmspell serve: it has no registry to push to"
+    return JSONResponse({"error": message}, status_code=501)
 
 
 @router.get("/api/ps")
@@ -289,18 +420,56 @@ async def _respond(gen: Generation, model: str | None, stream: bool, request: Re
 
         async def items() -> AsyncIterator[dict[str, Any]]:
             async for chunk in gen.chunks():
-                yield _line(model, chunk, piece)
+                if chunk.text or chunk.done:
+                    yield _line(model, chunk, piece)
 
         return GenerationResponse(ndjson(items()), gen.close, media_type="application/x-ndjson")
-    text, stats = await gen.collect(request)
-    return JSONResponse({"model": model, "created_at": now_iso(), **piece(text), "done": True, **stats_ns(stats)})
+    text, stats, logprobs = await gen.collect_all(request)
+    out = {"model": model, "created_at": now_iso(), **piece(text), "done": True, **stats_ns(stats)}
+    if logprobs:
+        out["logprobs"] = wire_logprobs(logprobs)
+    return JSONResponse(out)
 
 
 def _line(model: str | None, chunk: Chunk, piece: Any) -> dict[str, Any]:
     line = {"model": model, "created_at": now_iso(), **piece(chunk.text), "done": chunk.done}
+    if chunk.logprobs:
+        line["logprobs"] = wire_logprobs(chunk.logprobs)
     if chunk.done and chunk.stats is not None:
         line.update(stats_ns(chunk.stats))
     return line
+
+
+def wire_logprobs(items: Sequence[TokenLogprob]) -> list[dict[str, Any]]:
+    """Logprobs as Ollama and OpenAI's chat API both write them: token, logprob, bytes, top_logprobs."""
+    return [
+        {
+            "token": lp.token,
+            "logprob": lp.logprob,
+            "bytes": list(lp.bytes),
+            "top_logprobs": [{"token": t, "logprob": v, "bytes": list(b)} for t, v, b in lp.top],
+        }
+        for lp in items
+    ]
+
+
+def _think(request: Request, body: _GenBody) -> None:
+    """``think`` asks for the model's reasoning apart from its answer, which llmspell does not separate yet."""
+    if body.think not in (None, False, ""):
+        write_line(
+            f"warning: {request.method} {request.url.path}: ignored think={body.think!r}: llmspell serve does not "
+            "separate a model's thinking from its answer (a thinking model writes it into the answer)"
+        )
+
+
+def _with_logprobs(opts: Options, body: _GenBody) -> Options:
+    """Ollama's top-level ``logprobs`` and ``top_logprobs`` as the core's option."""
+    if not body.logprobs:
+        return opts
+    top = body.top_logprobs or 0
+    if not 0 <= top <= 20:
+        raise E.InvalidOptions(f"top_logprobs must be 0 to 20, not {top}")
+    return opts.with_values({"logprobs": top})
 
 
 @router.post("/api/chat")
@@ -309,8 +478,10 @@ async def chat(body: ChatBody, request: Request) -> Any:
     state = state_of(request)
     if body.tools:
         raise _unsupported("tools")
+    warn_extra(request, body)
+    _think(request, body)
     messages = _chat_messages(body)
-    opts = ollama_options(body.options, body.format)
+    opts = _with_logprobs(ollama_options(request, body.options, body.format), body)
     keep_alive = parse_keep_alive(body.keep_alive)
 
     def piece(text: str) -> dict[str, Any]:
@@ -332,7 +503,9 @@ async def generate(body: GenerateBody, request: Request) -> Any:
         raise E.InvalidOptions("suffix (fill-in-the-middle) is not supported by llmspell serve")
     if body.template:
         raise E.InvalidOptions("a template override is not supported by llmspell serve", hint="leave template out")
-    opts = ollama_options(body.options, body.format)
+    warn_extra(request, body)
+    _think(request, body)
+    opts = _with_logprobs(ollama_options(request, body.options, body.format), body)
     keep_alive = parse_keep_alive(body.keep_alive)
 
     def piece(text: str) -> dict[str, Any]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from typing import Any, Literal
 
 from fastapi import APIRouter, Request, Response
@@ -14,16 +14,19 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from llmspell import errors as E
 from llmspell.options import OPTIONS
-from llmspell.server.errors import error_body, error_status, error_text
-from llmspell.server.state import GenerationResponse, state_of
-from llmspell.types import Chunk, Message, Options, Stats
+from llmspell.server.errors import ApiError, error_body, error_fields, error_status, error_text, unsupported
+from llmspell.server.ollama_api import warn_extra, wire_logprobs
+from llmspell.server.state import Generation, GenerationResponse, state_of
+from llmspell.types import Message, ModelInfo, Options, Stats, TokenLogprob
 
 router = APIRouter(prefix="/v1")
 
 
 class _Body(BaseModel):
-    # OpenAI answers 400 to parameters it does not know; so do we, naming them
-    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+    # a parameter the server does not know is ignored with a line in the log (as Ollama's and llama-server's
+    # OpenAI APIs do: clients send newer fields and engine extensions), a 400 naming it under --strict; those
+    # it knows are used where the engine can and otherwise refused by name below
+    model_config = ConfigDict(extra="allow", protected_namespaces=())
 
     model: str
     stream: bool = False
@@ -34,10 +37,20 @@ class _Body(BaseModel):
     seed: int | None = None
     stop: str | list[str] | None = None
     n: int = 1
-    user: str | None = None
-    # accepted for compatibility; only their neutral value is honoured
     frequency_penalty: float | None = None
     presence_penalty: float | None = None
+    logit_bias: dict[str, float] | None = None
+    # the sampling extensions llama.cpp's and vLLM's servers take beside OpenAI's own
+    top_k: int | None = None
+    min_p: float | None = None
+    repeat_penalty: float | None = None
+    # bookkeeping fields with no effect on the answer: taken and ignored
+    user: str | None = None
+    store: bool | None = None
+    metadata: dict[str, Any] | None = None
+    service_tier: str | None = None
+    prompt_cache_key: str | None = None
+    safety_identifier: str | None = None
 
 
 class ChatMessageIn(BaseModel):
@@ -67,6 +80,15 @@ class ChatCompletionBody(_Body):
     messages: list[ChatMessageIn] = Field(min_length=1)
     max_completion_tokens: int | None = None
     response_format: ResponseFormat | None = None
+    logprobs: bool | None = None
+    top_logprobs: int | None = None
+    tools: list[dict[str, Any]] | None = None
+    tool_choice: str | dict[str, Any] | None = None
+    parallel_tool_calls: bool | None = None
+    functions: list[dict[str, Any]] | None = None
+    function_call: str | dict[str, Any] | None = None
+    modalities: list[str] | None = None
+    reasoning_effort: str | None = None
 
 
 class CompletionBody(_Body):
@@ -75,6 +97,10 @@ class CompletionBody(_Body):
     prompt: str | list[str]
     max_tokens: int | None = 16  # OpenAI's default for this endpoint
     echo: bool = False
+    #: the legacy API's logprobs: how many alternatives per token (0 to 5)
+    logprobs: int | None = None
+    best_of: int | None = None
+    suffix: str | None = None
 
 
 def _format(rf: ResponseFormat | None) -> dict[str, Any] | str | None:
@@ -93,20 +119,56 @@ def _format(rf: ResponseFormat | None) -> dict[str, Any] | str | None:
     return schema
 
 
-def _options(body: _Body, max_tokens: int | None, fmt: Any = None) -> Options:
-    if body.n != 1:
-        raise E.InvalidOptions(f"n={body.n} is not supported; ask for one choice (n=1)")
-    for name in ("frequency_penalty", "presence_penalty"):
-        if getattr(body, name) not in (None, 0, 0.0):
-            raise E.InvalidOptions(f"{name} is not supported; use repeat_penalty through the Ollama API")
+#: the most choices one request may ask for (each is a whole generation, one after the other)
+MAX_CHOICES = 8
+
+
+def _options(body: _Body, max_tokens: int | None, fmt: Any = None, logprobs: int | None = None) -> Options:
+    if not 1 <= body.n <= MAX_CHOICES:
+        raise ApiError(f"n must be 1 to {MAX_CHOICES}, not {body.n} (each choice is a whole answer)", param="n")
+    if body.logit_bias:
+        raise unsupported(
+            "logit_bias is not supported by llmspell serve: token ids differ between models", param="logit_bias"
+        )
     # the sampling fields OpenAI shares with llmspell, by the option table's OpenAI names; max_tokens (two
     # spellings, a per-endpoint default), stop (a string or a list) and response_format are read above
     fields = body.model_dump()
     values: dict[str, Any] = {
         o.name: fields[o.openai] for o in OPTIONS if o.openai and o.name not in ("max_tokens", "stop")
     }
+    values.update(top_k=body.top_k, min_p=body.min_p, repeat_penalty=body.repeat_penalty)
     stop = (body.stop,) if isinstance(body.stop, str) else tuple(body.stop or ())
-    return Options.from_dict({**values, "max_tokens": max_tokens, "stop": stop or None, "format": fmt})
+    return Options.from_dict(
+        {**values, "max_tokens": max_tokens, "stop": stop or None, "format": fmt, "logprobs": logprobs}
+    )
+
+
+def _seeds(opts: Options, n: int) -> list[Options]:
+    """The options of each of ``n`` choices: a given seed is the first choice's, the next ones count up from it
+    (so the same request gives the same choices); without a seed each is random."""
+    if n == 1:
+        return [opts]
+    if opts.seed is None or opts.seed < 0:
+        return [opts] * n
+    return [opts.with_values({"seed": (opts.seed + i) % 2**32}) for i in range(n)]
+
+
+def _check_chat_extras(body: ChatCompletionBody) -> int | None:
+    """Refuse what the chat body asks for and cannot be done, by name; return the logprobs to ask for."""
+    if body.tools or body.functions:
+        param = "tools" if body.tools else "functions"
+        raise unsupported(f"{param} (function calling) are not supported by llmspell serve yet", param=param)
+    for param in ("tool_choice", "function_call"):
+        choice = getattr(body, param)
+        if choice not in (None, "none", "auto"):
+            raise unsupported(f"{param}={choice!r} needs tools, which llmspell serve does not support yet", param=param)
+    if body.modalities and set(body.modalities) != {"text"}:
+        raise unsupported("only text output is supported (modalities: ['text'])", param="modalities")
+    if body.top_logprobs is not None and not 0 <= body.top_logprobs <= 20:
+        raise ApiError(f"top_logprobs must be 0 to 20, not {body.top_logprobs}", param="top_logprobs")
+    if body.top_logprobs and not body.logprobs:
+        raise ApiError("top_logprobs needs logprobs: true", param="top_logprobs")
+    return (body.top_logprobs or 0) if body.logprobs else None
 
 
 def _text(content: str | list[dict[str, Any]] | None) -> str:
@@ -124,8 +186,11 @@ def _finish(stats: Stats | None) -> str:
     return "length" if stats is not None and stats.stop_reason == "length" else "stop"
 
 
-def _usage(stats: Stats | None) -> dict[str, int]:
-    p, c = (stats.prompt_tokens, stats.generated_tokens) if stats else (0, 0)
+def _usage(stats: Sequence[Stats | None], *, prompts: int = 1, n: int = 1) -> dict[str, int]:
+    """Usage of all choices: each prompt counted once (its n choices read it alike), every choice's tokens."""
+    known = [s for s in stats if s is not None]
+    p = sum(s.prompt_tokens for s in known[::n]) if prompts > 1 else (known[0].prompt_tokens if known else 0)
+    c = sum(s.generated_tokens for s in known)
     return {"prompt_tokens": p, "completion_tokens": c, "total_tokens": p + c}
 
 
@@ -135,8 +200,18 @@ async def _sse(events: AsyncIterator[dict[str, Any]], path: str) -> AsyncIterato
         async for event in events:
             yield b"data: " + json.dumps(event, ensure_ascii=False, separators=(",", ":")).encode() + b"\n\n"
     except Exception as exc:  # the status line is sent already: the error can only be one last event
-        yield b"data: " + json.dumps(error_body(path, error_text(exc), error_status(exc))).encode() + b"\n\n"
+        param, code = error_fields(exc)
+        body = error_body(path, error_text(exc), error_status(exc), param=param, code=code)
+        yield b"data: " + json.dumps(body).encode() + b"\n\n"
     yield b"data: [DONE]\n\n"
+
+
+def _model_id(m: ModelInfo) -> str:
+    return m.name if m.backend == "llamacpp" else f"{m.name}@{m.backend}"
+
+
+def _model_object(model_id: str, created: int) -> dict[str, Any]:
+    return {"id": model_id, "object": "model", "created": created, "owned_by": "llmspell"}
 
 
 @router.get("/models")
@@ -146,101 +221,164 @@ async def models(request: Request) -> dict[str, Any]:
     now = int(time.time())
     return {
         "object": "list",
-        "data": [
-            {
-                "id": m.name if m.backend == "llamacpp" else f"{m.name}@{m.backend}",
-                "object": "model",
-                "created": now,
-                "owned_by": "llmspell",
-            }
-            for m in found
-            if m.source != "not downloaded"
-        ],
+        "data": [_model_object(_model_id(m), now) for m in found if m.source != "not downloaded"],
+    }
+
+
+@router.get("/models/{model_id:path}")
+async def model(model_id: str, request: Request) -> dict[str, Any]:
+    """One model, by any name it answers to (``models.retrieve``); 404 when it is not here."""
+    state = state_of(request)
+    backend, spec = await state.resolve(model_id)
+    if not await backend.has_model(spec):
+        raise ApiError(f"the model {model_id!r} does not exist here", status=404, param="model", code="model_not_found")
+    return _model_object(model_id, int(time.time()))
+
+
+def _chat_logprobs(items: Sequence[TokenLogprob]) -> dict[str, Any]:
+    return {"content": wire_logprobs(items), "refusal": None}
+
+
+def _legacy_logprobs(items: Sequence[TokenLogprob], offset: int) -> dict[str, Any]:
+    """The completions API's older logprobs: parallel lists, and each token's offset in the text."""
+    offsets = []
+    for lp in items:
+        offsets.append(offset)
+        offset += len(lp.token)
+    return {
+        "tokens": [lp.token for lp in items],
+        "token_logprobs": [lp.logprob for lp in items],
+        "top_logprobs": [{t: v for t, v, _ in lp.top} for lp in items],
+        "text_offset": offsets,
     }
 
 
 @router.post("/chat/completions")
 async def chat_completions(body: ChatCompletionBody, request: Request) -> Response:
-    """A chat completion, streamed as SSE chunks when ``stream`` is set."""
+    """A chat completion (``n`` choices, one after the other), streamed as SSE chunks when ``stream`` is set."""
     state = state_of(request)
+    warn_extra(request, body)
     messages = []
     for m in body.messages:
         role = "system" if m.role == "developer" else m.role
         messages.append(Message(role, _text(m.content)))
-    opts = _options(body, body.max_completion_tokens or body.max_tokens, _format(body.response_format))
-    gen = await state.open(body.model, lambda b, s: b.chat(s, messages, opts), request=request)
+    logprobs = _check_chat_extras(body)
+    opts = _options(body, body.max_completion_tokens or body.max_tokens, _format(body.response_format), logprobs)
+    choices = _seeds(opts, body.n)
+
+    async def open_choice(o: Options) -> Generation:
+        return await state.open(body.model, lambda b, s: b.chat(s, messages, o), request=request)
+
+    first = await open_choice(choices[0])
     cid, created = f"chatcmpl-{uuid.uuid4().hex[:24]}", int(time.time())
     base = {"id": cid, "created": created, "model": body.model}
     if body.stream:
         include_usage = bool((body.stream_options or {}).get("include_usage"))
+        obj = {**base, "object": "chat.completion.chunk"}
+
+        def event(index: int, delta: dict[str, Any], finish: str | None, lps: Any = None) -> dict[str, Any]:
+            choice = {"index": index, "delta": delta, "logprobs": lps, "finish_reason": finish}
+            return {**obj, "choices": [choice]}
 
         async def events() -> AsyncIterator[dict[str, Any]]:
-            obj = {**base, "object": "chat.completion.chunk"}
-            yield {
-                **obj,
-                "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}],
-            }
-            async for chunk in gen.chunks():
-                if chunk.text:
-                    yield {**obj, "choices": [{"index": 0, "delta": {"content": chunk.text}, "finish_reason": None}]}
-                if chunk.done:
-                    yield {**obj, "choices": [{"index": 0, "delta": {}, "finish_reason": _finish(chunk.stats)}]}
-                    if include_usage:
-                        yield {**obj, "choices": [], "usage": _usage(chunk.stats)}
+            stats: list[Stats | None] = []
+            for index, o in enumerate(choices):
+                gen = first if index == 0 else await open_choice(o)
+                yield event(index, {"role": "assistant", "content": ""}, None)
+                async for chunk in gen.chunks():
+                    if chunk.text:
+                        lps = _chat_logprobs(chunk.logprobs) if logprobs is not None else None
+                        yield event(index, {"content": chunk.text}, None, lps)
+                    if chunk.done:
+                        stats.append(chunk.stats)
+                        yield event(index, {}, _finish(chunk.stats))
+            if include_usage:
+                yield {**obj, "choices": [], "usage": _usage(stats)}
 
-        return GenerationResponse(_sse(events(), request.url.path), gen.close, media_type="text/event-stream")
-    text, stats = await gen.collect(request)
+        return GenerationResponse(_sse(events(), request.url.path), first.close, media_type="text/event-stream")
+    results = []
+    for index, o in enumerate(choices):
+        gen = first if index == 0 else await open_choice(o)
+        results.append(await gen.collect_all(request))
     return JSONResponse(
         {
             **base,
             "object": "chat.completion",
             "choices": [
                 {
-                    "index": 0,
-                    "message": {"role": "assistant", "content": text},
+                    "index": index,
+                    "message": {"role": "assistant", "content": text, "refusal": None},
                     "finish_reason": _finish(stats),
-                    "logprobs": None,
+                    "logprobs": _chat_logprobs(lps) if logprobs is not None else None,
                 }
+                for index, (text, stats, lps) in enumerate(results)
             ],
-            "usage": _usage(stats),
+            "usage": _usage([stats for _, stats, _ in results]),
         }
     )
 
 
 @router.post("/completions")
 async def completions(body: CompletionBody, request: Request) -> Response:
-    """A plain completion of the prompt (no chat template)."""
+    """A plain completion of each prompt (no chat template), ``n`` choices each, one after the other: choice
+    ``i * n + j`` is prompt ``i``'s ``j``-th, as OpenAI numbers them."""
     state = state_of(request)
-    prompt = body.prompt
-    if isinstance(prompt, list):
-        if len(prompt) != 1:
-            raise E.InvalidOptions("send one prompt per request (a list of exactly one string)")
-        prompt = prompt[0]
-    if not prompt:
-        raise E.InvalidOptions("the prompt is empty", hint="send some text to continue")
-    opts = _options(body, body.max_tokens)
-    gen = await state.open(body.model, lambda b, s: b.complete(s, prompt, opts), request=request)
+    warn_extra(request, body)
+    prompts = [body.prompt] if isinstance(body.prompt, str) else list(body.prompt)
+    if not prompts or not all(prompts):
+        raise ApiError("a prompt is empty; send some text to continue", param="prompt")
+    if len(prompts) * body.n > MAX_CHOICES:
+        raise ApiError(
+            f"{len(prompts)} prompts x n={body.n} is more than {MAX_CHOICES} answers in one request", param="prompt"
+        )
+    if body.suffix:
+        raise unsupported("suffix (fill-in-the-middle) is not supported by llmspell serve", param="suffix")
+    if body.best_of not in (None, 1, body.n):
+        raise unsupported("best_of is not supported: ask for n choices and pick yourself", param="best_of")
+    if body.logprobs is not None and not 0 <= body.logprobs <= 5:
+        raise ApiError(f"logprobs must be 0 to 5 on this endpoint, not {body.logprobs}", param="logprobs")
+    opts = _options(body, body.max_tokens, logprobs=body.logprobs)
+    jobs = [(prompt, o) for prompt in prompts for o in _seeds(opts, body.n)]
+
+    async def open_choice(prompt: str, o: Options) -> Generation:
+        return await state.open(body.model, lambda b, s: b.complete(s, prompt, o), request=request)
+
+    first = await open_choice(*jobs[0])
     cid, created = f"cmpl-{uuid.uuid4().hex[:24]}", int(time.time())
     base = {"id": cid, "object": "text_completion", "created": created, "model": body.model}
 
-    def choice(text: str, finish: str | None) -> dict[str, Any]:
-        return {"index": 0, "text": text, "logprobs": None, "finish_reason": finish}
+    def choice(index: int, text: str, finish: str | None, lps: Any = None) -> dict[str, Any]:
+        return {"index": index, "text": text, "logprobs": lps, "finish_reason": finish}
 
     if body.stream:
         include_usage = bool((body.stream_options or {}).get("include_usage"))
 
         async def events() -> AsyncIterator[dict[str, Any]]:
-            if body.echo:
-                yield {**base, "choices": [choice(prompt, None)]}
-            async for chunk in gen.chunks():
-                last: Chunk = chunk
-                if chunk.text or chunk.done:
-                    yield {**base, "choices": [choice(chunk.text, _finish(chunk.stats) if chunk.done else None)]}
+            stats: list[Stats | None] = []
+            for index, (prompt, o) in enumerate(jobs):
+                gen = first if index == 0 else await open_choice(prompt, o)
+                lead = prompt if body.echo else ""
+                if lead:
+                    yield {**base, "choices": [choice(index, lead, None)]}
+                offset = len(lead)
+                async for chunk in gen.chunks():
+                    if chunk.text or chunk.done:
+                        lps = _legacy_logprobs(chunk.logprobs, offset) if body.logprobs is not None else None
+                        offset += len(chunk.text)
+                        finish = _finish(chunk.stats) if chunk.done else None
+                        yield {**base, "choices": [choice(index, chunk.text, finish, lps)]}
+                    if chunk.done:
+                        stats.append(chunk.stats)
             if include_usage:
-                yield {**base, "choices": [], "usage": _usage(last.stats)}
+                yield {**base, "choices": [], "usage": _usage(stats, prompts=len(prompts), n=body.n)}
 
-        return GenerationResponse(_sse(events(), request.url.path), gen.close, media_type="text/event-stream")
-    text, stats = await gen.collect(request)
-    if body.echo:
-        text = prompt + text
-    return JSONResponse({**base, "choices": [choice(text, _finish(stats))], "usage": _usage(stats)})
+        return GenerationResponse(_sse(events(), request.url.path), first.close, media_type="text/event-stream")
+    results = []
+    for index, (prompt, o) in enumerate(jobs):
+        gen = first if index == 0 else await open_choice(prompt, o)
+        text, stats, lps = await gen.collect_all(request)
+        lead = prompt if body.echo else ""
+        logprobs = _legacy_logprobs(lps, len(lead)) if body.logprobs is not None else None
+        results.append((choice(index, lead + text, _finish(stats), logprobs), stats))
+    usage = _usage([stats for _, stats in results], prompts=len(prompts), n=body.n)
+    return JSONResponse({**base, "choices": [c for c, _ in results], "usage": usage})

@@ -18,9 +18,10 @@ from fastapi.responses import StreamingResponse
 from llmspell import errors as E
 from llmspell.backends.base import Backend
 from llmspell.hub import Hub
-from llmspell.server.errors import ClientGone, QueueFull, ServerStopping
+from llmspell.server.access import note, write_line
+from llmspell.server.errors import ApiError, ClientGone, QueueFull, ServerStopping
 from llmspell.spec import ModelSpec
-from llmspell.types import Chunk, Stats
+from llmspell.types import Chunk, Stats, TokenLogprob
 
 T = TypeVar("T")
 
@@ -39,6 +40,12 @@ class ServerSettings:
     max_queue: int = 16
     #: folders whose .gguf files a client may name by path; none by default (any path would be parsed otherwise)
     model_folders: list[Path] = field(default_factory=list)
+    #: refuse (400) unknown fields and options that are otherwise ignored with a warning in the log, as Ollama
+    strict: bool = False
+    #: no access log line per request
+    quiet: bool = False
+    #: copies of one model answering at once; more requests for it wait in its queue (memory grows per copy)
+    parallel: int = 1
 
 
 class Admission:
@@ -74,6 +81,8 @@ class Generation:
         self.state, self.backend, self.spec, self.key, self.stream = state, backend, spec, key, stream
         self.first: Chunk | None = None
         self.keep_alive: float | None = None
+        #: the request this answers, for its access-log line
+        self.request: Request | None = None
         self.started = time.perf_counter()
         self._closed = False
 
@@ -90,6 +99,12 @@ class Generation:
                     raise ServerStopping(
                         "llmspell serve is shutting down: this answer was stopped",
                         hint="send the request again when the server is back",
+                    )
+                if chunk.done and self.request is not None and chunk.stats is not None:
+                    note(
+                        self.request,
+                        prompt_tokens=chunk.stats.prompt_tokens,
+                        tokens=chunk.stats.generated_tokens,
                     )
                 yield chunk
                 if chunk.done:
@@ -112,15 +127,22 @@ class Generation:
 
     async def collect(self, request: Request) -> tuple[str, Stats]:
         """The whole answer (for stream:false); a client that hangs up meanwhile cancels it."""
+        text, stats, _ = await self.collect_all(request)
+        return text, stats
 
-        async def gather() -> tuple[str, Stats]:
+    async def collect_all(self, request: Request) -> tuple[str, Stats, list[TokenLogprob]]:
+        """The whole answer with its logprobs, if they were asked for."""
+
+        async def gather() -> tuple[str, Stats, list[TokenLogprob]]:
             parts: list[str] = []
+            logprobs: list[TokenLogprob] = []
             stats = None
             async for chunk in self.chunks():
                 parts.append(chunk.text)
+                logprobs.extend(chunk.logprobs)
                 if chunk.done:
                     stats = chunk.stats
-            return "".join(parts), stats or Stats(stop_reason="cancelled")
+            return "".join(parts), stats or Stats(stop_reason="cancelled"), logprobs
 
         try:
             return await unless_gone(gather(), request)
@@ -192,6 +214,18 @@ class ServerState:
         #: set when a signal asks the server to stop: answers still streaming end with an error line
         self.stopping = False
 
+    def ignored(self, request: Request, what: str, names: list[str]) -> None:
+        """Fields or options a client sent that mean nothing here: a 400 with --strict, else a line in the log
+        (Ollama ignores them too, and its clients send some by default)."""
+        text = f"{what} {', '.join(names)}"
+        if self.settings.strict:
+            raise ApiError(
+                f"{text}: llmspell serve does not take them (it runs with --strict)",
+                param=names[0],
+                code="unknown_parameter",
+            )
+        write_line(f"warning: {request.method} {request.url.path}: ignored {text}")
+
     def stop(self) -> None:
         """The server is shutting down: every answer still streaming ends at its next token, saying why."""
         self.stopping = True
@@ -243,9 +277,15 @@ class ServerState:
             raise
         gen = Generation(self, backend, spec, key, stream)
         gen.keep_alive = keep_alive
+        gen.request = request
+        if request is not None:
+            asked = (model or "").removesuffix(":latest")
+            # an alias (or any other name) is logged with the model it ran on
+            note(request, model=str(spec) if asked in ("", spec.tag, str(spec)) else f"{asked} ({spec})")
         try:
-            # a queued request waits here (behind other requests, then through its prefill): a client that hangs
-            # up meanwhile must free its admission slot at once and never have its prompt evaluated
+            # a queued request waits here (behind other requests, then until its prompt is accepted: the engine
+            # sends an empty chunk before it reads the prompt, so a stream's status line and headers go out before
+            # a long prefill); a client that hangs up meanwhile frees its admission slot at once
             gen.first = await unless_gone(anext(stream), request)
         except StopAsyncIteration:
             await gen.close()
@@ -285,6 +325,7 @@ class ServerState:
                     "pending": r.pending,
                     "last_stop_reason": r.last_stop_reason,
                     "last_generated_tokens": r.last_generated_tokens,
+                    "purpose": r.purpose,
                 }
                 for r in running
             ]

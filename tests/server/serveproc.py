@@ -103,6 +103,16 @@ class ServeProcess:
         """Everything the server printed."""
         return self.log.read_text(errors="replace") if self.log.exists() else ""
 
+    def wait_output(self, ok: Callable[[list[str]], bool], what: str, bound: float = 30.0) -> list[str]:
+        """Poll the server's output until ``ok`` holds for its lines (a line written after the response reached the
+        client may come a moment later); fail, saying ``what``, after ``bound`` s."""
+        deadline = time.monotonic() + bound
+        while not ok(lines := self.output().splitlines()):
+            if time.monotonic() > deadline:
+                raise AssertionError(f"never saw {what} in the server's output:\n" + "\n".join(lines[-20:]))
+            time.sleep(0.02)
+        return lines
+
     def stop(self, sig: int = signal.SIGTERM) -> int:
         """SIGTERM (or SIGINT, as Ctrl-C sends), then wait, killing it if it hangs; returns the exit code."""
         if self.proc is None:
@@ -230,7 +240,7 @@ class FaultAfterChunksBackend(Backend):
             n = 0
             async for chunk in stream:
                 yield chunk
-                n += 1
+                n += bool(chunk.text)  # the empty chunk that says the prompt was accepted is not a piece of text
                 if n == self.after:
                     raise GenerationError("injected fault: the engine failed mid-answer")
         finally:
@@ -241,14 +251,14 @@ class FaultAfterChunksBackend(Backend):
 
 
 @contextlib.contextmanager
-def inprocess_server(hub: Hub) -> Iterator[str]:
+def inprocess_server(hub: Hub, **settings: Any) -> Iterator[str]:
     """`llmspell serve`'s app on uvicorn in a thread (a real socket on 127.0.0.1), for a hub built by the test."""
     import uvicorn
 
     from llmspell.server.app import ServerSettings, create_app
 
     port = free_port()
-    app = create_app(hub, ServerSettings(port=port))
+    app = create_app(hub, ServerSettings(port=port, **settings))
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()

@@ -29,11 +29,12 @@ LONG = {
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory, shared_models: Path) -> Iterator[ServeProcess]:
-    # one thread per model makes the embedded backend run at most two copies of a model at once, on any machine,
-    # so a third request for it reliably waits in a copy's queue
+    # two copies of a model answer at once (--parallel 2), so a third request for it waits in a copy's queue
     config = tmp_path_factory.mktemp("config") / "config.toml"
     config.write_text("[llamacpp]\nthreads = 1\n")
-    yield from serve(tmp_path_factory, shared_models, None, "--config", str(config), "--max-queue", "2")
+    yield from serve(
+        tmp_path_factory, shared_models, None, "--config", str(config), "--max-queue", "2", "--parallel", "2"
+    )
 
 
 def smol_workers(doc: dict[str, Any]) -> list[dict[str, Any]]:
