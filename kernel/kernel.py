@@ -588,6 +588,51 @@ class LLMSpellKernel(CellOutput, Kernel):
             meta,
         )
 
+    # ----- embeddings ---------------------------------------------------------------------------------------
+
+    async def _magic_embed(self, arg: str, prompt: str) -> None:
+        from llmspell_kernel.embed_view import embed_html, embed_text, summary
+
+        # the text of the line, or each line below it (check_embed made sure there is one of them, not both)
+        texts = [arg] if arg else [line.strip() for line in prompt.splitlines() if line.strip()]
+        hub = self.hub  # fills in the default model
+        conv = self.conversation
+        # a line that says what is being done (loading a large model takes a while), replaced by the view
+        display_id = uuid.uuid4().hex
+        count = f"{len(texts)} text{'s' if len(texts) != 1 else ''}"
+        self._markdown(f"*embedding {count} with `{conv.model}`…*", f"embedding {count}…", display_id, keep=False)
+        try:
+            result = await hub.embed(conv.model or None, texts, options=conv.options)
+        except asyncio.CancelledError:
+            note = state_note("cancelled")
+            self._markdown(f"*embedding {count}: {note}*", f"embedding {count}: {note}", display_id, update=True)
+            raise Interrupted("stopped by the user before the embeddings were done") from None
+        except LLMSpellError:
+            self._drop_stream()  # the placeholder goes; the error takes its place
+            raise
+        html, plain = embed_html(texts, result), embed_text(texts, result)
+        self._send(
+            "update_display_data",
+            {"data": {"text/html": html, "text/plain": plain}, "metadata": {}, "transient": {"display_id": display_id}},
+            keep=False,
+        )
+        dims = len(result.vectors[0]) if result.vectors else 0
+        # Out[n] is the vectors, in the shape of `llmspell embed --json` (a notebook file keeps them)
+        self._result(
+            {
+                "application/json": {
+                    "model": result.model,
+                    "embeddings": result.vectors,
+                    "prompt_tokens": result.prompt_tokens,
+                },
+                "text/plain": f"{summary(result)} (the vectors are this result's application/json)",
+            },
+            {
+                "application/json": {"expanded": False},
+                "llmspell": {"model": result.model, "texts": len(texts), "dimensions": dims},
+            },
+        )
+
     # ----- the arena: blind rounds, votes, the leaderboard ----------------------------------------------------
 
     def _the_arena(self) -> Arena:

@@ -15,6 +15,11 @@ class MagicError(LLMSpellError):
 
     kind = "magic_error"
 
+    def __init__(self, message: str, *, hint: str | None = None, incomplete: bool = False) -> None:
+        super().__init__(message, hint=hint)
+        #: the magic wants lines below it and has none yet: while typing, the cell is incomplete, not invalid
+        self.incomplete = incomplete
+
 
 @dataclass(frozen=True)
 class MagicSpec:
@@ -56,6 +61,24 @@ def check_arena(arg: str, prompt: str) -> None:
         raise MagicError(
             f"%arena {word} takes no prompt below it",
             hint="a prompt goes below a plain %arena (or %arena pool / tag) in its own cell",
+        )
+
+
+_EMBED_USAGE = "%embed TEXT, or %embed alone with one text per line below it"
+
+
+def check_embed(arg: str, prompt: str) -> None:
+    """Refuse a %embed with no text, or with texts both on its line and below it."""
+    if arg and prompt:
+        raise MagicError(
+            "%embed takes one text on its line or texts on the lines below it, not both",
+            hint="put every text on a line of its own below a plain %embed",
+        )
+    if not arg and not prompt:
+        raise MagicError(
+            "%embed needs a text on its line, or texts on the lines below it (one per line)",
+            hint=f"usage: {_EMBED_USAGE}",
+            incomplete=True,
         )
 
 
@@ -113,6 +136,16 @@ MAGICS: dict[str, MagicSpec] = {
             "answer the prompt below as JSON matching SCHEMA (a JSON schema; none: any JSON);"
             " the parsed value is the cell's result",
             uses_prompt=True,
+        ),
+        MagicSpec(
+            "embed",
+            "%embed [TEXT]",
+            "embedding vectors from the current model: of TEXT, or of each line below a plain %embed; shows each"
+            " vector's dimensions, norm and first values and, for two texts or more, their cosine similarities;"
+            " the vectors are the cell's result (application/json)",
+            uses_prompt=True,
+            prompt_optional=True,
+            check=check_embed,
         ),
         MagicSpec(
             "save", "%save FILE", "write the conversation to FILE (.json: JSON, otherwise Markdown)", args="required"
@@ -243,8 +276,8 @@ def is_complete(code: str) -> str:
     try:
         parse_cell(code)
     except MagicError as exc:
-        # a prompt is still being typed below a magic that wants one
-        if "needs a prompt" in exc.message:
+        # a prompt (or the texts of %embed) is still being typed below a magic that wants one
+        if exc.incomplete or "needs a prompt" in exc.message:
             return "incomplete"
         return "invalid"
     if code.count("```") % 2 == 1 or code.rstrip("\n").endswith("\\"):

@@ -333,6 +333,10 @@ def build_parser() -> argparse.ArgumentParser:
     add_option_flags(r)
     r.set_defaults(func=cmd_run)
 
+    from llmspell.cli.embed import add_embed_parser
+
+    add_embed_parser(sub)
+
     from llmspell.cli.repl import add_chat_parser
 
     add_chat_parser(sub)
@@ -355,14 +359,20 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+#: the commands whose trailing words may come after options, and where those words go
+_TRAILING_WORDS = {"run": "prompt", "embed": "texts"}
+
+
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    """Parse a command line; words of a prompt may come after options (``run M --raw Once upon a time``)."""
+    """Parse a command line; words of a prompt (or texts to embed) may come after options
+    (``run M --raw Once upon a time``, ``embed M --json first second``)."""
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
     if extra:
-        if args.command != "run" or any(word.startswith("-") for word in extra):
+        dest = _TRAILING_WORDS.get(args.command)
+        if dest is None or any(word.startswith("-") for word in extra):
             parser.error(f"unrecognized arguments: {' '.join(extra)}")
-        args.prompt = [*args.prompt, *extra]
+        setattr(args, dest, [*getattr(args, dest), *extra])
     return args
 
 
