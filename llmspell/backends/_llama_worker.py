@@ -440,7 +440,9 @@ class ModelWorker:
             self.budget.leave()
 
     def _embed(self, job: Job, request: EmbedRequest, llm: Any) -> None:
-        """One vector per text (pooled as the model says, else the mean of its tokens), sent as one Embeddings."""
+        """One vector per text (pooled as the model says, else the mean of its tokens), sent as one Embeddings.
+        Texts are packed into as few decodes as the batch holds, each its own sequence, as llama-server does:
+        one text per decode was 10-16% slower on short texts."""
         import llama_cpp
 
         self._set_threads(job, llm)
@@ -448,12 +450,46 @@ class ModelWorker:
         start = time.perf_counter()
         n_embd = llm.n_embd()
         pooled = llm.pooling_type() != llama_cpp.LLAMA_POOLING_TYPE_NONE
+        # without pooling the engine gives a row per token: one text per decode keeps the rows apart simply
+        max_seqs = min(int(llm.context_params.n_seq_max), 64) if pooled else 1
         vectors: list[list[float]] = []
         total = 0
+        packed: list[tuple[int, list[int]]] = []
+
+        def decode() -> None:
+            llm._batch.reset()
+            for seq, (_, tokens) in enumerate(packed):
+                llm._batch.add_sequence(tokens, seq, True)
+            llm._ctx.kv_cache_clear()
+            try:
+                llm._ctx.decode(llm._batch)
+            except RuntimeError as exc:
+                if job.cancel.is_set():
+                    raise Cancelled("the embedding was cancelled") from None
+                which = ", ".join(str(i + 1) for i, _ in packed)
+                raise GenerationError(f"llama.cpp failed while embedding text(s) {which}: {exc}") from None
+            for seq, (_, tokens) in enumerate(packed):
+                if pooled:
+                    ptr = llama_cpp.llama_get_embeddings_seq(llm._ctx.ctx, seq)
+                    vectors.append([float(x) for x in ptr[:n_embd]])
+                else:
+                    ptr = llama_cpp.llama_get_embeddings(llm._ctx.ctx)
+                    rows = np.ctypeslib.as_array(ptr, shape=(len(tokens) * n_embd,)).reshape(len(tokens), n_embd)
+                    vectors.append(rows.mean(axis=0).astype(float).tolist())
+            packed.clear()
+            if job.cancel.is_set():
+                raise Cancelled("the embedding was cancelled")
+
+        # a text given twice is read once: within one request the same text always gets the same vector (packed
+        # at another place of a batch it would differ in the last float digits)
+        unique = list(dict.fromkeys(request.texts))
+        counts = {text: request.texts.count(text) for text in unique} if len(unique) < len(request.texts) else {}
         self._cancel_event = job.cancel
         self._set_abort_callback(True)
         try:
-            for i, text in enumerate(request.texts):
+            first = {text: i for i, text in reversed(list(enumerate(request.texts)))}
+            for text in unique:
+                i = first[text]  # its place in the request, as messages name it
                 if job.cancel.is_set():
                     raise Cancelled("the embedding was cancelled")
                 try:
@@ -464,32 +500,24 @@ class ModelWorker:
                     if not request.truncate:
                         raise PromptTooLong(
                             f"text {i + 1} is {len(tokens)} tokens but the context window is {self.n_ctx}",
-                            hint="shorten it, raise num_ctx, or let the server truncate it (truncate: true)",
+                            hint="shorten it or raise num_ctx; or let it be cut (truncate, the default)",
                         )
                     tokens = tokens[: self.n_ctx]
                 if not tokens:
                     raise InvalidOptions(f"text {i + 1} is empty", hint="send some text to embed")
-                total += len(tokens)
-                llm._batch.reset()
-                llm._batch.add_sequence(tokens, 0, True)
-                llm._ctx.kv_cache_clear()
-                try:
-                    llm._ctx.decode(llm._batch)
-                except RuntimeError as exc:
-                    if job.cancel.is_set():
-                        raise Cancelled("the embedding was cancelled") from None
-                    raise GenerationError(f"llama.cpp failed while embedding text {i + 1}: {exc}") from None
-                if pooled:
-                    ptr = llama_cpp.llama_get_embeddings_seq(llm._ctx.ctx, 0)
-                    vectors.append([float(x) for x in ptr[:n_embd]])
-                else:
-                    ptr = llama_cpp.llama_get_embeddings(llm._ctx.ctx)
-                    rows = np.ctypeslib.as_array(ptr, shape=(len(tokens) * n_embd,)).reshape(len(tokens), n_embd)
-                    vectors.append(rows.mean(axis=0).astype(float).tolist())
+                total += len(tokens) * counts.get(text, 1)
+                if packed and (sum(len(t) for _, t in packed) + len(tokens) > self.n_ctx or len(packed) >= max_seqs):
+                    decode()
+                packed.append((i, tokens))
+            if packed:
+                decode()
         finally:
             self._set_abort_callback(False)
             self._cancel_event = None
             llm._batch.reset()
+        if counts:
+            by_text = dict(zip(unique, vectors, strict=True))
+            vectors = [by_text[text] for text in request.texts]
         end = time.perf_counter()
         self.report.phase = "done"
         self.answering = False
