@@ -226,7 +226,8 @@ class AliasedBackend(Backend):
     async def info(self, spec: ModelSpec) -> ModelInfo:
         """The model's info under the alias's name."""
         info = await self.inner.info(spec)
-        return dataclasses.replace(info, name=self.alias.name, extra={**info.extra, "alias_of": self.alias.target})
+        extra = {**info.extra, "alias_of": self.alias.target, "modified_at": self.alias.created}
+        return dataclasses.replace(info, name=self.alias.name, extra=extra)
 
     def pull(self, spec: ModelSpec) -> AsyncGenerator[PullProgress, None]:
         """Pull the alias's model."""

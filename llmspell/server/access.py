@@ -23,6 +23,16 @@ def note(request: Request, **fields: Any) -> None:
     request.state.access = {**getattr(request.state, "access", {}), **fields}
 
 
+def add_tokens(request: Request, read: int, written: int) -> None:
+    """Count one answer's tokens into its request's line (a request of several choices or prompts adds up)."""
+    access = getattr(request.state, "access", {})
+    note(
+        request,
+        prompt_tokens=access.get("prompt_tokens", 0) + read,
+        tokens=access.get("tokens", 0) + written,
+    )
+
+
 def write_line(text: str) -> None:
     """One line to the server's output (stderr, where uvicorn and the server's own notes go)."""
     try:

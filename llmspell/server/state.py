@@ -18,7 +18,7 @@ from fastapi.responses import StreamingResponse
 from llmspell import errors as E
 from llmspell.backends.base import Backend
 from llmspell.hub import Hub
-from llmspell.server.access import note, write_line
+from llmspell.server.access import add_tokens, note, write_line
 from llmspell.server.errors import ApiError, ClientGone, QueueFull, ServerStopping
 from llmspell.spec import ModelSpec
 from llmspell.types import Chunk, Stats, TokenLogprob
@@ -101,11 +101,7 @@ class Generation:
                         hint="send the request again when the server is back",
                     )
                 if chunk.done and self.request is not None and chunk.stats is not None:
-                    note(
-                        self.request,
-                        prompt_tokens=chunk.stats.prompt_tokens,
-                        tokens=chunk.stats.generated_tokens,
-                    )
+                    add_tokens(self.request, chunk.stats.prompt_tokens, chunk.stats.generated_tokens)
                 yield chunk
                 if chunk.done:
                     return

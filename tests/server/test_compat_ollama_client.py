@@ -148,6 +148,7 @@ def test_create_copy_use_and_delete_a_named_model(client: ollama.Client, server:
         assert listed["pirate"].digest != listed["smollm2:135m"].digest
         assert listed["pirate-copy"].digest == listed["pirate"].digest  # a copy is the same model
         shown = client.show("pirate-copy")
+        assert shown.modified_at == listed["pirate-copy"].modified_at  # when the name was made, both ways
         assert "FROM smollm2:135m" in (shown.modelfile or "") and "num_predict 3" in (shown.parameters or "")
         r = client.chat(model="pirate-copy", messages=[{"role": "user", "content": "Who are you?"}])
         assert r.eval_count == 3  # the named model's own PARAMETER

@@ -190,12 +190,17 @@ def test_unknown_fields_are_ignored_with_a_warning_and_engine_extensions_are_use
     )
 
 
-def test_several_prompts_in_one_completion_request(client: openai.OpenAI) -> None:
+def test_several_prompts_in_one_completion_request(client: openai.OpenAI, server: ServeProcess) -> None:
     r = client.completions.create(model="gemma3:270m", prompt=["Paris is", "Rome is"], max_tokens=3, n=2, seed=1)
     assert [c.index for c in r.choices] == [0, 1, 2, 3] and all(c.text for c in r.choices)
     one = client.completions.create(model="gemma3:270m", prompt="Rome is", max_tokens=3, seed=1)
     assert r.choices[2].text == one.choices[0].text  # prompt 1's first choice: the same seed, the same answer
     assert r.usage is not None and r.usage.completion_tokens == 12
+    # the access log counts every answer of the request
+    server.wait_output(
+        lambda lines: any(" POST /v1/completions 200 gemma3:270m@llamacpp " in ln and "/12 out" in ln for ln in lines),
+        "the request's line with the tokens of its four answers",
+    )
 
 
 def test_a_model_that_is_not_here_is_model_not_found_on_param_model(server: ServeProcess) -> None:
