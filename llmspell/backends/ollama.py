@@ -412,7 +412,9 @@ class OllamaBackend(Backend):
         options: Options | None = None,
     ) -> AsyncGenerator[Chunk, None]:
         """``/api/chat`` streaming; closing this stream closes the HTTP response, which cancels on the server."""
-        opts = options or Options()
+        # the config's [options] under the request's, as the embedded engine takes them: a comparison of the two
+        # backends is on equal terms (max_tokens = 4 stopped one at 4 tokens and let the other write 25)
+        opts = self.config.options.merged(options)
         client = self._client()
         call = client.chat(
             self._tag(spec),
@@ -440,7 +442,9 @@ class OllamaBackend(Backend):
         """``/api/embed``: the server's vectors (L2-normalised by Ollama), one per text."""
         if not texts:
             raise InvalidOptions("there is nothing to embed", hint="send at least one text")
-        opts = options or Options()
+        # the config's [options] under the request's, as the embedded engine takes them: a comparison of the two
+        # backends is on equal terms (max_tokens = 4 stopped one at 4 tokens and let the other write 25)
+        opts = self.config.options.merged(options)
         try:
             async with self._client() as client:
                 resp = await client.embed(
@@ -464,7 +468,9 @@ class OllamaBackend(Backend):
         self, spec: ModelSpec, prompt: str, options: Options | None = None
     ) -> AsyncGenerator[Chunk, None]:
         """``/api/generate`` with raw=True (no template)."""
-        opts = options or Options()
+        # the config's [options] under the request's, as the embedded engine takes them: a comparison of the two
+        # backends is on equal terms (max_tokens = 4 stopped one at 4 tokens and let the other write 25)
+        opts = self.config.options.merged(options)
         client = self._client()
         call = client.generate(
             self._tag(spec),

@@ -118,6 +118,28 @@ async def test_embeddings_logprobs_and_penalties_match_the_embedded_engine(
         await ollama_backend.embed(parse_spec("ghost:1b@ollama"), ["hi"])
 
 
+async def test_the_configs_options_reach_both_backends_alike(
+    server: ServeProcess, shared_models: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("LLMSPELL_MODELS", str(shared_models))
+    config = Config(ollama_connect_timeout=2.0, options=Options(max_tokens=4, temperature=0, seed=3))
+    remote, local = OllamaBackend(config, url=server.url), LlamaCppBackend(config)
+    try:
+        over_http, last_remote = await collect(remote.chat(SMOL, HELLO))
+        in_process, last_local = await collect(local.chat(parse_spec("smollm2:135m"), HELLO))
+        # [options] max_tokens = 4 stopped the embedded engine at 4 and let the Ollama backend write on
+        assert last_remote.stats and last_local.stats
+        assert last_remote.stats.generated_tokens == last_local.stats.generated_tokens == 4
+        assert over_http == in_process  # temperature and seed were sent too: the same greedy answer
+        # a request's own option still wins over the config's, on both
+        _, short_remote = await collect(remote.chat(SMOL, HELLO, Options(max_tokens=2)))
+        _, short_local = await collect(local.chat(parse_spec("smollm2:135m"), HELLO, Options(max_tokens=2)))
+        assert short_remote.stats and short_local.stats
+        assert short_remote.stats.generated_tokens == short_local.stats.generated_tokens == 2
+    finally:
+        local.close_sync()
+
+
 async def test_format_schema_and_plain_completion(ollama_backend: OllamaBackend) -> None:
     schema = {"type": "object", "properties": {"colour": {"type": "string"}}, "required": ["colour"]}
     text, _ = await collect(
