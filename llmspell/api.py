@@ -9,8 +9,9 @@ import concurrent.futures
 import threading
 from collections.abc import AsyncGenerator, Callable, Coroutine, Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, SupportsIndex, TypeVar, overload
 
+from llmspell.errors import BackendUnavailable
 from llmspell.hub import Hub
 from llmspell.spec import ModelSpec
 from llmspell.types import BackendStatus, Chunk, Message, ModelInfo, Options, PullProgress
@@ -106,6 +107,41 @@ def embed(model: str | ModelSpec | None, texts: str | Sequence[str], **opts: Any
     return result.vectors
 
 
+class Statuses(list[BackendStatus]):
+    """Each backend's status, in order, and also by name: ``statuses["ollama"]`` or ``statuses.ollama``."""
+
+    @overload
+    def __getitem__(self, key: SupportsIndex) -> BackendStatus: ...
+    @overload
+    def __getitem__(self, key: slice) -> list[BackendStatus]: ...
+    @overload
+    def __getitem__(self, key: str) -> BackendStatus: ...
+    def __getitem__(self, key: SupportsIndex | slice | str) -> BackendStatus | list[BackendStatus]:
+        """A backend's status by position or by name."""
+        if isinstance(key, str):
+            for status in self:
+                if status.backend == key:
+                    return status
+            raise KeyError(f"no backend named {key!r}; backends here: {', '.join(s.backend for s in self) or 'none'}")
+        return super().__getitem__(key)
+
+    def __getattr__(self, name: str) -> BackendStatus:
+        try:
+            return self[name]
+        except KeyError as exc:
+            raise AttributeError(str(exc.args[0])) from None
+
+
+class ModelList(list[ModelInfo]):
+    """Models listed, with the backends that could not be asked: a backend that is down is never silently an
+    empty list."""
+
+    def __init__(self, models: Sequence[ModelInfo] = (), unreachable: Sequence[BackendStatus] = ()) -> None:
+        super().__init__(models)
+        #: the status (with the reason) of each backend that could not list its models
+        self.unreachable: list[BackendStatus] = list(unreachable)
+
+
 class LocalLLM:
     """A model by name, plus class methods to manage all models: list, pull, info, status, rm, unload."""
 
@@ -128,15 +164,21 @@ class LocalLLM:
         return embed(self.model, texts, **self.options.to_dict())
 
     @staticmethod
-    def list(backend: str | None = None) -> builtins.list[ModelInfo]:
-        """Every model of every backend (or of one)."""
-        models, _ = _run_sync(get_hub().list_all(backend))
-        return models
+    def list(backend: str | None = None) -> ModelList:
+        """Every model of every backend (or of one); ``.unreachable`` holds the backends that could not be
+        asked. Naming a backend that cannot be asked raises BackendUnavailable with its reason."""
+        models, failed = _run_sync(get_hub().list_all(backend))
+        if backend is not None and failed:
+            raise BackendUnavailable(
+                f"cannot list the models of {backend}: {failed[0].error or 'it is not ready'}",
+                hint="see LocalLLM.status() for every backend",
+            )
+        return ModelList(models, failed)
 
     @staticmethod
-    def status() -> builtins.list[BackendStatus]:
-        """Each backend: ready or not, why, version, device, models."""
-        return _run_sync(get_hub().status_all())
+    def status() -> Statuses:
+        """Each backend: ready or not, why, version, device, models; by position or name (``.ollama``)."""
+        return Statuses(_run_sync(get_hub().status_all()))
 
     @staticmethod
     def info(model: str | ModelSpec) -> ModelInfo:

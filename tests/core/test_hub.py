@@ -98,7 +98,7 @@ def test_sync_embed_and_local_llm_embed(hub: Hub) -> None:
     one = llmspell.embed("smollm2:135m", "a red apple")
     two = llmspell.LocalLLM("smollm2:135m").embed(["a red apple", "a green pear"])
     assert len(one) == 1 and len(two) == 2 and len(one[0]) == 576
-    assert one[0] == two[0]
+    assert one[0] == pytest.approx(two[0], abs=1e-5)  # alone or beside another text in one decode
 
 
 async def test_a_named_model_runs_on_its_model_with_its_system_prompt_and_options(hub: Hub) -> None:
@@ -125,3 +125,19 @@ async def test_a_named_model_runs_on_its_model_with_its_system_prompt_and_option
     await hub.delete("terse")  # the name goes; the model stays
     assert "terse" not in {m.name for m in (await hub.list_all())[0]}
     assert await backend.has_model(spec)
+
+
+def test_status_by_backend_name_and_listing_says_what_it_could_not_ask(hub: Hub) -> None:
+    statuses = llmspell.LocalLLM.status()
+    assert statuses.llamacpp.ready and statuses["llamacpp"] is statuses.llamacpp
+    assert not statuses.ollama.ready and statuses[0].backend == statuses[0].backend
+    with pytest.raises(AttributeError, match="no backend named 'candlestick'; backends here: llamacpp, ollama"):
+        _ = statuses.candlestick
+    models = llmspell.LocalLLM.list()
+    assert {"smollm2:135m", "gemma3:270m"} <= {m.name for m in models}
+    # Ollama is down: its models are not silently missing, the listing says why
+    assert [s.backend for s in models.unreachable] == ["ollama"] and "not reachable" in (
+        models.unreachable[0].error or ""
+    )
+    with pytest.raises(BackendUnavailable, match="cannot list the models of ollama"):
+        llmspell.LocalLLM.list("ollama")
