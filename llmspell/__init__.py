@@ -28,6 +28,7 @@ from llmspell.types import BackendStatus, Chunk, Embeddings, Message, ModelInfo,
 __version__ = "0.1.0"
 
 __all__ = [
+    "Agent",
     "BackendStatus",
     "BackendUnavailable",
     "Cancelled",
@@ -62,7 +63,7 @@ __all__ = [
     "stream",
 ]
 
-_LAZY = {"stream", "complete", "acomplete", "embed", "LocalLLM", "get_hub", "set_hub"}
+_LAZY = {"stream", "complete", "acomplete", "embed", "Agent", "LocalLLM", "get_hub", "set_hub"}
 
 
 def __getattr__(name: str) -> object:

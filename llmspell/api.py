@@ -107,6 +107,65 @@ def embed(model: str | ModelSpec | None, texts: str | Sequence[str], **opts: Any
     return result.vectors
 
 
+class Agent:
+    """A conversation for scripts: a model, a system prompt and options, and each ``complete`` or ``stream``
+    the next turn of it (the model sees every earlier turn), as the faces' Session keeps it."""
+
+    def __init__(
+        self, model: str | None = None, system_prompt: str | None = None, *, save: bool = False, **options: Any
+    ) -> None:
+        from llmspell.chat import Conversation
+        from llmspell.session import Session
+        from llmspell.store import Store
+
+        hub = get_hub()
+        conv = Conversation(model or hub.config.default_model, system=system_prompt, options=Options.from_dict(options))
+        #: the Session under it: ``save=True`` keeps the conversation in the history the faces open
+        self.session = Session(hub, Store() if save else None, conv)
+
+    @classmethod
+    def create(cls, model: str | None = None, system_prompt: str | None = None, **options: Any) -> Agent:
+        """The seeds' spelling of the constructor: ``Agent.create(model=..., system_prompt=...)``."""
+        return cls(model, system_prompt, **options)
+
+    @property
+    def model(self) -> str:
+        """The model it talks to."""
+        return self.session.model
+
+    @property
+    def history(self) -> builtins.list[Message]:
+        """What the model is sent before the next prompt: the system prompt, then every turn so far."""
+        return self.session.conv.messages()
+
+    def stream(self, text: str, **options: Any) -> AsyncGenerator[Chunk, None]:
+        """The next turn's answer as chunks (``async for``); closing it cancels, and what came is kept."""
+        turn = self.session.send(text, Options.from_dict(options) if options else None)
+
+        async def chunks() -> AsyncGenerator[Chunk, None]:
+            try:
+                async for chunk in turn:  # a backend's error comes out of here, the turn recorded as failed
+                    yield chunk
+            finally:
+                await turn.aclose()
+                self.session.result(turn)
+
+        return chunks()
+
+    async def acomplete(self, text: str, **options: Any) -> str:
+        """The next turn's whole answer; the error that stopped it is raised (the turn stays, marked failed)."""
+        parts = [chunk.text async for chunk in self.stream(text, **options)]
+        return "".join(parts)
+
+    def complete(self, text: str, **options: Any) -> str:
+        """``acomplete`` from synchronous code."""
+        return _run_sync(self.acomplete(text, **options))
+
+    def reset(self) -> None:
+        """Forget the turns (the system prompt and options stay)."""
+        self.session.restart()
+
+
 class Statuses(list[BackendStatus]):
     """Each backend's status, in order, and also by name: ``statuses["ollama"]`` or ``statuses.ollama``."""
 

@@ -141,3 +141,27 @@ def test_status_by_backend_name_and_listing_says_what_it_could_not_ask(hub: Hub)
     )
     with pytest.raises(BackendUnavailable, match="cannot list the models of ollama"):
         llmspell.LocalLLM.list("ollama")
+
+
+def test_an_agent_carries_the_conversation_from_turn_to_turn(hub: Hub) -> None:
+    agent = llmspell.Agent.create(model="smollm2:135m", system_prompt="You are terse.", temperature=0, max_tokens=8)
+    first = agent.complete("Name a fruit.")
+    one = agent.session.last
+    second = agent.complete("And its colour?")
+    two = agent.session.last
+    assert first and second and one is not None and two is not None and one.stats and two.stats
+    # the second prompt carried the first turn: the model read it again before this one
+    assert two.stats.prompt_tokens > one.stats.prompt_tokens + one.stats.generated_tokens
+    assert [m.role for m in agent.history] == ["system", "user", "assistant", "user", "assistant"]
+    assert agent.history[2].content == first
+    agent.reset()
+    assert [m.role for m in agent.history] == ["system"]
+
+
+async def test_an_agent_streams_and_a_bad_model_is_its_error(hub: Hub) -> None:
+    agent = llmspell.Agent("smollm2:135m", max_tokens=4)
+    chunks = [c async for c in agent.stream("Hi")]
+    assert chunks[-1].done and agent.history[-1].content == "".join(c.text for c in chunks)
+    ghost = llmspell.Agent("ghost:1b")
+    with pytest.raises(ModelNotFound):
+        await ghost.acomplete("Hi")
