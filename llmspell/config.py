@@ -103,7 +103,15 @@ def ollama_url(config_value: str | None = None) -> str:
 _KNOWN: dict[str, set[str]] = {
     "": {"default_model", "keep_alive", "options", "llamacpp", "providers", "arena"},
     "arena": {"pool", "hide_stats", "size"},
-    "llamacpp": {"threads", "gpu_layers", "num_ctx", "state_cache_mb", "discover_hf_cache", "discover_ollama_store"},
+    "llamacpp": {
+        "threads",
+        "gpu_layers",
+        "num_ctx",
+        "state_cache_mb",
+        "discover_hf_cache",
+        "discover_ollama_store",
+        "model_folders",
+    },
     "providers": {"ollama"},
     "providers.ollama": {"url", "enabled", "connect_timeout", "read_timeout"},
 }
@@ -123,6 +131,8 @@ class Config:
     state_cache_mb: int = 256
     discover_hf_cache: bool = True
     discover_ollama_store: bool = True
+    #: folders whose .gguf files are listed and run by their file name, besides the models folder itself
+    model_folders: tuple[Path, ...] = ()
     ollama_enabled: bool = True
     ollama_url: str | None = None
     ollama_connect_timeout: float = 2.0
@@ -225,6 +235,14 @@ def load_config(path: Path | None = None) -> Config:
         cfg.discover_hf_cache = _typed(lc["discover_hf_cache"], bool, "llamacpp.discover_hf_cache", path)
     if "discover_ollama_store" in lc:
         cfg.discover_ollama_store = _typed(lc["discover_ollama_store"], bool, "llamacpp.discover_ollama_store", path)
+    if "model_folders" in lc:
+        folders = _typed(lc["model_folders"], list, "llamacpp.model_folders", path)
+        if not all(isinstance(f, str) and f for f in folders):
+            raise ConfigError(
+                f"{path}: llamacpp.model_folders must be a list of folder paths",
+                hint='e.g. model_folders = ["~/models", "/data/gguf"]',
+            )
+        cfg.model_folders = tuple(Path(f).expanduser() for f in folders)
     providers = _table(data, "providers", path)
     _check_keys(providers, "providers", path)
     ol = _table(providers, "ollama", path)
@@ -292,6 +310,7 @@ CONFIG_TEMPLATE = """\
 # state_cache_mb = 256 # memory for saved conversation states (prefix reuse across conversations)
 # discover_hf_cache = true      # list GGUF files already in the Hugging Face cache
 # discover_ollama_store = true  # list models already in ~/.ollama/models
+# model_folders = ["~/models"]  # .gguf files here (and in the models folder) run by their file name
 
 # An Ollama server (or any server speaking the Ollama API). OLLAMA_HOST overrides url.
 [providers.ollama]

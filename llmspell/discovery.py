@@ -186,9 +186,63 @@ def scan_ollama_store(
     return out
 
 
-def discover(hf: bool = True, ollama: bool = True) -> list[DiscoveredModel]:
-    """Both sources, sorted by name; never raises."""
+#: folders of the models folder that llmspell fills itself (pulled and assembled files, listed by the catalog)
+_OWN_FOLDERS = ("hf", "pypi")
+#: how deep a model folder is searched (a folder of folders of models, not a whole disk)
+_FOLDER_DEPTH = 3
+
+
+def scan_folders(folders: list[Path], skipped: list[tuple[Path, str]] | None = None) -> list[DiscoveredModel]:
+    """GGUF files dropped into the models folder or a configured folder, named by their file name without
+    ``.gguf`` (a split model by its first part's name); the first of two files with one name wins."""
+    skip = skipped if skipped is not None else []
+    own = config.models_dir()
+    out: list[DiscoveredModel] = []
+    names: set[str] = set()
+    for folder in folders:
+        try:
+            root = folder.expanduser().resolve()
+            files = sorted(_ggufs(root, own_root=root == own.expanduser().resolve()))
+        except OSError:
+            continue
+        for path in files:
+            split = _SPLIT.search(path.name)
+            if split and split.group(1) != "00001":
+                continue  # the other parts load with the first
+            name = _SPLIT.sub("", path.name) if split else path.name
+            name = name[: -len(".gguf")] if name.lower().endswith(".gguf") else name
+            if name.lower() in names:
+                skip.append((path, f"another file is already named {name}"))
+                continue
+            if not _is_gguf(path):
+                skip.append((path, "not a GGUF file"))
+                continue
+            try:
+                size = path.stat().st_size
+            except OSError:
+                continue
+            names.add(name.lower())
+            out.append(DiscoveredModel(name, path, "folder", size, quant_from_filename(path.name)))
+    return out
+
+
+def _ggufs(root: Path, *, own_root: bool, depth: int = 0) -> list[Path]:
+    out: list[Path] = []
+    for entry in root.iterdir():
+        if entry.name.startswith("."):
+            continue  # partial downloads and hidden files
+        if entry.is_dir():
+            if depth + 1 < _FOLDER_DEPTH and not (own_root and depth == 0 and entry.name in _OWN_FOLDERS):
+                out += _ggufs(entry, own_root=own_root, depth=depth + 1)
+        elif entry.suffix.lower() == ".gguf" and entry.is_file():
+            out.append(entry)
+    return out
+
+
+def discover(hf: bool = True, ollama: bool = True, folders: list[Path] | None = None) -> list[DiscoveredModel]:
+    """Every source, sorted by name; never raises."""
     found = (scan_hf_cache() if hf else []) + (scan_ollama_store() if ollama else [])
+    found += scan_folders(folders or [])
     return sorted(found, key=lambda m: m.name)
 
 
@@ -196,7 +250,9 @@ def find(name: str, models: list[DiscoveredModel] | None = None) -> DiscoveredMo
     """The discovered model a user named (case-insensitive); ``NAME`` means ``NAME:latest``."""
     want = name if ":" in name else f"{name}:latest"
     want_lower = want.lower()
-    for m in discover() if models is None else models:
+    candidates = discover() if models is None else models
+    for m in candidates:
         if m.name == want or m.name.lower() == want_lower:
             return m
-    return None
+    # a file in a model folder is named by its file name, tag or not
+    return next((m for m in candidates if m.source == "folder" and m.name.lower() == name.lower()), None)

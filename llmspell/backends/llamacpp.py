@@ -146,7 +146,11 @@ class LlamaCppBackend(Backend):
     def _discovered(self) -> list[Any]:
         from llmspell.discovery import discover
 
-        return discover(hf=self.config.discover_hf_cache, ollama=self.config.discover_ollama_store)
+        return discover(
+            hf=self.config.discover_hf_cache,
+            ollama=self.config.discover_ollama_store,
+            folders=[cfgmod.models_dir(), *self.config.model_folders],
+        )
 
     def resolve(self, spec: ModelSpec) -> LocalModel:
         """Map a spec to a local model (file present or not); raises ModelNotFound with suggestions."""
@@ -496,6 +500,10 @@ class LlamaCppBackend(Backend):
             "ollama-store": "it belongs to Ollama; remove it with `ollama rm`",
             "path": "it is a file you named by path; delete it yourself",
         }
+        # where the file (or the link to it) is, not where a link points
+        placed = model.path.parent.resolve() / model.path.name
+        if model.source == "folder" and not placed.is_relative_to(cfgmod.models_dir().resolve()):
+            owners["folder"] = "it is in a folder of yours (model_folders in the config); delete it yourself"
         if model.source in owners:
             raise InvalidOptions(f"llmspell will not delete {model.path}: {owners[model.source]}")
         await self.unload(spec)
