@@ -20,7 +20,8 @@ from types import MappingProxyType
 from typing import Any, Literal, cast
 
 from llmspell import config as cfgmod
-from llmspell.errors import CatalogError, ModelNotFound
+from llmspell.errors import CatalogError, InvalidSpec, ModelNotFound
+from llmspell.spec import ModelSpec
 
 #: the catalog shipped with llmspell
 PACKAGED_PATH = Path(__file__).with_name("models.toml")
@@ -249,6 +250,60 @@ class Catalog:
             hint=f"quantizations by variant: {listing}. Name one as {entry.name}:VARIANT, {entry.name}:QUANT "
             f"(default variant) or {entry.name}:VARIANT-QUANT, e.g. {example}; {_SEE_AVAILABLE}",
         )
+
+
+def with_quantization(spec: ModelSpec, quant: str, catalog: Catalog | None = None) -> ModelSpec:
+    """``NAME[:VARIANT]`` plus a quantization given apart (``model pull NAME --quantization Q4_K_M``) as the one
+    spec the catalog reads: ``NAME:QUANT`` or ``NAME:VARIANT-QUANT``; an unknown quantization of a catalog model is
+    refused with the list of those it has. A name the catalog does not know gets ``NAME:QUANT`` as typed (a
+    Hugging Face repo picks its file by it)."""
+    want = quant.strip()
+    if not QUANT_PATTERN.match(want):
+        raise InvalidSpec(
+            f"quantization {quant!r} is not a quantization name",
+            hint="quantizations are written like Q4_K_M, Q5_K_M or Q8_0",
+        )
+    if spec.path is not None:
+        raise InvalidSpec(
+            f"{spec.path} is a file with its own quantization; --quantization picks the file of a model by name"
+        )
+    if spec.backend not in (None, "llamacpp"):
+        raise InvalidSpec(
+            f"--quantization picks a GGUF file for the embedded backend, not for {spec.backend}",
+            hint=f"for {spec.backend}, name a tag that carries the quantization, or run: llmspell model pull "
+            f"{spec.tag}@llamacpp --quantization {want}",
+        )
+    entry = (catalog or load_catalog()).get(spec.name)
+    if entry is None:
+        if spec.variant is not None and spec.variant.lower() != want.lower():
+            raise InvalidSpec(
+                f"{spec} already names {spec.variant!r}; --quantization {want} names another",
+                hint=f"give one of them: {spec.name}:{want} or {spec}",
+            )
+        return ModelSpec(spec.name, spec.variant or want, spec.backend)
+    variant = entry.default_variant
+    if spec.variant is not None:
+        found = entry.variants.get(spec.variant.lower())
+        if found is None:
+            # the spec names a quantization itself (NAME:Q8_0, NAME:1.1b-Q8_0): fine when it is the same one
+            resolved = (catalog or load_catalog()).resolve(entry.name, spec.variant)
+            if resolved.quant.name.lower() != want.lower():
+                raise InvalidSpec(
+                    f"{spec} names the quantization {resolved.quant.name}; --quantization {want} names another",
+                    hint=f"give one of them: {spec.name}:{resolved.variant.name} --quantization {want}, or {spec}",
+                )
+            return spec
+        variant = found
+    chosen = _find_quant(variant, want)
+    if chosen is None:
+        raise ModelNotFound(
+            f"{entry.name}:{variant.name} has no quantization {want!r}; its quantizations are "
+            f"{', '.join(variant.quants)}",
+            hint=f"e.g. llmspell model pull {entry.name}:{variant.name} --quantization {variant.default_quant}; "
+            "see `llmspell model available --all-quants`",
+        )
+    text = chosen.name if spec.variant is None else f"{variant.name}-{chosen.name}"
+    return ModelSpec(spec.name, text, spec.backend)
 
 
 def _find_quant(variant: Variant, text: str) -> Quant | None:

@@ -37,14 +37,18 @@ class Hub:
         self.aliases = AliasStore()
 
     def backend(self, name: str) -> Backend:
-        """The backend called ``name``; a clear error when it is not configured."""
-        try:
-            return self.backends[name]
-        except KeyError:
-            known = ", ".join(self.backends) or "none"
-            raise BackendUnavailable(
-                f"backend {name!r} is not enabled", hint=f"enabled backends: {known} (see ~/.llmspell/config.toml)"
-            ) from None
+        """The backend called ``name`` or by an alias of its kind (``candle``, ``gguf``); a clear error naming the
+        enabled backends and the config file in force when it is not configured."""
+        from llmspell.spec import known_backend
+
+        kind = known_backend(name)
+        found = self.backends.get(name) or self.backends.get(kind or name)
+        if found is not None:
+            return found
+        known = ", ".join(self.backends) or "none"
+        where = self.config.path or cfgmod.config_path()
+        problem = f"backend {name!r} is not enabled" if kind else f"there is no backend called {name!r}"
+        raise BackendUnavailable(problem, hint=f"enabled backends: {known} (see {where})")
 
     def spec(self, spec: str | ModelSpec | None) -> ModelSpec:
         """Parse a spec, using the configured default model when none is given."""
@@ -75,6 +79,7 @@ class Hub:
     async def list_all(self, backend: str | None = None) -> tuple[list[ModelInfo], list[BackendStatus]]:
         """Models of every ready backend (or one), plus the status of those that could not be listed."""
         chosen = [self.backend(backend)] if backend else list(self.backends.values())
+        backend = chosen[0].name if backend else None  # "candle" is the llamacpp backend
 
         async def one(b: Backend) -> tuple[list[ModelInfo], BackendStatus | None]:
             try:

@@ -91,6 +91,15 @@ def hf_endpoint() -> str:
     return (os.environ.get("HF_ENDPOINT") or constants.ENDPOINT).rstrip("/")
 
 
+def hf_token() -> str | None:
+    """The token to send when huggingface_hub would find none of its own: ``HFHUB_API_KEY`` (the name the documents
+    llmspell grew from use) stands for ``HF_TOKEN``, which wins when both are set; None lets huggingface_hub choose
+    (HF_TOKEN, then the token saved by ``hf auth login``)."""
+    if (os.environ.get("HF_TOKEN") or os.environ.get("HUGGING_FACE_HUB_TOKEN") or "").strip():
+        return None
+    return (os.environ.get("HFHUB_API_KEY") or "").strip() or None
+
+
 def offline_mode() -> bool:
     """Whether HF_HUB_OFFLINE is on, read at call time (huggingface_hub reads it once, at import)."""
     value = os.environ.get("HF_HUB_OFFLINE") or os.environ.get("TRANSFORMERS_OFFLINE") or ""
@@ -106,6 +115,7 @@ def remote_file_info(repo_id: str, filename: str, revision: str = "main") -> Rem
         url = hf_hub_url(repo_id, filename, revision=revision, endpoint=endpoint)
         meta = get_hf_file_metadata(
             url,
+            token=hf_token(),
             timeout=_timeout(),  # type: ignore[arg-type]  # handed through to httpx2, which takes a Timeout
             library_name="llmspell",
             library_version=__version__,
@@ -263,7 +273,7 @@ def _stream(
 ) -> None:
     """GET the rest of the file into the transfer, resuming with Range when it already holds bytes."""
     where = _origin(info.url)
-    headers = build_hf_headers(library_name="llmspell", library_version=__version__)
+    headers = build_hf_headers(token=hf_token(), library_name="llmspell", library_version=__version__)
     # sizes and resume offsets only mean something for the identity encoding
     headers["Accept-Encoding"] = "identity"
     if not _same_origin(info.url, hf_endpoint()):
@@ -481,7 +491,7 @@ def _lfs_sha256(repo_id: str, filename: str, revision: str, endpoint: str) -> st
         response = get_session().post(
             f"{endpoint}/api/models/{repo_id}/paths-info/{quote(revision, safe='')}",
             data={"paths": [filename], "expand": False},
-            headers=build_hf_headers(library_name="llmspell", library_version=__version__),
+            headers=build_hf_headers(token=hf_token(), library_name="llmspell", library_version=__version__),
             timeout=_timeout(),
         )
         hf_raise_for_status(response)
@@ -516,14 +526,15 @@ def _raise_clear(exc: BaseException, repo_id: str, filename: str, revision: str,
     if isinstance(exc, GatedRepoError):
         raise DownloadError(
             f"{repo_id} is gated: you must be logged in and have accepted its license to download {filename}",
-            hint=f"accept the license at {hf_endpoint()}/{repo_id}, then set HF_TOKEN to a token of that account",
+            hint=f"accept the license at {hf_endpoint()}/{repo_id}, then set HF_TOKEN (or HFHUB_API_KEY) to a token "
+            "of that account",
         ) from None
     if isinstance(exc, RevisionNotFoundError):
         raise ModelNotFound(f"{repo_id} has no revision {revision!r}", hint="check the branch, tag or commit") from None
     if isinstance(exc, RepositoryNotFoundError):
         raise ModelNotFound(
             f"no repo {repo_id} on {where} (wanted {filename})",
-            hint="check the spelling; a private repo also needs HF_TOKEN",
+            hint="check the spelling; a private repo also needs HF_TOKEN (or HFHUB_API_KEY)",
         ) from None
     if isinstance(exc, EntryNotFoundError):
         raise ModelNotFound(
@@ -535,7 +546,8 @@ def _raise_clear(exc: BaseException, repo_id: str, filename: str, revision: str,
         if status in (401, 403):
             raise DownloadError(
                 f"{where} refused access to {what} (HTTP {status})",
-                hint="set HF_TOKEN to a token that can read this repo, and accept its license if it is gated",
+                hint="set HF_TOKEN (or HFHUB_API_KEY) to a token that can read this repo, and accept its license if "
+                "it is gated",
             ) from None
         if status == 404:
             raise ModelNotFound(f"{where} has no {what} at revision {revision}") from None

@@ -11,9 +11,19 @@ from llmspell.errors import InvalidSpec
 #: the backend kinds llmspell ships (installed plugins add theirs: llmspell.backends.registry), and the aliases
 #: users may type for them
 BACKENDS = ("llamacpp", "ollama")
-BACKEND_ALIASES = {"gguf": "llamacpp", "embedded": "llamacpp", "llama.cpp": "llamacpp", "llama-cpp": "llamacpp"}
+BACKEND_ALIASES = {
+    "gguf": "llamacpp",
+    "embedded": "llamacpp",
+    "llama.cpp": "llamacpp",
+    "llama-cpp": "llamacpp",
+    # the name the documents llmspell grew from give the embedded engine
+    "candle": "llamacpp",
+}
 
-_EXAMPLE = "a valid spec looks like smollm2:135m, local/qwen2.5:0.5b@ollama, tinyllama:Q4_K_M@llamacpp or ./model.gguf"
+_EXAMPLE = (
+    "a valid spec looks like smollm2:135m, local/qwen2.5:0.5b@ollama, tinyllama:Q4_K_M@llamacpp, "
+    "ollama/qwen2.5:0.5b or ./model.gguf"
+)
 _SEGMENT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 _VARIANT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
@@ -47,21 +57,47 @@ class ModelSpec:
         return f"{self.tag}@{self.backend}" if self.backend else self.tag
 
 
-def canonical_backend(name: str) -> str:
-    """Map an alias (gguf, embedded) to its backend kind; reject unknown names."""
+def known_backend(name: str) -> str | None:
+    """The backend kind ``name`` stands for (a kind or an alias such as candle, gguf, embedded); None if none."""
     key = name.strip().lower()
     key = BACKEND_ALIASES.get(key, key)
     if key in BACKENDS:
         return key
     from llmspell.backends.registry import kinds
 
-    known = kinds()
-    if key not in known:
+    return key if key in kinds() else None
+
+
+def canonical_backend(name: str) -> str:
+    """Map an alias (gguf, embedded, candle) to its backend kind; reject unknown names."""
+    key = known_backend(name)
+    if key is None:
+        from llmspell.backends.registry import kinds
+
+        known = kinds()
         raise InvalidSpec(
             f"unknown backend {name!r}",
             hint=f"backends are {', '.join(known)} (aliases: {', '.join(BACKEND_ALIASES)}); {_EXAMPLE}",
         )
     return key
+
+
+def _backend_prefix(text: str, body: str, backend: str | None) -> tuple[str, str | None]:
+    """``BACKEND/NAME`` (``ollama/phi3:3.8b``, ``candle/smollm2:135m``) as ``NAME@BACKEND``: only when the part
+    before the first '/' is a backend or an alias, so ``ORG/REPO`` ids and Ollama's ``user/model`` keep their
+    meaning."""
+    head, sep, rest = body.partition("/")
+    kind = known_backend(head) if sep else None
+    if kind is None:
+        return body, backend
+    if not rest:
+        raise InvalidSpec(f"model spec {text!r} names the backend {head!r} but no model after '/'", hint=_EXAMPLE)
+    if backend is not None and backend != kind:
+        raise InvalidSpec(
+            f"model spec {text!r} names two backends, {kind!r} before '/' and {backend!r} after '@'",
+            hint=f"name one: {kind}/{rest} or {rest}@{backend}; {_EXAMPLE}",
+        )
+    return rest, kind
 
 
 def _looks_like_path(text: str) -> bool:
@@ -86,6 +122,9 @@ def parse_spec(text: str) -> ModelSpec:
             raise InvalidSpec(f"model spec {text!r} names a backend but no model", hint=_EXAMPLE)
         backend = canonical_backend(backend_text)
 
+    if not _looks_like_path(body):
+        body, backend = _backend_prefix(text, body, backend)
+
     if _looks_like_path(body):
         if not body.lower().endswith(".gguf"):
             raise InvalidSpec(f"{body!r} looks like a path but is not a .gguf file", hint=_EXAMPLE)
@@ -99,6 +138,7 @@ def parse_spec(text: str) -> ModelSpec:
         body = body[len("local/") :]
         if not body:
             raise InvalidSpec(f"model spec {text!r} has the local/ prefix but no model name", hint=_EXAMPLE)
+        body, backend = _backend_prefix(text, body, backend)
 
     name, variant = body, None
     if ":" in body:

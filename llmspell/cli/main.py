@@ -35,7 +35,9 @@ def _hub() -> Any:
 
 
 async def cmd_list(args: argparse.Namespace) -> int:
-    models, failed = await _hub().list_all(args.backend)
+    hub = _hub()
+    # an alias (candle, gguf) or an unknown name is settled here: the error names the enabled backends
+    models, failed = await hub.list_all(hub.backend(args.backend).name if args.backend else None)
     if args.json:
         print(
             json.dumps(
@@ -137,7 +139,11 @@ async def cmd_available(args: argparse.Namespace) -> int:
 async def cmd_status(args: argparse.Namespace) -> int:
     from llmspell.machine import machine_info
 
-    statuses = await _hub().status_all()
+    hub = _hub()
+    if args.backend:
+        statuses = [await hub._status(hub.backend(args.backend), 10.0)]
+    else:
+        statuses = await hub.status_all()
     machine = await asyncio.to_thread(machine_info)
     if args.json:
         print(
@@ -229,7 +235,12 @@ class _Progress:
 async def cmd_pull(args: argparse.Namespace) -> int:
     bar = _Progress(sys.stderr)
     path = None
-    async for p in _hub().pull(args.model):
+    model = args.model
+    if args.quantization:
+        from llmspell.catalog import with_quantization
+
+        model = with_quantization(parse_spec(model), args.quantization)
+    async for p in _hub().pull(model):
         bar(p)
         path = p.path or path
     if path:
@@ -292,8 +303,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="llmspell",
         description="Local LLMs: Ollama and embedded llama.cpp models.",
-        epilog="Model syntax: local/NAME:VARIANT@BACKEND (e.g. smollm2:135m, "
-        "tinyllama:Q4_K_M@llamacpp, qwen2.5:0.5b@ollama) or a path to a .gguf file.",
+        epilog="Model syntax: local/NAME:VARIANT@BACKEND or BACKEND/NAME:VARIANT (e.g. smollm2:135m, "
+        "tinyllama:Q4_K_M@llamacpp, ollama/qwen2.5:0.5b) or a path to a .gguf file.",
     )
     p.add_argument("--version", action="version", version=f"llmspell {__version__}")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -301,7 +312,7 @@ def build_parser() -> argparse.ArgumentParser:
     model = sub.add_parser("model", help="list, pull, inspect and remove models")
     msub = model.add_subparsers(dest="model_command", required=True, metavar="ACTION")
     m = msub.add_parser("list", help="every model of every backend: where it is, size, quantization")
-    m.add_argument("--backend", help="only this backend (llamacpp, ollama)")
+    m.add_argument("--backend", help="only this backend (llamacpp, ollama; aliases such as candle work too)")
     m.add_argument("--json", action="store_true", help="machine-readable output")
     m.set_defaults(func=cmd_list)
     m = msub.add_parser("available", help="the catalog, with what each model needs and whether it fits here")
@@ -310,7 +321,10 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--json", action="store_true", help="machine-readable output")
     m.set_defaults(func=cmd_available)
     m = msub.add_parser("pull", help="download a model (Hugging Face for @llamacpp, the server for @ollama)")
-    m.add_argument("model", help="e.g. tinyllama:Q4_K_M@llamacpp")
+    m.add_argument("model", help="e.g. tinyllama:Q4_K_M@llamacpp or llamacpp/tinyllama")
+    m.add_argument(
+        "--quantization", metavar="QUANT", help="which quantization to pull (Q4_K_M, Q8_0, ...): NAME:QUANT said apart"
+    )
     m.set_defaults(func=cmd_pull)
     m = msub.add_parser("info", help="family, parameters, quantization, context, chat template, file, sha256")
     m.add_argument("model")
@@ -318,6 +332,7 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--template", action="store_true", help="print the whole chat template")
     m.set_defaults(func=cmd_info)
     m = msub.add_parser("status", help="each backend: ready or not and why, version, device, models")
+    m.add_argument("--backend", help="only this backend (llamacpp, ollama; aliases such as candle work too)")
     m.add_argument("--json", action="store_true", help="machine-readable output")
     m.set_defaults(func=cmd_status)
     m = msub.add_parser("rm", help="delete a model (name the backend: NAME@llamacpp)")

@@ -36,6 +36,23 @@ class GenerateBody(BaseModel):
     #: llmspell option names (temperature, max_tokens, seed, stop, format, ...)
     options: dict[str, Any] | None = None
     stream: bool = False
+    # the seed documents' body puts these options at the top level; ``options`` wins where both give one. They are
+    # checked by Options, as inside ``options``, so both places answer a bad value alike.
+    max_tokens: Any = None
+    temperature: Any = None
+    top_p: Any = None
+    top_k: Any = None
+    seed: Any = None
+    stop: Any = None
+
+    def options_given(self) -> dict[str, Any]:
+        """The options of the body: the top-level ones, then ``options`` over them."""
+        top = {name: getattr(self, name) for name in _TOP_LEVEL_OPTIONS if getattr(self, name) is not None}
+        return {**top, **(self.options or {})}
+
+
+#: the options ``POST /generate`` also takes outside ``options``
+_TOP_LEVEL_OPTIONS = ("max_tokens", "temperature", "top_p", "top_k", "seed", "stop")
 
 
 def create_app(hub: Hub, settings: ServerSettings | None = None) -> Any:
@@ -131,7 +148,7 @@ def create_app(hub: Hub, settings: ServerSettings | None = None) -> Any:
 
     @app.post("/generate")
     async def generate(body: GenerateBody, request: Request) -> Any:
-        opts = Options.from_dict(body.options or {})
+        opts = Options.from_dict(body.options_given())
         messages = [Message("system", body.system)] if body.system else []
         messages.append(Message("user", body.prompt))
         model = body.model or hub.config.default_model

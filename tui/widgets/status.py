@@ -44,7 +44,9 @@ def describe_statuses(statuses: Sequence[BackendStatus] | None, *, loaded: bool 
     if statuses is None:
         return Text("checking backends…", style="dim")
     if not statuses:
-        return Text("no backend is enabled (see ~/.llmspell/config.toml)", style="bold red")
+        from llmspell.config import config_path
+
+        return Text(f"no backend is enabled (see {config_path()})", style="bold red")
     return Text("\n").join(describe_status(s, loaded=loaded) for s in statuses)
 
 
