@@ -6,9 +6,11 @@ import argparse
 import asyncio
 import json
 import os
+import re
 import sys
 import time
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any, TextIO
 
 from llmspell import __version__
@@ -248,6 +250,27 @@ async def cmd_pull(args: argparse.Namespace) -> int:
     return 0
 
 
+async def cmd_import(args: argparse.Namespace) -> int:
+    """Copy or link a GGUF file into the models folder, under the name it then runs by."""
+    from llmspell.importing import import_model
+
+    hub = _hub()
+    backend = hub.backend("llamacpp")
+
+    def taken(name: str) -> bool:
+        # a catalog name or a named model would hide the file: the import must not be shadowed silently
+        return backend.catalog.get(name) is not None or hub.aliases.get(name) is not None
+
+    path = await asyncio.to_thread(
+        import_model, args.file, args.name, link=args.link, replace=args.replace, taken=taken
+    )
+    name = path.name[: -len(".gguf")]
+    name = re.sub(r"-00001-of-\d{5}$", "", name)
+    how = f"a link to {args.file.expanduser().resolve()}" if args.link else "a copy"
+    print(f'imported {name}: {path} ({how})\nrun it with: llmspell run {name} "hello"')
+    return 0
+
+
 async def cmd_rm(args: argparse.Namespace) -> int:
     await _hub().delete(args.model)
     print(f"deleted {args.model}")
@@ -335,6 +358,12 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--backend", help="only this backend (llamacpp, ollama; aliases such as candle work too)")
     m.add_argument("--json", action="store_true", help="machine-readable output")
     m.set_defaults(func=cmd_status)
+    m = msub.add_parser("import", help="copy (or link) a .gguf file into the models folder, to run it by name")
+    m.add_argument("file", type=Path, help="the .gguf file (the first part of a split model)")
+    m.add_argument("--name", help="the name it runs by (default: the file name without .gguf)")
+    m.add_argument("--link", action="store_true", help="link to the file where it is instead of copying it")
+    m.add_argument("--replace", action="store_true", help="replace a model imported under that name before")
+    m.set_defaults(func=cmd_import)
     m = msub.add_parser("rm", help="delete a model (name the backend: NAME@llamacpp)")
     m.add_argument("model")
     m.set_defaults(func=cmd_rm)
