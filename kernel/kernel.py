@@ -16,7 +16,7 @@ from ipykernel.kernelbase import Kernel
 from llmspell import __version__ as core_version
 from llmspell.chat import Conversation, Turn
 from llmspell.errors import InvalidOptions, LLMSpellError
-from llmspell.session import Session, error_text, export_conversation, model_names, state_note
+from llmspell.session import Session, context_note, error_text, export_conversation, model_names, state_note
 from llmspell.types import Options, Stats
 from llmspell_kernel import DEFAULT_MODEL_ENV, __version__
 from llmspell_kernel.magics import (
@@ -279,6 +279,8 @@ class LLMSpellKernel(CellOutput, Kernel):
         _ = self.hub  # fills in the default model before the turn is recorded
         stream = self._session().send(text, options)
         answer, stats, display_id, _i = await self._stream_into_display(stream)
+        if stream.left_out:
+            self._print(context_note(stream.left_out, conv.model))
         if options is None or options.format is None:
             meta = {
                 "llmspell": {"conversation": conv.id, "model": conv.model, "stats": stats.to_dict() if stats else None}

@@ -8,6 +8,7 @@ from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal
 
+from llmspell.errors import PromptTooLong
 from llmspell.types import Chunk, Message, Options, Stats
 
 if TYPE_CHECKING:
@@ -53,16 +54,21 @@ class Conversation:
     id: str = field(default_factory=lambda: uuid.uuid4().hex)
     created: float = field(default_factory=time.time)
     updated: float = field(default_factory=time.time)
+    #: entries at the head that are no longer sent: the conversation outgrew the model's context
+    context_from: int = 0
 
-    def messages(self) -> list[Message]:
-        """What the model is sent: the system prompt, then every answered user turn and its (partial) answer.
+    def messages(self, end: int | None = None) -> list[Message]:
+        """What the model is sent: the system prompt, then every answered user turn and its (partial) answer,
+        from ``context_from`` on (up to entry ``end``).
 
         A prompt whose answer never got any text (the backend failed, or it was cancelled before the first
         token) is left out with that answer: sending it again would put two user turns in a row.
         """
         out = [Message("system", self.system)] if self.system else []
-        entries = self.entries
+        entries = self.entries[: len(self.entries) if end is None else end]
         for i, e in enumerate(entries):
+            if i < self.context_from:
+                continue
             if e.role not in ("user", "assistant") or not e.content:
                 continue
             after = entries[i + 1] if i + 1 < len(entries) else None
@@ -113,17 +119,20 @@ class Turn:
         self.text = text
         self.answer: Entry | None = None
         self.error: BaseException | None = None
-        self._stream = self._run(hub, store, options)
+        #: messages this turn left out at the head of the conversation, to fit the model's context
+        self.left_out = 0
+        self._stream: AsyncGenerator[Chunk, None] = _empty()
+        self._run_stream = self._run(hub, store, options)
 
     def __aiter__(self) -> Turn:
         return self
 
     async def __anext__(self) -> Chunk:
-        return await self._stream.__anext__()
+        return await self._run_stream.__anext__()
 
     async def aclose(self) -> None:
         """Stop the answer (if it still runs) and record how it ended."""
-        await self._stream.aclose()
+        await self._run_stream.aclose()
 
     @property
     def state(self) -> str:
@@ -151,9 +160,11 @@ class Turn:
         stats: Stats | None = None
         failed = False
         last_save = time.monotonic()
-        stream = hub.chat(conv.model, messages, conv.options.merged(options))
+        opts = conv.options.merged(options)
+        stream = hub.chat(conv.model, messages, opts)
         try:
-            async for chunk in stream:
+            chunk = await self._fit(hub, store, stream, opts)
+            while True:
                 parts.append(chunk.text)
                 if chunk.done:
                     stats = chunk.stats
@@ -163,19 +174,78 @@ class Turn:
                 else:
                     answer.content = "".join(parts)
                 yield chunk
+                if chunk.done:
+                    break
+                try:
+                    chunk = await anext(self._stream)
+                except StopAsyncIteration:
+                    break
         except Exception as exc:
             # a backend error (not a cancel): the partial text stays, marked failed; the caller shows the error
             failed = True
             self.error = exc
             raise
         finally:
-            await stream.aclose()
+            await self._stream.aclose()
             final = "".join(parts)
             state = answer_state(stats, failed=failed)
             if store is not None:
                 store.finish_answer(answer, final, stats, cancelled=state == "cancelled", failed=state == "failed")
             else:
                 answer.content, answer.stats, answer.state = final, stats, state
+
+    async def _fit(self, hub: Hub, store: Store | None, stream: AsyncGenerator[Chunk, None], opts: Options) -> Chunk:
+        """The answer's first chunk; while the conversation is longer than the model's context, its oldest turns
+        are left out (the system prompt and this prompt stay) and it is asked again, unless the config says to
+        fail. ``left_out`` counts the messages this turn left out."""
+        conv = self.conv
+        self._stream = stream
+        while True:
+            try:
+                return await anext(stream)
+            except PromptTooLong as exc:
+                await stream.aclose()
+                if hub.config.context_overflow == "fail" or not self._leave_out(exc, opts):
+                    raise
+                if store is not None:
+                    store.save(conv)
+                # the prompt is the last entry but one: the empty answer row follows it
+                stream = self._stream = hub.chat(conv.model, conv.messages(len(conv.entries) - 1), opts)
+
+    def _leave_out(self, exc: PromptTooLong, opts: Options) -> bool:
+        """Move ``context_from`` past the oldest turns, about as many as the prompt is over (with room for an
+        answer); False when only the system prompt and this prompt are left."""
+        conv = self.conv
+        last = len(conv.entries) - 2  # this prompt: never left out
+        start = conv.context_from
+        if start >= last:
+            return False
+        sent = conv.entries[start:last]
+        chars = sum(len(e.content) for e in conv.entries[start : last + 1]) + len(conv.system or "")
+        if exc.size and exc.limit and exc.size > 0:
+            room = min(opts.max_tokens or 256, exc.limit // 4)
+            share = (exc.size - (exc.limit - room)) / exc.size  # of the prompt, to drop
+            goal = max(1, int(chars * share))
+        else:
+            goal = max(1, sum(len(e.content) for e in sent) // 4)
+        dropped = 0
+        index = start
+        while index < last and dropped < goal:
+            dropped += len(conv.entries[index].content)
+            index += 1
+        # a turn goes whole: never an answer without its question at the head
+        while index < last and conv.entries[index].role != "user":
+            index += 1
+        if index == start:
+            return False
+        conv.context_from = index
+        self.left_out += index - start
+        return True
+
+
+async def _empty() -> AsyncGenerator[Chunk, None]:
+    return
+    yield  # an async generator that ends at once
 
 
 def ask(hub: Hub, conv: Conversation, text: str, store: Store | None = None, options: Options | None = None) -> Turn:

@@ -52,6 +52,8 @@ class StreamMetrics:
     parts: list[str] = field(default_factory=list)
     stats: Stats | None = None
     error: str | None = None
+    #: messages this answer left out at the head of its conversation to fit the model's context
+    left_out: int = 0
 
     @property
     def text(self) -> str:
@@ -149,6 +151,7 @@ async def compare(
             if target.prepare is not None:
                 await target.prepare()
             async for chunk in stream:
+                m.left_out = stream.left_out  # known from the first chunk on: the face may say so at once
                 if chunk.text:
                     now = time.perf_counter()
                     if m.first_token_at is None:

@@ -101,7 +101,7 @@ def ollama_url(config_value: str | None = None) -> str:
 
 
 _KNOWN: dict[str, set[str]] = {
-    "": {"default_model", "keep_alive", "options", "llamacpp", "providers", "arena"},
+    "": {"default_model", "keep_alive", "options", "context_overflow", "llamacpp", "providers", "arena"},
     "arena": {"pool", "hide_stats", "size"},
     "llamacpp": {
         "threads",
@@ -125,6 +125,8 @@ class Config:
     #: seconds an idle model stays loaded; 0 unloads after each request, negative keeps it forever
     keep_alive: float = 300.0
     options: Options = field(default_factory=Options)
+    #: a conversation longer than the model's context: "drop_oldest" leaves its oldest turns out, "fail" stops
+    context_overflow: str = "drop_oldest"
     threads: int | None = None
     gpu_layers: int = -1
     num_ctx: int = 4096
@@ -243,6 +245,14 @@ def load_config(path: Path | None = None) -> Config:
                 hint='e.g. model_folders = ["~/models", "/data/gguf"]',
             )
         cfg.model_folders = tuple(Path(f).expanduser() for f in folders)
+    if "context_overflow" in data:
+        overflow = _typed(data["context_overflow"], str, "context_overflow", path)
+        if overflow not in ("drop_oldest", "fail"):
+            raise ConfigError(
+                f'{path}: context_overflow must be "drop_oldest" or "fail", not {overflow!r}',
+                hint="drop_oldest leaves the oldest turns out of a long conversation; fail stops with an error",
+            )
+        cfg.context_overflow = overflow
     providers = _table(data, "providers", path)
     _check_keys(providers, "providers", path)
     ol = _table(providers, "ollama", path)
@@ -300,6 +310,11 @@ CONFIG_TEMPLATE = """\
 # max_tokens = 512
 # num_ctx = 4096
 # stop = ["\\n\\nUser:"]
+
+# A conversation longer than the model's context window: "drop_oldest" leaves its oldest turns out (the
+# system prompt and the newest turns stay, with room for the answer; every face says so), "fail" stops with
+# an error instead.
+# context_overflow = "drop_oldest"
 
 # The embedded llama.cpp engine.
 [llamacpp]

@@ -98,6 +98,13 @@ class PromptTooLong(GenerationError):
 
     kind = "prompt_too_long"
 
+    def __init__(
+        self, message: str, *, hint: str | None = None, size: int | None = None, limit: int | None = None
+    ) -> None:
+        super().__init__(message, hint=hint)
+        #: how big the prompt was and what fits, in tokens (or characters, for the template's own budget)
+        self.size, self.limit = size, limit
+
 
 class Cancelled(LLMSpellError):
     """A generation or pull was cancelled by the user."""

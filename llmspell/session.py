@@ -34,6 +34,7 @@ __all__ = [
     "STATE_NOTES",
     "Session",
     "TurnResult",
+    "context_note",
     "error_text",
     "export_conversation",
     "model_names",
@@ -54,18 +55,37 @@ class TurnResult:
     error: str | None
     model: str
     conversation: str
+    #: messages this turn left out at the head of the conversation to fit the model's context
+    left_out: int = 0
 
     @property
     def note(self) -> str:
         """The words a face shows beside the answer ("" when it finished normally)."""
         return state_note(self.state)
 
+    @property
+    def context_note(self) -> str:
+        """What a face says when this turn left earlier messages out ("" when it left none)."""
+        return context_note(self.left_out, self.model)
+
     @classmethod
     def of(cls, turn: Turn) -> TurnResult:
         """The result of a turn whose stream has been closed."""
         answer = turn.answer or Entry("assistant", "", turn.conv.model, state="cancelled")
         error = error_text(turn.error) if turn.error is not None else None
-        return cls(answer.state, answer.content, answer.stats, error, answer.model or turn.conv.model, turn.conv.id)
+        model = answer.model or turn.conv.model
+        return cls(answer.state, answer.content, answer.stats, error, model, turn.conv.id, turn.left_out)
+
+
+def context_note(left_out: int, model: str) -> str:
+    """The line every face shows when a turn left the oldest messages out of the model's context."""
+    if left_out <= 0:
+        return ""
+    what = "message" if left_out == 1 else "messages"
+    return (
+        f"{left_out} earlier {what} left out: the conversation is longer than {model}'s context "
+        '(the system prompt and the newest turns were sent; context_overflow = "fail" stops instead)'
+    )
 
 
 async def check_model(hub: Hub, spec: str) -> ModelInfo | None:
@@ -201,6 +221,7 @@ class Session:
             conv.entries = [
                 Entry(e.role, e.content, e.model, e.stats, e.state, created=e.created) for e in self.conv.entries
             ]
+            conv.context_from = self.conv.context_from
         return conv
 
     def restart(self) -> Conversation:

@@ -85,6 +85,10 @@ MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX IF NOT EXISTS arena_votes_by_created ON arena_votes(created);
     """,
+    # 4: how many messages at the head of a conversation are no longer sent (it outgrew the model's context)
+    """
+    ALTER TABLE conversations ADD COLUMN context_from INTEGER NOT NULL DEFAULT 0;
+    """,
 )
 
 #: the schema version this llmspell writes
@@ -215,9 +219,10 @@ class Store:
             conv.title = (first.splitlines()[0][:60] if first else "") or "New conversation"
         with self._tx() as db:
             db.execute(
-                "INSERT INTO conversations (id, title, model, system, options, created, updated) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT(id) DO UPDATE SET title=excluded.title, "
-                "model=excluded.model, system=excluded.system, options=excluded.options, updated=excluded.updated",
+                "INSERT INTO conversations (id, title, model, system, options, created, updated, context_from) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(id) DO UPDATE SET title=excluded.title, "
+                "model=excluded.model, system=excluded.system, options=excluded.options, updated=excluded.updated, "
+                "context_from=excluded.context_from",
                 (
                     conv.id,
                     conv.title,
@@ -226,6 +231,7 @@ class Store:
                     json.dumps(conv.options.to_dict()),
                     conv.created,
                     conv.updated,
+                    conv.context_from,
                 ),
             )
 
@@ -287,7 +293,9 @@ class Store:
     def load(self, conv_id: str) -> Conversation:
         """A conversation with all its messages; an id prefix of 6+ characters is enough."""
         with self._reading() as db:
-            query = "SELECT id, title, model, system, options, created, updated FROM conversations WHERE id "
+            query = (
+                "SELECT id, title, model, system, options, created, updated, context_from FROM conversations WHERE id "
+            )
             rows = db.execute(query + "= ?", (conv_id,)).fetchall()
             if not rows and len(conv_id) >= 6:
                 # an id is hex: % and _ typed by a user are characters to match, not wildcards
@@ -298,7 +306,7 @@ class Store:
                     f"no conversation {conv_id!r}" if not rows else f"{conv_id!r} matches several conversations",
                     hint="list them with the history command of your face",
                 )
-            cid, title, model, system, options, created, updated = rows[0]
+            cid, title, model, system, options, created, updated, context_from = rows[0]
             msgs = db.execute(
                 "SELECT id, role, content, model, stats, state, created FROM messages "
                 "WHERE conversation_id=? ORDER BY id",
@@ -306,7 +314,7 @@ class Store:
             ).fetchall()
         entries = [Entry(r[1], r[2], r[3], _stats_from(r[4]), r[5], r[0], r[6]) for r in msgs]
         return Conversation(
-            model, system, Options.from_dict(json.loads(options)), title, entries, cid, created, updated
+            model, system, Options.from_dict(json.loads(options)), title, entries, cid, created, updated, context_from
         )
 
     def find(self, key: str) -> Conversation:

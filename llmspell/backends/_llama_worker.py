@@ -550,6 +550,8 @@ class ModelWorker:
             raise PromptTooLong(
                 f"the prompt is {n_prompt} tokens but the context window is {self.n_ctx}",
                 hint="raise num_ctx (e.g. --num-ctx 8192) or start a new conversation",
+                size=n_prompt,
+                limit=self.n_ctx,
             )
         # the prompt is accepted: an empty chunk says so before the prefill, which takes long for a long prompt (a
         # server sends its status line now, and a face knows the request left the queue)

@@ -466,6 +466,8 @@ class Repl:
             await self._close_stream(turn)
             view.close()
         result = self.chat.result(turn)
+        if result.context_note:
+            self.dim(f"[{result.context_note}]")
         return self._report(result.state, result.stats, result.error)
 
     def _take_back_interrupt(self) -> bool:

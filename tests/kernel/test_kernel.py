@@ -619,3 +619,17 @@ def test_every_option_of_the_table_completes_after_set_and_is_taken(session: Ker
         refused.status == "error" and "option min_p=7.0 is out of range; use a value from 0.0 to 1.0" in refused.error
     )
     session.run("%set min_p=default repeat_penalty=default num_threads=default")
+
+
+def test_a_conversation_past_the_context_says_what_it_left_out(session: KernelSession) -> None:
+    assert session.run("%reset").status == "ok"
+    assert session.run("%set temperature=0 seed=1 max_tokens=8 num_ctx=192").status == "ok"
+    question = "Tell me about the long history of the river valley and its farmers, please. " * 2
+    said = []
+    for _ in range(5):
+        ran = session.run(question)
+        assert ran.status == "ok", ran.outputs
+        said += [m["text"] for m in ran.of("stream") if "earlier messages left out" in m["text"]]
+    # the cells went on answering, and the one that cut the conversation said so
+    assert said and "smollm2:135m's context" in said[0]
+    assert session.run("%reset").status == "ok"

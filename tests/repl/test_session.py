@@ -609,3 +609,18 @@ async def test_resume_with_nothing_saved_or_an_unknown_id_says_so(hub) -> None:
         "error: there is no saved conversation to resume; start one with: llmspell chat MODEL",
         "error: no conversation '0123456789'; list them with the history command of your face",
     ]
+
+
+async def test_a_conversation_past_the_context_says_what_it_left_out(start_repl) -> None:
+    d = await start_repl(options=Options(temperature=0, seed=1, max_tokens=8, num_ctx=192))
+    question = "Tell me about the long history of the river valley and its farmers, please. " * 2
+    notes = []
+    for _ in range(5):
+        out = await d.command(question, "tok/s")
+        assert "error:" not in out, out
+        notes += [line for line in out.splitlines() if "earlier messages left out" in line]
+    # the answers went on; the REPL said, at the turn it happened, that the oldest turns were no longer sent
+    assert notes and "smollm2:135m's context" in notes[0]
+    assert d.repl.conv.context_from > 0
+    d.type("/bye\r")
+    assert await d.ended() == 0

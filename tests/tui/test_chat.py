@@ -749,3 +749,22 @@ async def test_a_long_answer_streams_in_segments_and_arrives_whole() -> None:
         await screen.open_conversation(conv_id)
         await pilot.pause()
         assert screen.active_pane.log_view.query_one(AnswerView).sources == shown
+
+
+async def test_a_conversation_past_the_context_says_what_it_left_out(
+    shared_models: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("LLMSPELL_MODELS", str(shared_models))
+    hub = Hub(Config(keep_alive=300, options=Options(temperature=0, max_tokens=8, num_ctx=192)))
+    app = create_app(hub, Store())
+    question = "Tell me about the long history of the river valley and its farmers, please. " * 2
+    async with app.run_test(size=(120, 36)) as pilot:
+        screen = chat(pilot)
+        pane = screen.panes[0]
+        for _ in range(5):
+            await send(pilot, question)
+        notes = [n for n in texts(pane, "note") if "earlier messages left out" in n]
+        # every answer came, and the pane said where the conversation was cut to fit the model's context
+        assert notes and "smollm2:135m's context" in notes[0]
+        assert len(answers(pane)) == 5 and not texts(pane, "error")
+        assert pane.conv.context_from > 0

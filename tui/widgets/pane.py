@@ -17,6 +17,7 @@ from textual.widgets import Input, Static
 
 from llmspell.chat import Conversation, Entry, state_note
 from llmspell.compare import StreamMetrics
+from llmspell.session import context_note
 from llmspell_tui.widgets.chat_answer import AnswerView
 
 #: how often streamed text is handed to the Markdown widget (batched: never a re-render per token). Each flush
@@ -174,7 +175,10 @@ class ChatPane(Vertical):
     async def _show_entries(self) -> None:
         widgets = []
         last: Entry | None = None
-        for e in self.conv.entries:
+        for i, e in enumerate(self.conv.entries):
+            if i == self.conv.context_from and i > 0:
+                # what is above was left out when the conversation outgrew the model's context
+                widgets.append(Static("(the messages above are no longer sent: outside the context)", classes="note"))
             if e.role == "user":
                 widgets.append(Static(e.content, classes="user", markup=False))
             elif e.role == "assistant":
@@ -285,6 +289,9 @@ class ChatPane(Vertical):
         metrics = metrics or self._metrics
         text = self.answer_text
         status = metrics.status if metrics is not None else "cancelled"
+        if metrics is not None and metrics.left_out:
+            note = context_note(metrics.left_out, metrics.model)
+            await self.log_view.mount(Static(f"({note})", classes="note", markup=False))
         if error is None and metrics is not None and metrics.error:
             error = metrics.error
         if error is not None:
