@@ -39,14 +39,26 @@ MODEL = "smollm2:135m"
 SAMPLING = {"temperature": 0, "top_k": 40, "top_p": 0.95, "min_p": 0.05, "repeat_penalty": 1.0}
 
 
-def start_server() -> tuple[subprocess.Popen[bytes], str]:
+def start_server(parallel: int = 1) -> tuple[subprocess.Popen[bytes], str]:
     """`llmspell serve` on a free port, the Ollama backend pointed nowhere; returns it once /health answers."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     env = {**os.environ, "OLLAMA_HOST": "http://127.0.0.1:9"}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "llmspell", "serve", "--port", str(port), "--max-queue", "64"],
+        [
+            sys.executable,
+            "-m",
+            "llmspell",
+            "serve",
+            "--port",
+            str(port),
+            "--max-queue",
+            "64",
+            "--parallel",
+            str(parallel),
+            "--quiet",
+        ],
         env=env,
         stdout=subprocess.DEVNULL,
     )
@@ -155,6 +167,7 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--tokens", type=int, default=128)
     ap.add_argument("--clients", type=int, default=8)
+    ap.add_argument("--parallel", type=int, default=1, help="serve's --parallel: copies of the model answering at once")
     args = ap.parse_args()
     sys.stdout.reconfigure(line_buffering=True)  # type: ignore[attr-defined]  # results survive an interrupted run
     import llama_cpp
@@ -163,7 +176,10 @@ def main() -> None:
         f"# bench/server.py  {date.today()}  {platform.machine()} {cpu_name()}  {os.cpu_count()} logical cores  "
         f"llama-cpp-python {llama_cpp.__version__}  Python {sys.version.split()[0]}"
     )
-    print(f"# {MODEL}, temperature 0, {args.tokens} new tokens, {args.repeats} repeats, medians\n")
+    print(
+        f"# {MODEL}, temperature 0, {args.tokens} new tokens, {args.repeats} repeats, medians, "
+        f"serve --parallel {args.parallel}\n"
+    )
 
     backend = LlamaCppBackend(load_config())
     model = backend.resolve(parse_spec(MODEL))
@@ -174,7 +190,7 @@ def main() -> None:
         text, add_bos, _ = backend.render_chat(model, info, [Message("user", prompt)])
         return raw_engine(model.path, text, add_bos, True, n, threads, n_ctx)
 
-    proc, url = start_server()
+    proc, url = start_server(args.parallel)
     try:
         oc = ollama.Client(host=url, timeout=600)
         ai = openai.OpenAI(base_url=url + "/v1", api_key="bench", timeout=600, max_retries=0)
