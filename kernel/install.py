@@ -15,7 +15,9 @@ from llmspell_kernel import DEFAULT_MODEL_ENV, DISPLAY_NAME, KERNEL_NAME
 def kernel_json(default_model: str | None = None, python: str | None = None) -> dict[str, object]:
     """The kernel.json contents: how Jupyter starts the kernel, and the model it starts with."""
     spec: dict[str, object] = {
-        "argv": [python or sys.executable, "-m", "llmspell_kernel", "-f", "{connection_file}"],
+        # -P (Python 3.11+): the notebook's folder is not put first on sys.path, so a folder there named llmspell
+        # (the parent of a clone, say) cannot shadow the installed package as an empty namespace package
+        "argv": [python or sys.executable, "-P", "-m", "llmspell_kernel", "-f", "{connection_file}"],
         "display_name": DISPLAY_NAME,
         "language": "markdown",
         # SIGINT reaches the kernel even while its message loop is busy; the kernel turns it into a clean cancel

@@ -17,7 +17,7 @@ from llmspell import __version__ as core_version
 from llmspell.chat import Conversation, Turn
 from llmspell.errors import InvalidOptions, LLMSpellError
 from llmspell.session import Session, context_note, error_text, export_conversation, model_names, state_note
-from llmspell.types import Options, Stats
+from llmspell.types import BASE_MODEL_KIND, Options, Stats
 from llmspell_kernel import DEFAULT_MODEL_ENV, __version__
 from llmspell_kernel.magics import (
     MAGICS,
@@ -313,8 +313,9 @@ class LLMSpellKernel(CellOutput, Kernel):
         details = ", ".join(x for x in (info.family, info.parameters, info.quantization) if x)
         line = f"model: {arg} ({info.name}@{info.backend}{', ' + details if details else ''})"
         self._print(line)
-        if info.has_chat_template is False:
-            self._warn(f"warning: {info.name} has no chat template, so it cannot chat")
+        warning = info.chat_warning()
+        if warning:
+            self._warn(f"warning: {warning}")
 
     async def _model_names(self) -> list[str]:
         stamp, names = self._names
@@ -877,7 +878,8 @@ class LLMSpellKernel(CellOutput, Kernel):
                     ("source", info.source),
                     ("file", info.location),
                     ("license", info.license),
-                    ("chat template", "yes" if info.has_chat_template else "none"),
+                    ("kind", BASE_MODEL_KIND if info.base_model else None),
+                    ("chat template", info.template_note()),
                 ]
                 rows = [(k, str(v)) for k, v in fields if v not in (None, "")]
                 plain = "\n".join(f"{k + ':':15} {v}" for k, v in rows)

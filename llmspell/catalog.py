@@ -52,6 +52,7 @@ _SCHEMA: dict[str, dict[str, tuple[str, bool]]] = {
         "default": ("str", True),
         "recommended": ("bool", False),
         "kind": ("str", False),
+        "aliases": ("strlist", False),
         "variants": ("table", True),
     },
     "variant": {
@@ -73,6 +74,7 @@ _SCHEMA: dict[str, dict[str, tuple[str, bool]]] = {
         "pypi_module": ("str", False),
         "pypi_file": ("str", False),
         "pypi_assemble": ("bool", False),
+        "base": ("bool", False),
     },
 }
 _KIND_TEXT = {
@@ -110,6 +112,9 @@ class Quant:
     pypi_assemble: bool = False
     #: overrides the variant's repository for this one file
     hf_repo: str | None = None
+    #: a base (pretrained, not instruction-tuned) model: it continues text and does not answer, so it is for plain
+    #: completion (``--raw``) and speed comparisons; a chat template lets it take a chat, not follow one
+    base: bool = False
 
 
 @dataclass(frozen=True)
@@ -144,6 +149,8 @@ class ModelEntry:
     variants: Mapping[str, Variant] = field(hash=False)
     #: "chat" (the default) or "embedding": an embedding model computes vectors and cannot chat or complete
     kind: ModelKind = "chat"
+    #: other names this model answers to (the seeds' spellings, such as ``phi-2``)
+    aliases: tuple[str, ...] = ()
 
     @property
     def default_variant(self) -> Variant:
@@ -179,6 +186,11 @@ class Resolved:
         """The Hugging Face repository this file is pulled from (the quant's own, else the variant's)."""
         return self.quant.hf_repo or self.variant.hf_repo
 
+    @property
+    def is_base(self) -> bool:
+        """True when this file is a base model (``base = true``): for plain completion, not for chat."""
+        return self.quant.base
+
 
 @dataclass(frozen=True)
 class Catalog:
@@ -190,8 +202,12 @@ class Catalog:
     sources: tuple[Path, ...] = ()
 
     def get(self, name: str) -> ModelEntry | None:
-        """The entry called ``name`` (case-insensitive), or None."""
-        return self.entries.get(name) or self.entries.get(name.strip().lower())
+        """The entry called ``name`` (case-insensitive) or known by it as an alias (``phi-2``), or None."""
+        found = self.entries.get(name) or self.entries.get(name.strip().lower())
+        if found is None:
+            want = name.strip().lower()
+            found = next((e for e in self.entries.values() if want in e.aliases), None)
+        return found
 
     def tags(self) -> list[str]:
         """Every ``name:variant`` of the catalog, in file order (for completion)."""
@@ -414,6 +430,7 @@ def _parse_quant(v: _Table, name: str, data: Any) -> Quant:
     if sha is not None and not _SHA256.match(sha):
         raise q.error(f"'sha256' must be 64 hex digits, not {_show(sha)}")
     package, module, pfile, assemble = (q.get(k) for k in ("pypi_package", "pypi_module", "pypi_file", "pypi_assemble"))
+    base = q.get("base")
     if package is None and (module is not None or pfile is not None or assemble is not None):
         raise q.error("'pypi_module', 'pypi_file' and 'pypi_assemble' need 'pypi_package'")
     if module is not None and not _MODULE.match(module):
@@ -433,6 +450,7 @@ def _parse_quant(v: _Table, name: str, data: Any) -> Quant:
         pypi_file=_check_file_path(q, "pypi_file", pfile) if pfile is not None else None,
         pypi_assemble=bool(assemble),
         hf_repo=_check_repo(q, "hf_repo", repo) if repo is not None else None,
+        base=bool(base),
     )
 
 
@@ -492,7 +510,18 @@ def _parse_model(root: _Table, name: str, data: Any) -> ModelEntry:
         recommended=bool(m.get("recommended")),
         variants=MappingProxyType(variants),
         kind=cast(ModelKind, kind),
+        aliases=_aliases(m, name),
     )
+
+
+def _aliases(m: _Table, name: str) -> tuple[str, ...]:
+    out = []
+    for alias in m.get("aliases") or ():
+        text = alias.strip().lower()
+        if not NAME_PATTERN.match(text) or text == name:
+            raise m.error(f"'aliases' holds {alias!r}, which cannot name this model", hint=_NAME_HINT)
+        out.append(text)
+    return tuple(out)
 
 
 def _read(path: Path) -> tuple[dict[str, Template], dict[str, ModelEntry]]:
@@ -519,6 +548,12 @@ def _build(paths: list[Path]) -> Catalog:
         origin.update(dict.fromkeys(file_models, path))
     # checked after merging: a user's model may use a packaged template, and a user's template may replace one
     for entry in entries.values():
+        for alias in entry.aliases:
+            if alias in entries:
+                raise CatalogError(
+                    f"{origin[entry.name]}: models.{_key(entry.name)}: alias {alias!r} is the name of another model",
+                    hint="drop the alias, or rename one of them",
+                )
         for variant in entry.variants.values():
             if variant.chat_template is not None and variant.chat_template not in templates:
                 where = f"models.{_key(entry.name)}.variants.{_key(variant.name)}"

@@ -14,7 +14,16 @@ from llmspell import config as cfgmod
 from llmspell.backends.base import Backend
 from llmspell.errors import BackendUnavailable, InvalidSpec, LLMSpellError
 from llmspell.spec import ModelSpec, parse_spec
-from llmspell.types import BackendStatus, Chunk, Embeddings, Message, ModelInfo, Options, PullProgress
+from llmspell.types import (
+    BackendStatus,
+    Chunk,
+    Embeddings,
+    Message,
+    ModelInfo,
+    Options,
+    PullProgress,
+    base_model_warning,
+)
 
 #: how long a backend's reachability is trusted when auto-detecting, so a dead server is not probed per request
 _STATUS_TTL = 5.0
@@ -214,6 +223,24 @@ class Hub:
         """Everything known about one model."""
         backend, parsed = await self.resolve(spec)
         return await backend.info(parsed)
+
+    async def chat_warning(self, spec: str | ModelSpec) -> str | None:
+        """What to tell someone about to chat with ``spec``: a catalog file marked ``base`` continues text rather
+        than answering. Read from the catalog alone (no file is read or hashed); None when nothing is amiss or the
+        model cannot be resolved (the chat itself then says why)."""
+        try:
+            backend, parsed = await self.resolve(spec)
+            if backend.kind != "llamacpp" or parsed.path is not None:
+                return None
+            from llmspell.catalog import load_catalog
+
+            catalog = load_catalog()
+            if catalog.get(parsed.name) is None:
+                return None
+            resolved = catalog.resolve(parsed.name, parsed.variant)
+        except LLMSpellError:
+            return None
+        return base_model_warning(parsed.tag) if resolved.is_base else None
 
     async def pull(self, spec: str | ModelSpec) -> AsyncGenerator[PullProgress, None]:
         """Pull a model; without '@' it goes to the embedded backend (Hugging Face)."""

@@ -100,7 +100,15 @@ def _backend_prefix(text: str, body: str, backend: str | None) -> tuple[str, str
     return rest, kind
 
 
+#: ``ORG/REPO:FILE.gguf``: a file of a Hugging Face repo, not a path (a path does not put a ':' after its folder)
+_REPO_FILE = re.compile(
+    r"^(?:(?:hf|huggingface)\.co/)?[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*:[\w.-]+\.gguf$", re.IGNORECASE
+)
+
+
 def _looks_like_path(text: str) -> bool:
+    if _REPO_FILE.match(text):
+        return False
     return text.lower().endswith(".gguf") or text.startswith(("/", "./", "../", "~/", "~\\")) or "\\" in text
 
 

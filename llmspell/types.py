@@ -384,6 +384,23 @@ def printable(text: str) -> str:
     return _CONTROLS.sub("\ufffd", _ESCAPES.sub("", text))
 
 
+#: ModelInfo.source of a packaged model whose file is joined from its package's chunks the first time it is used
+#: (until then it has no file, so no location)
+ASSEMBLED_ON_FIRST_USE = "pypi (assembled on first use)"
+
+
+def base_model_warning(name: str) -> str:
+    """What a face says to someone about to chat with a base model (one that continues text)."""
+    return (
+        f"{name} is a base model: it continues text and does not answer questions; "
+        f'use plain completion instead (llmspell run {name} --raw "Once upon a time")'
+    )
+
+
+#: what `model info` says of a base model (ModelInfo.base_model)
+BASE_MODEL_KIND = "base model (not instruction-tuned): for plain completion (--raw) and speed comparisons, not chat"
+
+
 @dataclass(frozen=True)
 class ModelInfo:
     """What is known about one model of one backend (what a face shows of it: every text is printable)."""
@@ -408,6 +425,9 @@ class ModelInfo:
     extra: dict[str, Any] = field(default_factory=dict)
     #: for a loaded model: when its server will unload it (ISO 8601, UTC), if the backend says
     expires_at: str | None = None
+    #: a base (pretrained, not instruction-tuned) model: it continues text and does not answer, so it is meant for
+    #: plain completion; a chat template, where it has one, lets it take a chat but not follow it
+    base_model: bool = False
 
     def __post_init__(self) -> None:
         # the text comes from model files and servers: no face may print an escape code from it
@@ -435,9 +455,31 @@ class ModelInfo:
             ("file", self.location),
             ("sha256", self.sha256),
             ("loaded", "yes" if self.loaded else "no"),
-            ("chat template", "yes" if self.has_chat_template else "none (plain completion only)"),
+            ("kind", BASE_MODEL_KIND if self.base_model else None),
+            ("chat template", self.template_note()),
         ]
         return [(label, str(value)) for label, value in rows if value not in (None, "")]
+
+    def template_note(self) -> str:
+        """Whether the model can chat, in words: ``yes``, none (plain completion), or unknown until its file is
+        read (a model not downloaded yet); a base model's template is said to be one it does not follow."""
+        if self.has_chat_template is None:
+            return "unknown until downloaded (read from the file)"
+        if self.base_model:
+            return (
+                "yes, but it is a base model: it continues a chat rather than answering it"
+                if self.has_chat_template
+                else "none (a base model: plain completion only)"
+            )
+        return "yes" if self.has_chat_template else "none (plain completion only)"
+
+    def chat_warning(self) -> str | None:
+        """What a face tells the user who picks this model for a chat, or None when nothing is amiss."""
+        if self.base_model:
+            return base_model_warning(self.name)
+        if self.has_chat_template is False:
+            return f"{self.name} has no chat template, so it cannot chat; use plain completion (--raw)"
+        return None
 
 
 @dataclass(frozen=True)

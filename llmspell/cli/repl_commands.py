@@ -14,7 +14,7 @@ from llmspell.cli.formatting import format_stats
 from llmspell.cli.repl_arena import cmd_arena, cmd_vote
 from llmspell.errors import InvalidOptions, LLMSpellError
 from llmspell.options import help_lines
-from llmspell.types import Options, parse_option_value, parse_option_words, read_format
+from llmspell.types import BASE_MODEL_KIND, Options, parse_option_value, parse_option_words, read_format
 
 if TYPE_CHECKING:
     from llmspell.cli.repl_session import Repl
@@ -74,6 +74,10 @@ async def _cmd_model(repl: Repl, arg: str) -> bool:
         return True
     repl.model_error = None
     repl.say(f"now talking to {spec}")
+    # a base model takes the chat but only continues it: say so now, not after a puzzling answer
+    warning = await repl.hub.chat_warning(spec)
+    if warning:
+        repl.say(f"warning: {warning}", "yellow")
     return True
 
 
@@ -123,7 +127,8 @@ async def _cmd_show(repl: Repl, arg: str) -> bool:
             ("context", info.context_length),
             ("size", f"{info.size_bytes / 1e6:,.0f} MB" if info.size_bytes else None),
             ("file", info.location),
-            ("chat template", "yes" if info.has_chat_template else "no (base model: plain completion only)"),
+            ("kind", BASE_MODEL_KIND if info.base_model else None),
+            ("chat template", info.template_note()),
         ]
         for label, value in rows:
             if value not in (None, ""):

@@ -42,7 +42,7 @@ def test_llmspell_kernel_install_registers_the_spec_with_jupyter(
     assert Path(found["resource_dir"]) == tmp_path / "share" / "jupyter" / "kernels" / "llmspell"
     spec = KernelSpecManager(kernel_dirs=[str(tmp_path / "share" / "jupyter" / "kernels")]).get_kernel_spec("llmspell")
     assert spec.display_name == found["spec"]["display_name"] == "LLMSpell (local LLM)" and spec.language == "markdown"
-    assert spec.argv[1:] == ["-m", "llmspell_kernel", "-f", "{connection_file}"]
+    assert spec.argv[1:] == ["-P", "-m", "llmspell_kernel", "-f", "{connection_file}"]
     assert spec.interrupt_mode == "signal" and "env" not in _spec(tmp_path)
 
 

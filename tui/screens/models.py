@@ -45,7 +45,13 @@ COLUMNS: tuple[tuple[str, str, Callable[[ModelInfo], str], Callable[[ModelInfo],
     ("backend", "Backend", lambda m: m.backend, lambda m: (m.backend, m.name.lower())),
     ("size", "Size", lambda m: human_bytes(m.size_bytes), lambda m: m.size_bytes or 0),
     ("quant", "Quant", lambda m: m.quantization or "-", lambda m: (m.quantization or "").lower()),
-    ("family", "Family", lambda m: m.family or "-", lambda m: (m.family or "").lower()),
+    # a base model (for plain completion, not chat) is marked where the user picks a model
+    (
+        "family",
+        "Family",
+        lambda m: (m.family or "-") + (" · base" if m.base_model else ""),
+        lambda m: (m.family or "").lower(),
+    ),
     ("params", "Params", lambda m: m.parameters or "-", lambda m: parameter_count(m.parameters)),
     ("source", "Source", lambda m: m.source or "-", lambda m: (m.source or "", m.name.lower())),
     ("loaded", "Loaded", lambda m: "● yes" if m.loaded else "", lambda m: (not m.loaded, m.name.lower())),
@@ -60,7 +66,8 @@ def model_key(m: ModelInfo) -> str:
 
 def matches(m: ModelInfo, words: list[str]) -> bool:
     """Whether every filter word occurs in the model's name, backend, family, quantization or parameters."""
-    hay = " ".join(x or "" for x in (m.name, m.backend, m.family, m.quantization, m.parameters, m.source)).lower()
+    words_of = (m.name, m.backend, m.family, m.quantization, m.parameters, m.source, "base" if m.base_model else "")
+    hay = " ".join(x or "" for x in words_of).lower()
     return all(w in hay for w in words)
 
 

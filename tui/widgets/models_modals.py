@@ -292,7 +292,14 @@ class InfoScreen(ModalScreen[None]):
         if info.source == "not downloaded":
             table.add_row("status", f"not downloaded; pull it with p on the model screen ({info.name}@{info.backend})")
         self.query_one("#info-facts", Static).update(table)
-        template = info.chat_template or "(this model carries no chat template: plain completion only)"
+        if info.chat_template:
+            template = info.chat_template
+        elif info.has_chat_template is None:
+            template = "(not known until the model is downloaded: the template is read from its file)"
+        else:
+            template = "(this model carries no chat template: plain completion only)"
+        if info.base_model:
+            template = f"({info.chat_warning()})\n\n{template}"
         self.query_one("#info-template", TextArea).load_text(template)
         self.query_one("#info-loading").display = False
         self.query_one("#close", Button).focus()
