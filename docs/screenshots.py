@@ -1,87 +1,114 @@
-"""Make the README's screenshots: the app over the scripted backend (fixed models and answers), saved as SVG.
+"""Make the README's screenshots from real runs: the app on the real embedded engine and the bundled models,
+next to the same model served by a real `llmspell serve` over the Ollama API; saved as SVG.
 
-Run from the repository root: ``.venv/bin/python docs/screenshots.py``. The scripted backend is used so that
-the pictures repeat; the app itself is the real one.
+Run from the repository root: ``.venv/bin/python docs/screenshots.py``. Greedy decoding, a fixed seed and a
+fixed terminal size keep the answers the same from run to run; the speeds are this machine's, as measured.
+(The tests' snapshots are another thing: they draw the scripted stand-in, so that they repeat exactly.)
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
+import socket
+import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
+import httpx
+
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "tests"))
 
-from scripted import SCRIPTED_MODELS, ScriptedBackend  # noqa: E402
-
+from llmspell.backends.llamacpp import LlamaCppBackend  # noqa: E402
 from llmspell.backends.ollama import OllamaBackend  # noqa: E402
 from llmspell.config import Config  # noqa: E402
 from llmspell.hub import Hub  # noqa: E402
 from llmspell.store import Store  # noqa: E402
-from llmspell.types import ModelInfo  # noqa: E402
+from llmspell.types import Options  # noqa: E402
 from llmspell_tui.app import LLMSpellApp, create_app  # noqa: E402
 
-#: a few pulled models next to the two packaged ones, so the table looks like a working machine's
-PULLED = tuple(
-    ModelInfo(name, "llamacpp", source="pulled", size_bytes=size, quantization=quant, family=family, parameters=params)
-    for name, size, quant, family, params in (
-        ("qwen2.5:0.5b", 491_400_000, "Q4_K_M", "qwen2", "0.5B"),
-        ("tinyllama:1.1b", 668_800_000, "Q4_K_M", "llama", "1.1B"),
-        ("llama3.2:1b-Q8_0", 1_320_000_000, "Q8_0", "llama", "1.2B"),
-    )
-)
+PROMPT = "Name three uses of a river"
 
 
-def _app(home: Path, mode: str, *, more: bool = False) -> LLMSpellApp:
-    config = Config()
-    scripted = ScriptedBackend(models=SCRIPTED_MODELS + PULLED if more else SCRIPTED_MODELS)
-    if more:
-        scripted.loaded_names.append("smollm2:135m")
-    hub = Hub(config, backends=[scripted, OllamaBackend(config, url="http://127.0.0.1:9")])
+def serve() -> tuple[subprocess.Popen[bytes], str]:
+    """A real `llmspell serve` on a free port (its Ollama API is the second backend of the pictures)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**os.environ, "OLLAMA_HOST": "http://127.0.0.1:9"}
+    cmd = [sys.executable, "-m", "llmspell", "serve", "--port", str(port), "--quiet"]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    for _ in range(600):
+        try:
+            httpx.get(url + "/api/version", timeout=2)
+            return proc, url
+        except httpx.TransportError:
+            time.sleep(0.1)
+    proc.kill()
+    raise SystemExit("llmspell serve did not start")
+
+
+def _app(home: Path, url: str, mode: str) -> LLMSpellApp:
+    config = Config(keep_alive=300, options=Options(temperature=0, seed=7, max_tokens=60))
+    hub = Hub(config, backends=[LlamaCppBackend(config), OllamaBackend(config, url=url)])
     return create_app(hub, Store(home / "history.db"), mode=mode)
 
 
-async def models(home: Path, out: Path) -> None:
-    """The model screen with the pull dialog closed."""
-    app = _app(home, "models", more=True)
-    async with app.run_test(size=(110, 22)) as pilot:
+async def _settle(app: LLMSpellApp) -> None:
+    await app.workers.wait_for_complete()
+    for _ in range(3):
+        await asyncio.sleep(0.2)
         await app.workers.wait_for_complete()
-        await pilot.pause()
-        await app.workers.wait_for_complete()
-        await pilot.pause()
+
+
+async def models(home: Path, url: str, out: Path) -> None:
+    """The model screen: the bundled models on the embedded engine and through the served Ollama API."""
+    app = _app(home, url, "models")
+    async with app.run_test(size=(110, 20)) as pilot:
+        await _settle(app)
+        await pilot.pause(0.5)
+        await _settle(app)
         app.save_screenshot(str(out))
 
 
-async def chat(home: Path, out: Path) -> None:
-    """Two panes (smollm2 and gemma3) in compare mode after one prompt."""
-    app = _app(home, "chat")
+async def chat(home: Path, url: str, out: Path) -> None:
+    """Two panes in compare mode: smollm2 in this process, and the same weights served over the Ollama API."""
+    app = _app(home, url, "chat")
     async with app.run_test(size=(110, 30)) as pilot:
-        await app.workers.wait_for_complete()
-        await pilot.pause()
+        await _settle(app)
+        screen = app.screen
         await pilot.press("ctrl+n", "ctrl+l")  # a second pane, then its model picker
-        app.screen.active_pane.model_input.value = ""  # type: ignore[attr-defined]
-        for key in "gemma3:270m":
+        screen.active_pane.model_input.value = ""  # type: ignore[attr-defined]
+        for key in "smollm2:135m@ollama":
             await pilot.press(key)
         await pilot.press("enter", "ctrl+t")  # compare mode: the prompt goes to both panes
         await pilot.pause()
-        for key in "Show me hello world in Python":
+        for key in PROMPT:
             await pilot.press("space" if key == " " else key)
         await pilot.press("enter")
-        for _ in range(100):
-            await pilot.pause(0.05)
-        await app.workers.wait_for_complete()
-        await pilot.pause(0.3)
+        await pilot.pause(0.5)
+        for _ in range(1200):  # until both real answers are done (bounded: 2 minutes)
+            if not screen.generating:  # type: ignore[attr-defined]
+                break
+            await pilot.pause(0.1)
+        await pilot.pause(0.5)
         app.save_screenshot(str(out))
 
 
 async def main() -> None:
     """Write both screenshots into docs/."""
-    with tempfile.TemporaryDirectory() as tmp:
-        await models(Path(tmp), ROOT / "docs" / "llmspell-tui-models.svg")
-    with tempfile.TemporaryDirectory() as tmp:
-        await chat(Path(tmp), ROOT / "docs" / "llmspell-tui-chat.svg")
+    proc, url = serve()
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            await models(Path(tmp), url, ROOT / "docs" / "llmspell-tui-models.svg")
+        with tempfile.TemporaryDirectory() as tmp:
+            await chat(Path(tmp), url, ROOT / "docs" / "llmspell-tui-chat.svg")
+    finally:
+        proc.terminate()
+        proc.wait(30)
 
 
 if __name__ == "__main__":
