@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import sys
 from collections.abc import Awaitable, Callable, Iterable
@@ -14,6 +15,7 @@ from textual.notifications import SeverityLevel
 from textual.reactive import reactive
 from textual.screen import Screen
 
+from llmspell import __version__ as core_version
 from llmspell.errors import LLMSpellError
 from llmspell.hub import Hub
 from llmspell.store import Store
@@ -158,11 +160,17 @@ def create_app(hub: Hub | None = None, store: Store | None = None, *, mode: str 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``llmspell-tui [MODEL]``: the optional model is the first chat pane's."""
-    args = sys.argv[1:] if argv is None else argv
+    parser = argparse.ArgumentParser(
+        prog="llmspell-tui",
+        description="The full-screen llmspell workbench: backends, models, side-by-side chats, the arena.",
+    )
+    parser.add_argument("model", nargs="?", help="the first chat pane's model (default: the config's default_model)")
+    parser.add_argument("--version", action="version", version=f"llmspell-tui {core_version}")
+    model = parser.parse_args(sys.argv[1:] if argv is None else argv).model
     try:
         hub = Hub()
-        if args:
-            spec = hub.spec(args[0])  # a bad spec is refused here, with its message, before the screen opens
+        if model:
+            spec = hub.spec(model)  # a bad spec is refused here, with its message, before the screen opens
             hub.config = dataclasses.replace(hub.config, default_model=str(spec))
         app = create_app(hub)
     except LLMSpellError as exc:

@@ -239,3 +239,15 @@ def test_a_bad_model_argument_is_one_clear_line(capsys: pytest.CaptureFixture[st
     assert main(["no such model!"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("llmspell-tui: ") and "Traceback" not in err
+
+
+def test_help_and_version_answer_instead_of_being_taken_for_a_model(capsys: pytest.CaptureFixture[str]) -> None:
+    for flag in ("--help", "--version"):
+        with pytest.raises(SystemExit) as done:
+            main([flag])
+        assert done.value.code == 0
+    out = capsys.readouterr().out
+    assert "usage: llmspell-tui [-h] [--version] [model]" in out and "llmspell-tui 0." in out
+    with pytest.raises(SystemExit) as done:  # an unknown flag is argparse's one-line error, not a model name
+        main(["--frobnicate"])
+    assert done.value.code == 2 and "unrecognized arguments: --frobnicate" in capsys.readouterr().err
