@@ -164,7 +164,7 @@ class Turn:
         stream = hub.chat(conv.model, messages, opts)
         try:
             chunk = await self._fit(hub, store, stream, opts)
-            while True:
+            while chunk is not None:
                 parts.append(chunk.text)
                 if chunk.done:
                     stats = chunk.stats
@@ -179,7 +179,7 @@ class Turn:
                 try:
                     chunk = await anext(self._stream)
                 except StopAsyncIteration:
-                    break
+                    chunk = None
         except Exception as exc:
             # a backend error (not a cancel): the partial text stays, marked failed; the caller shows the error
             failed = True
@@ -194,23 +194,35 @@ class Turn:
             else:
                 answer.content, answer.stats, answer.state = final, stats, state
 
-    async def _fit(self, hub: Hub, store: Store | None, stream: AsyncGenerator[Chunk, None], opts: Options) -> Chunk:
-        """The answer's first chunk; while the conversation is longer than the model's context, its oldest turns
-        are left out (the system prompt and this prompt stay) and it is asked again, unless the config says to
-        fail. ``left_out`` counts the messages this turn left out."""
+    async def _fit(
+        self, hub: Hub, store: Store | None, stream: AsyncGenerator[Chunk, None], opts: Options
+    ) -> Chunk | None:
+        """The answer's first chunk (None when the stream ended without one); while the conversation is longer
+        than the model's context, its oldest turns are left out (the system prompt and this prompt stay) and it
+        is asked again, unless the config says to fail. ``left_out`` counts the messages this turn left out;
+        a turn that fails or is stopped anyway leaves the conversation's context where it was."""
         conv = self.conv
+        start = conv.context_from
         self._stream = stream
-        while True:
-            try:
-                return await anext(stream)
-            except PromptTooLong as exc:
-                await stream.aclose()
-                if hub.config.context_overflow == "fail" or not self._leave_out(exc, opts):
-                    raise
-                if store is not None:
-                    store.save(conv)
-                # the prompt is the last entry but one: the empty answer row follows it
-                stream = self._stream = hub.chat(conv.model, conv.messages(len(conv.entries) - 1), opts)
+        try:
+            while True:
+                try:
+                    first = await anext(stream)
+                except StopAsyncIteration:
+                    first = None
+                except PromptTooLong as exc:
+                    await stream.aclose()
+                    if hub.config.context_overflow == "fail" or not self._leave_out(exc, opts):
+                        raise
+                    # the prompt is the last entry but one: the empty answer row follows it
+                    stream = self._stream = hub.chat(conv.model, conv.messages(len(conv.entries) - 1), opts)
+                    continue
+                if store is not None and conv.context_from != start:
+                    store.save(conv)  # only now: the cut fits, and the model is answering
+                return first
+        except BaseException:
+            conv.context_from, self.left_out = start, 0
+            raise
 
     def _leave_out(self, exc: PromptTooLong, opts: Options) -> bool:
         """Move ``context_from`` past the oldest turns, about as many as the prompt is over (with room for an

@@ -274,13 +274,14 @@ def _repo_file(entry: dict[str, object]) -> RepoFile:
 # ---- files on disk -------------------------------------------------------------------------------------------------
 
 
-def local_models(folder: Path) -> list[GGUFModel]:
-    """The GGUF models pulled into ``folder`` (models/hf/ORG/REPO), paths relative to it; partials are hidden."""
+def local_models(folder: Path, *, whole: bool = True) -> list[GGUFModel]:
+    """The GGUF models pulled into ``folder`` (models/hf/ORG/REPO), paths relative to it; partials are hidden,
+    and so is a split model missing a part (an interrupted pull) unless ``whole`` is False (to delete it)."""
     try:
         files = [f for f in folder.iterdir() if f.suffix.lower() == ".gguf" and not f.name.startswith(".")]
     except OSError:
         return []
-    return group_ggufs((RepoFile(f.name, _size(f)) for f in files if f.is_file()), whole=False)
+    return group_ggufs((RepoFile(f.name, _size(f)) for f in files if f.is_file()), whole=whole)
 
 
 def _size(path: Path) -> int | None:

@@ -120,7 +120,8 @@ class Hub:
                 (
                     m
                     for m in models
-                    if m.name in (target.tag, target.name)
+                    # Ollama lists a model without a tag as NAME:latest
+                    if m.name in (target.tag, f"{target.tag}:latest")
                     and (target.backend is None or m.backend == target.backend)
                     and m.source != "not downloaded"
                 ),
@@ -151,7 +152,7 @@ class Hub:
             # a damaged aliases file must not stop every other model: creating or removing one names it
             with contextlib.suppress(LLMSpellError):
                 alias = self.aliases.get(parsed.tag)
-        if alias is not None and parsed.backend is None:
+        if alias is not None and parsed.backend in (None, parse_spec(alias.target).backend):
             from llmspell.aliases import AliasedBackend, target_spec
 
             backend, target = await self.resolve(target_spec(alias))
@@ -257,7 +258,8 @@ class Hub:
         """Delete a model; the backend must be named, so nothing is removed by a guess."""
         parsed = self.spec(spec)
         named = False
-        if parsed.path is None:
+        # only a name without a backend is an alias's: NAME@llamacpp means the file, never the alias
+        if parsed.path is None and parsed.backend is None:
             with contextlib.suppress(LLMSpellError):
                 named = self.aliases.get(parsed.tag) is not None
         if named and self.aliases.remove(parsed.tag):

@@ -54,6 +54,10 @@ def import_model(
     folder = cfgmod.writable_folder(cfgmod.models_dir(), "imported models")
     parts = _parts(source, split)
     targets = [folder / (f"{name}{_split_suffix(p)}" if split else f"{name}.gguf") for p in parts]
+    for part, target in zip(parts, targets, strict=True):
+        if target.exists() and target.resolve() == part.resolve():
+            # replacing a file by a link to (or a copy of) itself would leave a link to nothing
+            raise InvalidOptions(f"{part} is already in the models folder as {target.name}", hint="nothing to do")
     existing = [t for t in targets if t.exists() or t.is_symlink()]
     if existing and not replace:
         raise InvalidOptions(f"{existing[0]} exists already", hint="choose another --name, or pass --replace")

@@ -202,6 +202,9 @@ class Session:
         if not spec:
             raise InvalidOptions("no model named", hint="e.g. smollm2:135m (the model list shows the others)")
         info = await self.check_model(spec)
+        if spec != self.conv.model:
+            # another model has another context: the whole history is offered again, and cut to its size
+            self.conv.context_from = 0
         self.conv.model = spec
         self.save()
         return info
@@ -221,7 +224,7 @@ class Session:
             conv.entries = [
                 Entry(e.role, e.content, e.model, e.stats, e.state, created=e.created) for e in self.conv.entries
             ]
-            conv.context_from = self.conv.context_from
+            conv.context_from = self.conv.context_from if conv.model == self.conv.model else 0
         return conv
 
     def restart(self) -> Conversation:

@@ -449,6 +449,12 @@ class ModelWorker:
         load_time, self._pending_load = self._pending_load, 0.0
         start = time.perf_counter()
         n_embd = llm.n_embd()
+        if llm.pooling_type() == llama_cpp.LLAMA_POOLING_TYPE_RANK:
+            # a reranker gives one score per text, not a vector: reading a vector would read past its output
+            raise InvalidOptions(
+                f"{job.model_name} is a reranker: it scores texts against a query and gives no embeddings",
+                hint="use an embedding model (nomic-embed-text, bge-m3) or any chat model",
+            )
         pooled = llm.pooling_type() != llama_cpp.LLAMA_POOLING_TYPE_NONE
         # without pooling the engine gives a row per token: one text per decode keeps the rows apart simply
         max_seqs = min(int(llm.context_params.n_seq_max), 64) if pooled else 1
@@ -546,9 +552,13 @@ class ModelWorker:
         n_prompt = len(prompt_tokens)
         if n_prompt == 0:
             raise InvalidOptions("the prompt is empty", hint="send some text")
-        if n_prompt >= self.n_ctx:
+        # a chat prompt must leave room for an answer (a conversation near the limit got answers of a few tokens,
+        # shorter each turn, and never the chance to leave its oldest turns out); a raw completion may fill it
+        reserve = min(job.options.max_tokens or 256, self.n_ctx // 4) if job.chat else 0
+        if n_prompt + reserve > self.n_ctx:
+            answer_room = f", with room for a {reserve}-token answer," if n_prompt < self.n_ctx else ""
             raise PromptTooLong(
-                f"the prompt is {n_prompt} tokens but the context window is {self.n_ctx}",
+                f"the prompt is {n_prompt} tokens{answer_room} but the context window is {self.n_ctx}",
                 hint="raise num_ctx (e.g. --num-ctx 8192) or start a new conversation",
                 size=n_prompt,
                 limit=self.n_ctx,

@@ -159,8 +159,9 @@ class LlamaCppBackend(Backend):
             folders=[cfgmod.models_dir(), *self.config.model_folders],
         )
 
-    def resolve(self, spec: ModelSpec) -> LocalModel:
-        """Map a spec to a local model (file present or not); raises ModelNotFound with suggestions."""
+    def resolve(self, spec: ModelSpec, *, incomplete: bool = False) -> LocalModel:
+        """Map a spec to a local model (file present or not); raises ModelNotFound with suggestions. A split model
+        pulled in part (an interrupted pull) is found only with ``incomplete`` (to delete it): it cannot load."""
         if spec.path is not None:
             path = spec.path.expanduser()
             if not path.is_file():
@@ -172,7 +173,7 @@ class LlamaCppBackend(Backend):
 
             repo = hf_repo_of(spec.name)
             if repo is not None:
-                pulled = self._pulled_hf(repo, spec.variant)
+                pulled = self._pulled_hf(repo, spec.variant, whole=not incomplete)
                 if pulled is not None:
                     return pulled
             discovered = self._discovered()
@@ -190,13 +191,13 @@ class LlamaCppBackend(Backend):
             self._not_found(spec)
         return self._catalog_model(self.catalog.resolve(spec.name, spec.variant))
 
-    def _pulled_hf(self, repo: str, variant: str | None) -> LocalModel | None:
+    def _pulled_hf(self, repo: str, variant: str | None, *, whole: bool = True) -> LocalModel | None:
         """The file of ``repo`` pulled into the models folder that ``variant`` picks (as a pull picks it on the
         hub); None when none of the files there is the one asked for. Several that fit raise, listing them."""
         from llmspell.hfrepo import choose, local_models, tag_for
 
         folder = self.pulled_path(repo, "x").parent
-        models = local_models(folder)
+        models = local_models(folder, whole=whole)
         if not models:
             return None
         try:
@@ -610,7 +611,7 @@ class LlamaCppBackend(Backend):
 
     async def delete(self, spec: ModelSpec) -> None:
         """Remove a pulled or assembled file; files owned by a package, Ollama or the HF cache are refused."""
-        model = await asyncio.to_thread(self.resolve, spec)
+        model = await asyncio.to_thread(lambda: self.resolve(spec, incomplete=True))
         quant = model.resolved.quant if model.resolved else None
         if model.source == "pypi-assembled" and quant and importlib.util.find_spec(quant.pypi_module or "") is not None:
             # the copy joined from the package's chunks would come back on the next use (and before its first use
@@ -634,7 +635,8 @@ class LlamaCppBackend(Backend):
             owners["folder"] = "it is in a folder of yours (model_folders in the config); delete it yourself"
         if model.source in owners:
             raise InvalidOptions(f"llmspell will not delete {model.path}: {owners[model.source]}")
-        await self.unload(spec)
+        with contextlib.suppress(ModelNotFound):  # a split pulled in part cannot be loaded: nothing to unload
+            await self.unload(spec)
         from llmspell.hfrepo import split_parts
 
         for part in split_parts(model.path, existing=False):

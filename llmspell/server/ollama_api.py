@@ -294,14 +294,15 @@ async def _make_alias(state: ServerState, name: str, source: str, system: str | 
     if not await backend.has_model(spec):
         raise E.ModelNotFound(f"model {source!r} not found", hint="see /api/tags, or pull it with /api/pull")
     if state.hub.aliases.get(name) is None:
-        # a name that already means a model would hide it: an alias never takes it
+        # a name that already means a model (downloaded or not: a catalog name) would hide it: never taken
         taken = False
         with contextlib.suppress(E.LLMSpellError):
             other, other_spec = await state.resolve(name)
-            taken = await other.has_model(other_spec)
+            taken = await other.has_model(other_spec) or bool(await other.info(other_spec))
         if taken:
             raise ApiError(f"{name!r} is already the name of a model; choose another name", param="model")
-    target = source.removesuffix(":latest")
+    # the model's own name on its backend, as the backend lists it: the alias lists beside it and runs there
+    target = f"{await backend.canonical_name(spec)}@{backend.name}"
     return state.hub.aliases.put(Alias(name, target, system or None, params))
 
 
@@ -598,5 +599,8 @@ async def delete(body: ModelBody, request: Request) -> Response:
     if not body.model:
         raise E.InvalidSpec("the request names no model", hint='send {"model": "NAME"}')
     spec = state.spec(body.model.removesuffix(":latest"))
-    await state.hub.delete(spec if spec.backend else spec.with_backend("llamacpp"))
+    if not spec.backend and state.hub.aliases.get(spec.tag) is not None:
+        await state.hub.delete(spec)  # a named model goes; the model it was made from stays
+    else:
+        await state.hub.delete(spec if spec.backend else spec.with_backend("llamacpp"))
     return Response(status_code=200)

@@ -56,11 +56,14 @@ class _Body(BaseModel):
 class ChatMessageIn(BaseModel):
     """One message of a chat completion request."""
 
-    model_config = ConfigDict(extra="forbid")
+    # an answer sent back as the client got it carries refusal, annotations, audio... (the SDK's own message
+    # objects): taken and ignored; what would change the conversation (tool calls) is checked below
+    model_config = ConfigDict(extra="ignore")
 
     role: Literal["system", "developer", "user", "assistant"]
     content: str | list[dict[str, Any]] | None = None
     name: str | None = None
+    tool_calls: list[Any] | None = None
 
 
 class ResponseFormat(BaseModel):
@@ -155,6 +158,8 @@ def _seeds(opts: Options, n: int) -> list[Options]:
 
 def _check_chat_extras(body: ChatCompletionBody) -> int | None:
     """Refuse what the chat body asks for and cannot be done, by name; return the logprobs to ask for."""
+    if any(m.tool_calls for m in body.messages):
+        raise unsupported("messages with tool_calls need tools, which llmspell serve does not support yet", "messages")
     if body.tools or body.functions:
         param = "tools" if body.tools else "functions"
         raise unsupported(f"{param} (function calling) are not supported by llmspell serve yet", param=param)
@@ -266,8 +271,17 @@ async def chat_completions(body: ChatCompletionBody, request: Request) -> Respon
     opts = _options(body, body.max_completion_tokens or body.max_tokens, _format(body.response_format), logprobs)
     choices = _seeds(opts, body.n)
 
+    opened: list[Generation] = []
+
     async def open_choice(o: Options) -> Generation:
-        return await state.open(body.model, lambda b, s: b.chat(s, messages, o), request=request)
+        gen = await state.open(body.model, lambda b, s: b.chat(s, messages, o), request=request)
+        opened.append(gen)
+        return gen
+
+    async def close_all() -> None:
+        # every choice opened so far: a response torn down between chunks must not leave one generating
+        for gen in opened:
+            await gen.close()
 
     first = await open_choice(choices[0])
     cid, created = f"chatcmpl-{uuid.uuid4().hex[:24]}", int(time.time())
@@ -295,7 +309,7 @@ async def chat_completions(body: ChatCompletionBody, request: Request) -> Respon
             if include_usage:
                 yield {**obj, "choices": [], "usage": _usage(stats)}
 
-        return GenerationResponse(_sse(events(), request.url.path), first.close, media_type="text/event-stream")
+        return GenerationResponse(_sse(events(), request.url.path), close_all, media_type="text/event-stream")
     results = []
     for index, o in enumerate(choices):
         gen = first if index == 0 else await open_choice(o)
@@ -340,8 +354,16 @@ async def completions(body: CompletionBody, request: Request) -> Response:
     opts = _options(body, body.max_tokens, logprobs=body.logprobs)
     jobs = [(prompt, o) for prompt in prompts for o in _seeds(opts, body.n)]
 
+    opened: list[Generation] = []
+
     async def open_choice(prompt: str, o: Options) -> Generation:
-        return await state.open(body.model, lambda b, s: b.complete(s, prompt, o), request=request)
+        gen = await state.open(body.model, lambda b, s: b.complete(s, prompt, o), request=request)
+        opened.append(gen)
+        return gen
+
+    async def close_all() -> None:
+        for gen in opened:
+            await gen.close()
 
     first = await open_choice(*jobs[0])
     cid, created = f"cmpl-{uuid.uuid4().hex[:24]}", int(time.time())
@@ -372,7 +394,7 @@ async def completions(body: CompletionBody, request: Request) -> Response:
             if include_usage:
                 yield {**base, "choices": [], "usage": _usage(stats, prompts=len(prompts), n=body.n)}
 
-        return GenerationResponse(_sse(events(), request.url.path), first.close, media_type="text/event-stream")
+        return GenerationResponse(_sse(events(), request.url.path), close_all, media_type="text/event-stream")
     results = []
     for index, (prompt, o) in enumerate(jobs):
         gen = first if index == 0 else await open_choice(prompt, o)

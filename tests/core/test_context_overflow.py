@@ -13,7 +13,7 @@ from llmspell.errors import PromptTooLong
 from llmspell.hub import Hub
 from llmspell.session import Session
 from llmspell.store import Store
-from llmspell.types import Options
+from llmspell.types import Message, Options
 
 SYSTEM = "You are a terse assistant. Always answer in five words or fewer."
 
@@ -86,6 +86,27 @@ async def test_a_prompt_that_alone_does_not_fit_is_an_error(hub: Hub) -> None:
         async for _ in turn:
             pass
     await turn.aclose()
-    # every earlier turn was left out trying, and the prompt with its failed answer is kept
-    assert conv.context_from == 4 and conv.entries[-2].content.startswith("word")
-    assert conv.entries[-1].state == "failed"
+    # the prompt with its failed answer is kept, and the history the next turn sends is as it was
+    assert conv.context_from == 0 and conv.entries[-2].content.startswith("word")
+    assert conv.entries[-1].state == "failed" and turn.left_out == 0
+
+
+async def test_a_chat_prompt_must_leave_room_for_an_answer_a_completion_need_not(hub: Hub) -> None:
+    from llmspell.chat import Turn
+
+    backend = hub.backends["llamacpp"]
+    spec = hub.spec("smollm2:135m@llamacpp")
+    text = "the valley was settled long ago by farmers " * 22  # about 200 tokens
+    opts = Options(num_ctx=256, max_tokens=64, temperature=0)
+    with pytest.raises(PromptTooLong, match="with room for a 64-token answer"):
+        await anext(backend.chat(spec, [Message("user", text)], opts))
+    chunks = [c async for c in backend.complete(spec, text, opts)]  # raw: it may fill the context
+    assert chunks[-1].done and chunks[-1].stats is not None
+    # a conversation near the limit leaves its oldest turn out, so the answer gets its room
+    conv = Conversation("smollm2:135m", None, opts)
+    conv.entries += [Entry("user", text[:500]), Entry("assistant", "Farmers settled it.")]
+    turn = Turn(hub, conv, text[:550])  # with the first turn it fits the context, but leaves under 64 tokens
+    answer = [c async for c in turn]
+    stats = answer[-1].stats
+    assert turn.left_out == 2 and stats is not None
+    assert stats.generated_tokens == 64 or stats.stop_reason == "stop"  # never cut short by the context

@@ -42,9 +42,17 @@ def test_link_leaves_the_file_where_it_is(tmp_path: Path, monkeypatch: pytest.Mo
     path = import_model(smollm2_file(), link=True)
     assert path.name == "SmolLM2-135M-Instruct.Q4_1.gguf" and path.is_symlink()
     assert path.resolve() == smollm2_file().resolve()
+    # the same file again, or the imported file over itself, is refused rather than made a link to nothing
+    for source in (smollm2_file(), path):
+        with pytest.raises(InvalidOptions, match="already in the models folder"):
+            import_model(source, link=True, replace=True)
+    assert path.resolve() == smollm2_file().resolve()
+    # another file under a name already used needs --replace
+    other = tmp_path / "SmolLM2-135M-Instruct.Q4_1.gguf"
+    other.write_bytes(smollm2_file().read_bytes())
     with pytest.raises(InvalidOptions, match="exists already"):
-        import_model(smollm2_file(), link=True)
-    assert import_model(smollm2_file(), link=True, replace=True) == path
+        import_model(other)
+    assert import_model(other, replace=True) == path and not path.is_symlink()
 
 
 def test_what_import_refuses_leaves_nothing_behind(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -135,3 +135,39 @@ async def test_model_names_offer_the_catalog_beside_what_is_on_disk(backend: Lla
     names = await model_names(Hub(Config(ollama_enabled=False), backends=[backend]))
     assert f"{SMOL}@llamacpp" in names and SMOL in names
     assert "qwen2.5:0.5b" in names, "a catalog model not downloaded is offered too"
+
+
+async def test_an_answer_stream_that_ends_without_a_chunk_is_not_a_failure() -> None:
+    """A real HTTP server on loopback that answers /api/chat with 200 and no line at all (a proxy that cut the
+    body): the turn ends as stopped with nothing written, never as the error 'StopAsyncIteration'."""
+    import http.server
+    import threading
+
+    from llmspell.backends.ollama import OllamaBackend
+
+    class Empty(http.server.BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers.get("Content-Length", 0)))
+            self.send_response(200)
+            self.send_header("Content-Type", "application/x-ndjson")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Empty)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        config = Config(ollama_connect_timeout=2.0, ollama_read_timeout=10.0)
+        url = f"http://127.0.0.1:{server.server_address[1]}"
+        hub = Hub(config, backends=[OllamaBackend(config, url=url)])
+        session = Session(hub, None, Conversation("m:1b@ollama"))
+        turn = session.send("Hi")
+        chunks = [c async for c in turn]
+        result = session.result(turn)
+        assert chunks == [] and result.error is None and result.state == "cancelled"
+    finally:
+        server.shutdown()
+        server.server_close()

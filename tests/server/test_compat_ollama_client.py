@@ -169,6 +169,22 @@ def test_create_copy_use_and_delete_a_named_model(client: ollama.Client, server:
     assert "pirate" not in names and "pirate-copy" not in names and "smollm2:135m" in names
 
 
+def test_a_named_model_of_a_bare_name_lists_runs_and_is_removed_by_its_own_name(client: ollama.Client) -> None:
+    client.copy("smollm2", "bare")  # the model as users often type it, without its tag
+    try:
+        listed = {m.model: m for m in client.list().models}
+        assert "bare" in listed and listed["bare"].digest == listed["smollm2:135m"].digest
+        assert client.generate(model="bare", prompt="Hi", options={"num_predict": 2}).eval_count == 2
+        with pytest.raises(ollama.ResponseError):
+            client.delete("bare@llamacpp")  # NAME@BACKEND means a file, never the named model
+    finally:
+        client.delete("bare")
+    assert "bare" not in {m.model for m in client.list().models}
+    with pytest.raises(ollama.ResponseError) as err:
+        client.copy("smollm2:135m", "tinyllama")  # a catalog name, even one not downloaded, is a model's
+    assert err.value.status_code == 400 and "already the name of a model" in str(err.value)
+
+
 def test_create_by_modelfile_and_what_it_refuses(client: ollama.Client, server: ServeProcess) -> None:
     modelfile = 'FROM smollm2:135m\nSYSTEM """Be brief."""\nPARAMETER num_predict 2\nPARAMETER stop "\\n"\n'
     r = httpx.post(server.url + "/api/create", json={"model": "brief", "modelfile": modelfile}, timeout=60)

@@ -224,3 +224,21 @@ def test_strict_refuses_what_is_otherwise_ignored(backend: LlamaCppBackend) -> N
         # Ollama's own options that mean nothing here are still taken
         body["options"] = {"num_gpu": 0, "num_predict": 2}
         assert httpx.post(url + "/api/chat", json=body, timeout=60).status_code == 200
+
+
+def test_the_clients_own_answer_sent_back_keeps_the_conversation_going(client: openai.OpenAI) -> None:
+    history: list = [{"role": "user", "content": "Name a colour."}]
+    first = client.chat.completions.create(model="smollm2:135m", messages=history, max_tokens=4)
+    # the SDK's message object as it came (refusal, annotations...), the way its docs append it
+    history += [first.choices[0].message, {"role": "user", "content": "And another?"}]
+    second = client.chat.completions.create(model="smollm2:135m", messages=history, max_tokens=4)
+    assert second.choices[0].message.content
+    assert second.usage is not None and first.usage is not None
+    assert second.usage.prompt_tokens > first.usage.prompt_tokens  # the first turn was read again
+    calls = [{"id": "c1", "type": "function", "function": {"name": "f", "arguments": "{}"}}]
+    with pytest.raises(openai.BadRequestError) as err:
+        client.chat.completions.create(
+            model="smollm2:135m",
+            messages=[*history[:1], {"role": "assistant", "content": None, "tool_calls": calls}],
+        )
+    assert err.value.body["param"] == "messages" and "tool_calls" in err.value.message  # type: ignore[index]
