@@ -135,6 +135,7 @@ def test_fields_clients_send_by_default_are_taken(client: openai.OpenAI) -> None
         model="smollm2:135m",
         messages=MSGS,  # type: ignore[arg-type]
         max_tokens=3,
+        temperature=0,
         frequency_penalty=0.5,
         presence_penalty=0.5,
         parallel_tool_calls=False,
@@ -228,10 +229,10 @@ def test_strict_refuses_what_is_otherwise_ignored(backend: LlamaCppBackend) -> N
 
 def test_the_clients_own_answer_sent_back_keeps_the_conversation_going(client: openai.OpenAI) -> None:
     history: list = [{"role": "user", "content": "Name a colour."}]
-    first = client.chat.completions.create(model="smollm2:135m", messages=history, max_tokens=4)
+    first = client.chat.completions.create(model="smollm2:135m", messages=history, max_tokens=4, temperature=0)
     # the SDK's message object as it came (refusal, annotations...), the way its docs append it
     history += [first.choices[0].message, {"role": "user", "content": "And another?"}]
-    second = client.chat.completions.create(model="smollm2:135m", messages=history, max_tokens=4)
+    second = client.chat.completions.create(model="smollm2:135m", messages=history, max_tokens=4, temperature=0)
     assert second.choices[0].message.content
     assert second.usage is not None and first.usage is not None
     assert second.usage.prompt_tokens > first.usage.prompt_tokens  # the first turn was read again
