@@ -16,7 +16,9 @@ from llmspell.ggufcheck import FILE_TYPES, GGML_TYPES
 
 #: known quantization names, longest first so Q4_K_M wins over Q4_K
 _QUANTS = sorted({*FILE_TYPES.values(), *(t[0] for t in GGML_TYPES.values())}, key=len, reverse=True)
-_SPLIT = re.compile(r"-(\d{5})-of-(\d{5})\.gguf$", re.IGNORECASE)
+#: the end of a split model's part name: ``-00001-of-00003.gguf`` (part, count)
+SPLIT_PART = re.compile(r"-(\d{5})-of-(\d{5})\.gguf$", re.IGNORECASE)
+_SPLIT = SPLIT_PART
 _MODEL_LAYER = "application/vnd.ollama.image.model"
 _TEXT_LAYERS = {
     "application/vnd.ollama.image.template": "template",

@@ -10,11 +10,11 @@ from collections.abc import Callable
 from pathlib import Path
 
 from llmspell import config as cfgmod
+from llmspell.discovery import SPLIT_PART as _SPLIT
 from llmspell.errors import InsufficientResources, InvalidOptions, InvalidSpec, ModelFileMissing
 from llmspell.types import human_bytes
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
-_SPLIT = re.compile(r"-(\d{5})-of-(\d{5})\.gguf$", re.IGNORECASE)
 #: bytes copied between two progress reports
 _BLOCK = 8 * 1024 * 1024
 

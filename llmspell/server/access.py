@@ -13,6 +13,7 @@ from starlette.requests import Request
 
 if TYPE_CHECKING:
     from llmspell.server.state import ServerState
+    from llmspell.spec import ModelSpec
 
 #: the bytes of an error body kept to show its message in the log
 _ERROR_BODY_LIMIT = 4096
@@ -21,6 +22,13 @@ _ERROR_BODY_LIMIT = 4096
 def note(request: Request, **fields: Any) -> None:
     """Add what a route learned (the model it ran, tokens read and written) to its access-log line."""
     request.state.access = {**getattr(request.state, "access", {}), **fields}
+
+
+def model_shown(asked: str | None, spec: ModelSpec) -> str:
+    """The model of a log line: the one run, and the name asked for when it was another (an alias, a spelling)."""
+    name = (asked or "").removesuffix(":latest")
+    run = str(spec)
+    return run if name in ("", spec.tag, run) else f"{name} ({run})"
 
 
 def add_tokens(request: Request, read: int, written: int) -> None:

@@ -11,7 +11,7 @@ from fastapi import APIRouter, Request
 from pydantic import BaseModel, ConfigDict, Field
 
 from llmspell import errors as E
-from llmspell.server.access import note
+from llmspell.server.access import model_shown, note
 from llmspell.server.errors import ApiError, unsupported
 from llmspell.server.state import state_of, unless_gone
 from llmspell.server.wire import parse_keep_alive
@@ -54,9 +54,7 @@ async def embed(
         vectors = shorten(result.vectors, dimensions)
     except E.InvalidOptions as exc:
         raise ApiError(exc.message, param="dimensions", hint=exc.hint) from None
-    asked = (model or "").removesuffix(":latest")
-    shown = str(spec) if asked in ("", spec.tag, str(spec)) else f"{asked} ({spec})"
-    note(request, model=shown, prompt_tokens=result.prompt_tokens)
+    note(request, model=model_shown(model, spec), prompt_tokens=result.prompt_tokens)
     return Embeddings(vectors, result.model, result.prompt_tokens, result.load_time, result.total_time)
 
 

@@ -18,7 +18,7 @@ from fastapi.responses import StreamingResponse
 from llmspell import errors as E
 from llmspell.backends.base import Backend
 from llmspell.hub import Hub
-from llmspell.server.access import add_tokens, note, write_line
+from llmspell.server.access import add_tokens, model_shown, note, write_line
 from llmspell.server.errors import ApiError, ClientGone, QueueFull, ServerStopping
 from llmspell.spec import ModelSpec
 from llmspell.types import Chunk, Stats, TokenLogprob
@@ -275,9 +275,7 @@ class ServerState:
         gen.keep_alive = keep_alive
         gen.request = request
         if request is not None:
-            asked = (model or "").removesuffix(":latest")
-            # an alias (or any other name) is logged with the model it ran on
-            note(request, model=str(spec) if asked in ("", spec.tag, str(spec)) else f"{asked} ({spec})")
+            note(request, model=model_shown(model, spec))  # an alias is logged with the model it ran on
         try:
             # a queued request waits here (behind other requests, then until its prompt is accepted: the engine
             # sends an empty chunk before it reads the prompt, so a stream's status line and headers go out before
