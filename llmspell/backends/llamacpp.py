@@ -886,19 +886,26 @@ class LlamaCppBackend(Backend):
                     if self._workers.get(key) is w:
                         del self._workers[key]
 
-            worker = ModelWorker(
-                model.path,
-                n_ctx=n_ctx,
-                threads=self.threads(),
-                gpu_layers=self.config.gpu_layers if _gpu_offload() else 0,
-                keep_alive=self.config.keep_alive,
-                state_cache_bytes=self.config.state_cache_mb * 1024**2,
-                on_exit=on_exit,
-                name=model.name,
-                budget=self.budget,
-            )
+            worker = self._new_worker(model, n_ctx, on_exit, state_cache_bytes=self.config.state_cache_mb * 1024**2)
             self._workers[key] = worker
             return worker
+
+    def _new_worker(
+        self, model: LocalModel, n_ctx: int, on_exit: Callable[[ModelWorker], None], **kind: Any
+    ) -> ModelWorker:
+        """A worker for ``model`` with this backend's threads, GPU layers, keep-alive and thread budget; ``kind``
+        says what it is for (the state cache of a chat copy, the pooling of an embedding copy)."""
+        return ModelWorker(
+            model.path,
+            n_ctx=n_ctx,
+            threads=self.threads(),
+            gpu_layers=self.config.gpu_layers if _gpu_offload() else 0,
+            keep_alive=self.config.keep_alive,
+            on_exit=on_exit,
+            name=model.name,
+            budget=self.budget,
+            **kind,
+        )
 
     def _embedder(self, model: LocalModel, info: GGUFInfo, n_ctx: int) -> ModelWorker:
         """The model's embedding copy, loaded on first use."""
@@ -923,19 +930,8 @@ class LlamaCppBackend(Backend):
         with self._lock:
             worker = self._embedders.get(key)
             if worker is None or not worker.alive:
-                worker = ModelWorker(
-                    model.path,
-                    n_ctx=n_ctx,
-                    threads=self.threads(),
-                    gpu_layers=self.config.gpu_layers if _gpu_offload() else 0,
-                    keep_alive=self.config.keep_alive,
-                    state_cache_bytes=0,
-                    on_exit=on_exit,
-                    name=model.name,
-                    budget=self.budget,
-                    embedding=True,
-                    pooling=None if own else llama_cpp.LLAMA_POOLING_TYPE_MEAN,
-                )
+                pooling = None if own else llama_cpp.LLAMA_POOLING_TYPE_MEAN
+                worker = self._new_worker(model, n_ctx, on_exit, state_cache_bytes=0, embedding=True, pooling=pooling)
                 self._embedders[key] = worker
             return worker
 

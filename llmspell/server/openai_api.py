@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
 from typing import Any, Literal
 
 from fastapi import APIRouter, Request, Response
@@ -13,11 +13,13 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from llmspell import errors as E
+from llmspell.backends.base import Backend
 from llmspell.options import OPTIONS
 from llmspell.server.errors import ApiError, error_body, error_fields, error_status, error_text, unsupported
 from llmspell.server.ollama_api import warn_extra, wire_logprobs
-from llmspell.server.state import Generation, GenerationResponse, state_of
-from llmspell.types import Message, ModelInfo, Options, Stats, TokenLogprob
+from llmspell.server.state import Generation, GenerationResponse, ServerState, state_of
+from llmspell.spec import ModelSpec
+from llmspell.types import Chunk, Message, ModelInfo, Options, Stats, TokenLogprob
 
 router = APIRouter(prefix="/v1")
 
@@ -156,6 +158,26 @@ def _seeds(opts: Options, n: int) -> list[Options]:
     return [opts.with_values({"seed": (opts.seed + i) % 2**32}) for i in range(n)]
 
 
+class _Opened:
+    """The generations one request opens (its n choices, its prompts), so a response torn down between chunks
+    closes every one of them, not only the first."""
+
+    def __init__(self, state: ServerState, model: str, request: Request) -> None:
+        self.state, self.model, self.request = state, model, request
+        self.generations: list[Generation] = []
+
+    async def open(self, start: Callable[[Backend, ModelSpec], AsyncGenerator[Chunk, None]]) -> Generation:
+        """Admit and start one more answer of the request."""
+        gen = await self.state.open(self.model, start, request=self.request)
+        self.generations.append(gen)
+        return gen
+
+    async def close_all(self) -> None:
+        """Close every answer opened so far (each close is idempotent)."""
+        for gen in self.generations:
+            await gen.close()
+
+
 def _check_chat_extras(body: ChatCompletionBody) -> int | None:
     """Refuse what the chat body asks for and cannot be done, by name; return the logprobs to ask for."""
     if any(m.tool_calls for m in body.messages):
@@ -271,17 +293,10 @@ async def chat_completions(body: ChatCompletionBody, request: Request) -> Respon
     opts = _options(body, body.max_completion_tokens or body.max_tokens, _format(body.response_format), logprobs)
     choices = _seeds(opts, body.n)
 
-    opened: list[Generation] = []
+    opened = _Opened(state, body.model, request)
 
     async def open_choice(o: Options) -> Generation:
-        gen = await state.open(body.model, lambda b, s: b.chat(s, messages, o), request=request)
-        opened.append(gen)
-        return gen
-
-    async def close_all() -> None:
-        # every choice opened so far: a response torn down between chunks must not leave one generating
-        for gen in opened:
-            await gen.close()
+        return await opened.open(lambda b, s: b.chat(s, messages, o))
 
     first = await open_choice(choices[0])
     cid, created = f"chatcmpl-{uuid.uuid4().hex[:24]}", int(time.time())
@@ -309,7 +324,7 @@ async def chat_completions(body: ChatCompletionBody, request: Request) -> Respon
             if include_usage:
                 yield {**obj, "choices": [], "usage": _usage(stats)}
 
-        return GenerationResponse(_sse(events(), request.url.path), close_all, media_type="text/event-stream")
+        return GenerationResponse(_sse(events(), request.url.path), opened.close_all, media_type="text/event-stream")
     results = []
     for index, o in enumerate(choices):
         gen = first if index == 0 else await open_choice(o)
@@ -354,16 +369,10 @@ async def completions(body: CompletionBody, request: Request) -> Response:
     opts = _options(body, body.max_tokens, logprobs=body.logprobs)
     jobs = [(prompt, o) for prompt in prompts for o in _seeds(opts, body.n)]
 
-    opened: list[Generation] = []
+    opened = _Opened(state, body.model, request)
 
     async def open_choice(prompt: str, o: Options) -> Generation:
-        gen = await state.open(body.model, lambda b, s: b.complete(s, prompt, o), request=request)
-        opened.append(gen)
-        return gen
-
-    async def close_all() -> None:
-        for gen in opened:
-            await gen.close()
+        return await opened.open(lambda b, s: b.complete(s, prompt, o))
 
     first = await open_choice(*jobs[0])
     cid, created = f"cmpl-{uuid.uuid4().hex[:24]}", int(time.time())
@@ -394,7 +403,7 @@ async def completions(body: CompletionBody, request: Request) -> Response:
             if include_usage:
                 yield {**base, "choices": [], "usage": _usage(stats, prompts=len(prompts), n=body.n)}
 
-        return GenerationResponse(_sse(events(), request.url.path), close_all, media_type="text/event-stream")
+        return GenerationResponse(_sse(events(), request.url.path), opened.close_all, media_type="text/event-stream")
     results = []
     for index, (prompt, o) in enumerate(jobs):
         gen = first if index == 0 else await open_choice(prompt, o)
