@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from llmspell.endpoints import Endpoint, parse_endpoints
 from llmspell.errors import ConfigError, InvalidOptions
 from llmspell.types import Options, check_keep_alive
 
@@ -101,7 +102,7 @@ def ollama_url(config_value: str | None = None) -> str:
 
 
 _KNOWN: dict[str, set[str]] = {
-    "": {"default_model", "keep_alive", "options", "context_overflow", "llamacpp", "providers", "arena"},
+    "": {"default_model", "keep_alive", "options", "context_overflow", "llamacpp", "providers", "arena", "endpoints"},
     "arena": {"pool", "hide_stats", "size"},
     "llamacpp": {
         "threads",
@@ -145,6 +146,8 @@ class Config:
     arena_hide_stats: bool = True
     #: answers per blind round
     arena_size: int = 2
+    #: servers elsewhere, each a backend under its own name (``MODEL@NAME``)
+    endpoints: tuple[Endpoint, ...] = ()
     path: Path | None = None
 
 
@@ -286,6 +289,8 @@ def load_config(path: Path | None = None) -> Config:
         cfg.arena_hide_stats = _typed(arena["hide_stats"], bool, "arena.hide_stats", path)
     if "size" in arena:
         cfg.arena_size = _ranged(arena["size"], int, "arena.size", path, 2, 4, "answers per round")
+    if "endpoints" in data:
+        cfg.endpoints = parse_endpoints(data["endpoints"], path)
     return cfg
 
 
@@ -333,6 +338,19 @@ CONFIG_TEMPLATE = """\
 # enabled = true
 # connect_timeout = 2.0
 # read_timeout = 300.0
+
+# Servers elsewhere, each a backend under its own name: run a model there as MODEL@NAME
+# (`llmspell endpoint add` writes these). kind is "openai" (vLLM, SGLang, TGI, llama-server, LM Studio, ...)
+# or "ollama". The API key is never written here: api_key_env names the variable that holds it.
+# [[endpoints]]
+# name = "gpubox"
+# kind = "openai"
+# url = "http://gpubox:8000/v1"
+# api_key_env = "GPUBOX_API_KEY"
+# headers = { "X-Team" = "ml" }
+# connect_timeout = 5.0
+# read_timeout = 300.0   # also how long the first token may take
+# models = ["llama3*"]   # offer only these model ids (globs); default: all the server lists
 
 # Blind rounds between models (the TUI's arena screen, /arena, %arena, `llmspell arena`).
 [arena]

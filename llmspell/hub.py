@@ -56,8 +56,25 @@ class Hub:
             return found
         known = ", ".join(self.backends) or "none"
         where = self.config.path or cfgmod.config_path()
-        problem = f"backend {name!r} is not enabled" if kind else f"there is no backend called {name!r}"
-        raise BackendUnavailable(problem, hint=f"enabled backends: {known} (see {where})")
+        from llmspell.backends.registry import ENDPOINT_ONLY
+
+        if kind in ENDPOINT_ONLY:
+            raise BackendUnavailable(
+                f"{kind!r} is a kind of endpoint, not a backend: name the endpoint after '@' (MODEL@gpubox)",
+                hint=f"enabled backends and endpoints: {known}; add one with `llmspell endpoint add NAME URL` "
+                f"(see {where})",
+            )
+        off = next((e for e in self.config.endpoints if e.name == name and not e.enabled), None)
+        if kind:
+            problem = f"backend {name!r} is not enabled"
+        elif off is not None:
+            problem = f"endpoint {name!r} is turned off (enabled = false)"
+        else:
+            problem = f"there is no backend or endpoint called {name!r}"
+        raise BackendUnavailable(
+            problem,
+            hint=f"enabled backends and endpoints: {known} (see {where}); add a server with `llmspell endpoint add`",
+        )
 
     def spec(self, spec: str | ModelSpec | None) -> ModelSpec:
         """Parse a spec, using the configured default model when none is given."""
@@ -247,6 +264,11 @@ class Hub:
         """Pull a model; without '@' it goes to the embedded backend (Hugging Face)."""
         parsed = self.spec(spec)
         backend = self.backend(parsed.backend or "llamacpp")
+        if not backend.IMPLEMENTS_PULL:
+            raise InvalidSpec(
+                f"{backend.name} does not pull models: it serves the models its server was started with",
+                hint=f"see them with `llmspell model list --backend {backend.name}`",
+            )
         stream = backend.pull(parsed.with_backend(backend.name))
         try:
             async for p in stream:
@@ -268,7 +290,13 @@ class Hub:
             raise InvalidSpec(
                 f"say which backend to delete {parsed} from", hint=f"e.g. llmspell model rm {parsed}@llamacpp"
             )
-        await self.backend(parsed.backend).delete(parsed)
+        backend = self.backend(parsed.backend)
+        if not backend.IMPLEMENTS_DELETE:
+            raise InvalidSpec(
+                f"{backend.name} does not delete models: they belong to its server",
+                hint="remove the model on that server itself, or leave it out with the endpoint's models filter",
+            )
+        await backend.delete(parsed)
 
     async def unload(self, spec: str | ModelSpec) -> bool:
         """Free a loaded model."""

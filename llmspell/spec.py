@@ -112,6 +112,27 @@ def _looks_like_path(text: str) -> bool:
     return text.lower().endswith(".gguf") or text.startswith(("/", "./", "../", "~/", "~\\")) or "\\" in text
 
 
+def _endpoint_spec(text: str, body: str, name: str) -> ModelSpec:
+    """``MODEL@ENDPOINT``: the model is whatever id that server gives it (``meta-llama/Llama-3.1-8B-Instruct``,
+    ``llama3.1:70b``, even a file name ending in .gguf), so only what would make it unreadable is refused; the
+    hub says whether an endpoint of that name is configured."""
+    from llmspell.endpoints import NAME
+
+    endpoint = name.strip().lower()
+    if not NAME.match(endpoint):
+        raise InvalidSpec(
+            f"unknown backend {name!r} in {text!r}: not a backend, and not a valid endpoint name",
+            hint="endpoint names are lowercase letters, digits, '-' and '_' (see `llmspell endpoint list`); "
+            + _EXAMPLE,
+        )
+    if any(c.isspace() for c in body):
+        raise InvalidSpec(f"model spec {text!r} contains whitespace", hint=_EXAMPLE)
+    head, sep, tail = body.rpartition(":")
+    if sep and head and _VARIANT.match(tail):
+        return ModelSpec(name=head, variant=tail, backend=endpoint)
+    return ModelSpec(name=body, backend=endpoint)
+
+
 def parse_spec(text: str) -> ModelSpec:
     """Parse a spec string; every malformed input raises InvalidSpec saying what is wrong and what is valid."""
     if not isinstance(text, str):
@@ -128,7 +149,9 @@ def parse_spec(text: str) -> ModelSpec:
             raise InvalidSpec(f"model spec {text!r} has more than one '@'", hint=_EXAMPLE)
         if not body:
             raise InvalidSpec(f"model spec {text!r} names a backend but no model", hint=_EXAMPLE)
-        backend = canonical_backend(backend_text)
+        backend = known_backend(backend_text)
+        if backend is None:
+            return _endpoint_spec(text, body, backend_text)
 
     if not _looks_like_path(body):
         body, backend = _backend_prefix(text, body, backend)

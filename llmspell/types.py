@@ -287,6 +287,8 @@ class Stats:
     generation_time: float = 0.0
     total_time: float = 0.0
     stop_reason: StopReason = "stop"
+    #: the token counts were counted from the stream here, because the server reported none (no ``usage``)
+    estimated: bool = False
 
     @property
     def cached_tokens(self) -> int:
@@ -314,7 +316,9 @@ class Stats:
         parts = [
             f"TTFT {ttft}",
             f"{self.generation_tokens_per_s:.1f} tok/s",
-            f"{self.prompt_tokens} prompt + {self.generated_tokens} generated tokens",
+            f"{self.prompt_tokens} prompt + {self.generated_tokens} generated tokens"
+            if not self.estimated
+            else f"≈{self.generated_tokens} generated tokens (counted here: the server sent no usage)",
         ]
         if self.cached_tokens:
             parts.append(f"{self.cached_tokens} reused")
@@ -496,6 +500,8 @@ class BackendStatus:
     address: str | None = None
     #: things worth knowing that do not make the backend unusable
     notes: tuple[str, ...] = ()
+    #: seconds one small request took (a server's round trip); None when not measured
+    latency: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form."""

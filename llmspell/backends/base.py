@@ -14,6 +14,7 @@ from llmspell.types import BackendStatus, Chunk, Embeddings, Message, ModelInfo,
 
 if TYPE_CHECKING:
     from llmspell.config import Config
+    from llmspell.endpoints import Endpoint
 
 
 @dataclass(frozen=True)
@@ -56,9 +57,20 @@ class Backend(ABC):
         """The backend as the config describes it (the registry builds every enabled kind this way)."""
         raise NotImplementedError(f"{cls.__name__} does not say how to build itself from the config")
 
+    @classmethod
+    def from_endpoint(cls, config: Config, endpoint: Endpoint) -> Backend:
+        """The backend for one ``[[endpoints]]`` entry of this kind, named as the entry is."""
+        raise NotImplementedError(f"{cls.__name__} cannot be a named endpoint")
+
     def __init__(self, name: str | None = None) -> None:
         #: the instance name; equals ``kind`` unless several endpoints of one kind are configured
         self.name = name or self.kind
+        #: the config entry this backend was made from, when it is a named endpoint
+        self.endpoint: Endpoint | None = None
+
+    def offers(self, model: str) -> bool:
+        """Whether the endpoint's model filter lets ``model`` through (always, for a backend that is not one)."""
+        return self.endpoint is None or self.endpoint.allows(model)
 
     @abstractmethod
     async def status(self) -> BackendStatus:

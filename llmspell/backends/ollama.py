@@ -14,6 +14,7 @@ import httpx
 
 from llmspell import config as cfgmod
 from llmspell.backends.base import Backend, RunningModel
+from llmspell.endpoints import Endpoint
 from llmspell.errors import BackendUnavailable, GenerationError, InvalidOptions, LLMSpellError, ModelNotFound
 from llmspell.options import OLLAMA_OPTIONS
 from llmspell.spec import ModelSpec
@@ -76,6 +77,19 @@ def _logprobs(part: Any) -> tuple[TokenLogprob, ...]:
     return tuple(out)
 
 
+def _tls_problem(exc: BaseException) -> str | None:
+    """The TLS failure under a connection error (wrong scheme, untrusted certificate, hostname mismatch)."""
+    import ssl
+
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, ssl.SSLError):
+            return getattr(seen, "verify_message", None) or seen.reason or str(seen)
+        seen = seen.__cause__ or seen.__context__
+    text = str(exc)
+    return text if "SSL" in text or "certificate" in text.lower() else None
+
+
 def _error_text(resp: httpx.Response) -> str:
     """The ``error`` of an Ollama error body, else the body itself."""
     try:
@@ -97,18 +111,39 @@ class OllamaBackend(Backend):
         """The Ollama server the config (or OLLAMA_HOST) points at."""
         return cls(config)
 
+    @classmethod
+    def from_endpoint(cls, config: cfgmod.Config, endpoint: Endpoint) -> OllamaBackend:
+        """Another Ollama server, named in ``[[endpoints]]``: its own address, key, headers and timeouts."""
+        backend = cls(config, url=endpoint.url, name=endpoint.name)
+        backend.endpoint = endpoint
+        backend.connect_timeout = endpoint.connect_timeout
+        backend.read_timeout = endpoint.read_timeout
+        return backend
+
     def __init__(self, config: cfgmod.Config | None = None, url: str | None = None, name: str | None = None):
         super().__init__(name)
         self.config = config or cfgmod.load_config()
         self.url = url or cfgmod.ollama_url(self.config.ollama_url)
+        self.connect_timeout = self.config.ollama_connect_timeout
+        self.read_timeout = self.config.ollama_read_timeout
+
+    @property
+    def label(self) -> str:
+        """How errors name this server: the default one by its address, a named endpoint by its name too."""
+        return f"endpoint {self.name} (Ollama at {self.url})" if self.endpoint else f"Ollama at {self.url}"
+
+    def _headers(self) -> dict[str, str]:
+        """An endpoint's headers and key; the default server's key comes from OLLAMA_API_KEY."""
+        if self.endpoint is not None:
+            return self.endpoint.request_headers()
+        key = _api_key()
+        return {"Authorization": f"Bearer {key}"} if key else {}
 
     def _client(self, read_timeout: float | None = None) -> Any:
         import ollama
 
-        timeout = httpx.Timeout(
-            read_timeout or self.config.ollama_read_timeout, connect=self.config.ollama_connect_timeout
-        )
-        return ollama.AsyncClient(host=self.url, timeout=timeout)
+        timeout = httpx.Timeout(read_timeout or self.read_timeout, connect=self.connect_timeout)
+        return ollama.AsyncClient(host=self.url, timeout=timeout, headers=self._headers())
 
     def _error(self, exc: BaseException, what: str, spec: ModelSpec | None = None) -> LLMSpellError:
         import ollama
@@ -119,59 +154,73 @@ class OllamaBackend(Backend):
             return self._http_error(exc.status_code, str(exc.error), what, spec)
         if isinstance(exc, httpx.HTTPStatusError):
             return self._http_error(exc.response.status_code, _error_text(exc.response), what, spec)
+        where = f"[[endpoints]] {self.name}" if self.endpoint else "[providers.ollama]"
         if isinstance(exc, (ConnectionError, httpx.ConnectError)):
+            tls = _tls_problem(exc)
+            if tls:
+                return BackendUnavailable(
+                    f"{self.label}: the TLS handshake failed ({what}): {tls}",
+                    hint="check the url's scheme (http or https) and that this machine trusts the server's "
+                    "certificate (SSL_CERT_FILE names extra CA certificates)",
+                )
+            if self.endpoint is not None:
+                return BackendUnavailable(
+                    f"{self.label} is not reachable ({what})", hint=f"check the server is up and the url in {where}"
+                )
             return BackendUnavailable(
                 f"Ollama is not reachable at {self.url} ({what})",
                 hint="start it with `ollama serve`, or set OLLAMA_HOST to where it runs",
             )
         if isinstance(exc, httpx.ConnectTimeout):
             return BackendUnavailable(
-                f"Ollama at {self.url} did not accept a connection within "
-                f"{self.config.ollama_connect_timeout:g} s ({what})",
-                hint="check that the server is up and the address in OLLAMA_HOST is right",
+                f"{self.label} did not accept a connection within {self.connect_timeout:g} s ({what})",
+                hint=f"check that the server is up and the address ({where}, OLLAMA_HOST) is right",
             )
         if isinstance(exc, httpx.TimeoutException):
             return BackendUnavailable(
-                f"Ollama at {self.url} did not answer in time ({what})",
-                hint="the server may be overloaded or hung; [providers.ollama] read_timeout sets how long to wait",
+                f"{self.label} did not answer in time ({what})",
+                hint=f"the server may be overloaded or hung; read_timeout in {where} sets how long to wait",
             )
         if isinstance(exc, (httpx.RemoteProtocolError, httpx.ReadError)):
             return BackendUnavailable(
-                f"the connection to Ollama at {self.url} was cut while {what}",
+                f"the connection to {self.label} was cut while {what}",
                 hint="the server stopped or crashed; check it and try again",
             )
         if isinstance(exc, httpx.HTTPError):
-            return BackendUnavailable(f"the connection to Ollama at {self.url} failed while {what}: {exc}")
-        return GenerationError(f"Ollama at {self.url}: {type(exc).__name__}: {exc}")
+            return BackendUnavailable(f"the connection to {self.label} failed while {what}: {exc}")
+        return GenerationError(f"{self.label}: {type(exc).__name__}: {exc}")
 
     def _http_error(self, status: int, text: str, what: str, spec: ModelSpec | None) -> LLMSpellError:
         """An error status from the server as the core error a user can act on."""
         if status == 404 and spec is not None:
             return ModelNotFound(
-                f"Ollama at {self.url} has no model {spec.tag}",
-                hint=f"pull it: llmspell model pull {spec.tag}@ollama",
+                f"{self.label} has no model {spec.tag}",
+                hint=f"pull it: llmspell model pull {spec.tag}@{self.name}",
             )
         if status == -1:  # the official client's code for an error line in a stream
-            return GenerationError(f"Ollama at {self.url} failed while {what}: {text}")
+            return GenerationError(f"{self.label} failed while {what}: {text}")
         if status == 400:
             # the server understood us and refused this request (a bad option, a model that cannot chat): say why
-            return InvalidOptions(f"Ollama at {self.url} refused the request while {what}: {text}")
+            return InvalidOptions(f"{self.label} refused the request while {what}: {text}")
         if status in (401, 403):
-            have = "the key in OLLAMA_API_KEY was not accepted" if _api_key() else "no key was sent"
+            if self.endpoint is not None:
+                hint = self.endpoint.key_hint()
+            else:
+                have = "the key in OLLAMA_API_KEY was not accepted" if _api_key() else "no key was sent"
+                hint = f"{have}; set OLLAMA_API_KEY to the server's API key (sent as 'Authorization: Bearer KEY')"
+            return BackendUnavailable(f"{self.label} refused access ({status}) while {what}: {text}", hint=hint)
+        if status == 429:
             return BackendUnavailable(
-                f"Ollama at {self.url} refused access ({status}) while {what}: {text}",
-                hint=f"{have}; set OLLAMA_API_KEY to the server's API key (sent as 'Authorization: Bearer KEY')",
+                f"{self.label} is rate-limiting requests (429) while {what}: {text}", hint="wait a little and retry"
             )
-        return BackendUnavailable(f"Ollama at {self.url} answered {status} while {what}: {text}")
+        return BackendUnavailable(f"{self.label} answered {status} while {what}: {text}")
 
     async def _port_open(self) -> bool:
         """A bare TCP connect: answers 'nobody listens' in about a millisecond, before any HTTP client is built."""
         url = httpx.URL(self.url)
         port = url.port or (443 if url.scheme == "https" else 80)
         try:
-            _, writer = await asyncio.wait_for(
-                asyncio.open_connection(url.host, port), self.config.ollama_connect_timeout
-            )
+            _, writer = await asyncio.wait_for(asyncio.open_connection(url.host, port), self.connect_timeout)
         except (OSError, TimeoutError):
             return False
         writer.close()
@@ -179,14 +228,12 @@ class OllamaBackend(Backend):
 
     async def status(self) -> BackendStatus:
         """Reachable? version, model count, loaded models; never raises."""
-        timeout = httpx.Timeout(min(5.0, self.config.ollama_read_timeout), connect=self.config.ollama_connect_timeout)
+        timeout = httpx.Timeout(min(5.0, self.read_timeout), connect=self.connect_timeout)
         if not await self._port_open():
             err = self._error(ConnectionError("connection refused"), "checking its status")
             return BackendStatus(self.name, False, error=err.message, address=self.url)
         try:
-            key = _api_key()
-            headers = {"Authorization": f"Bearer {key}"} if key else {}
-            async with httpx.AsyncClient(timeout=timeout, headers=headers) as http:
+            async with httpx.AsyncClient(timeout=timeout, headers=self._headers()) as http:
                 resp = await http.get(f"{self.url}/api/version")
                 resp.raise_for_status()
                 version = resp.json().get("version")
@@ -215,13 +262,16 @@ class OllamaBackend(Backend):
             if isinstance(exc, httpx.ConnectTimeout):
                 raise self._error(exc, "listing models") from None
             raise BackendUnavailable(
-                f"Ollama at {self.url} did not answer within {self._list_timeout():g} s (listing models)",
-                hint="the server may be hung or overloaded; check it, or disable it with [providers.ollama] enabled",
+                f"{self.label} did not answer within {self._list_timeout():g} s (listing models)",
+                hint="the server may be hung or overloaded; check it, or turn it off with enabled = false in "
+                + (f"[[endpoints]] {self.name}" if self.endpoint else "[providers.ollama]"),
             ) from None
         except Exception as exc:
             raise self._error(exc, "listing models") from None
         out = []
         for m in resp.models:
+            if not self.offers(m.model or ""):
+                continue
             d = m.details
             out.append(
                 ModelInfo(
@@ -240,7 +290,7 @@ class OllamaBackend(Backend):
         return out
 
     def _list_timeout(self) -> float:
-        return min(_LIST_TIMEOUT, self.config.ollama_read_timeout)
+        return min(_LIST_TIMEOUT, self.read_timeout)
 
     def _tag(self, spec: ModelSpec) -> str:
         return spec.tag if spec.variant else f"{spec.name}:latest"
@@ -300,7 +350,7 @@ class OllamaBackend(Backend):
                 await stream.aclose()
             await client.close()
         if not done:
-            raise BackendUnavailable(f"Ollama at {self.url} ended the pull of {spec.tag} without saying it succeeded")
+            raise BackendUnavailable(f"{self.label} ended the pull of {spec.tag} without saying it succeeded")
 
     async def delete(self, spec: ModelSpec) -> None:
         """``/api/delete``."""

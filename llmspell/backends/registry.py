@@ -33,7 +33,10 @@ GROUP = "llmspell.backends"
 BUILTIN = {
     "llamacpp": "llmspell.backends.llamacpp:LlamaCppBackend",
     "ollama": "llmspell.backends.ollama:OllamaBackend",
+    "openai": "llmspell.backends.openai:OpenAIBackend",
 }
+#: kinds that are only ever a named endpoint (there is no default OpenAI server to reach without one)
+ENDPOINT_ONLY = frozenset({"openai"})
 
 
 @functools.cache
@@ -71,15 +74,15 @@ def enabled_kinds(config: Config) -> list[str]:
     installed plugin kind."""
     out = []
     for kind in kinds():
-        if kind == "ollama" and not config.ollama_enabled:
+        if (kind == "ollama" and not config.ollama_enabled) or kind in ENDPOINT_ONLY:
             continue
         out.append(kind)
     return out
 
 
 def create_backends(config: Config) -> list[Backend]:
-    """One backend of each enabled kind, built from the config; a plugin that fails to load is logged and left
-    out (the built-in kinds still work)."""
+    """One backend of each enabled kind, built from the config, then one per enabled ``[[endpoints]]`` entry
+    under its own name; a plugin that fails to load is logged and left out (the built-in kinds still work)."""
     out = []
     for kind in enabled_kinds(config):
         try:
@@ -88,4 +91,7 @@ def create_backends(config: Config) -> list[Backend]:
             if kind in BUILTIN:
                 raise
             log.warning("%s", exc)
+    for endpoint in config.endpoints:
+        if endpoint.enabled:
+            out.append(backend_class(endpoint.kind).from_endpoint(config, endpoint))
     return out

@@ -25,4 +25,5 @@ def format_stats(stats: Stats) -> str:
             f"time to first token:  {_fmt_s(stats.time_to_first_token)}",
             f"stop reason:          {stats.stop_reason}",
         ]
+        + (["token counts:         counted here (the server sent no usage)"] if stats.estimated else [])
     )

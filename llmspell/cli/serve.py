@@ -96,18 +96,21 @@ def _check_port(host: str, port: int) -> None:
 
 
 def _drop_self_loop(hub: Any, host: str, port: int) -> None:
-    """An Ollama backend pointed at this very server would call itself for every request; leave it out."""
+    """A backend pointed at this very server (the Ollama backend, or an endpoint) would call itself for every
+    request; leave it out."""
     import httpx
 
     from llmspell.server.security import is_local_host
 
-    ollama = hub.backends.get("ollama")
-    if ollama is None:
-        return
-    url = httpx.URL(ollama.url)
-    if url.port == port and (is_local_host(url.host) and (host in ("0.0.0.0", "::") or is_local_host(host))):
-        del hub.backends["ollama"]
-        print(f"note: not using the Ollama backend at {ollama.url}: that is this server", file=sys.stderr)
+    for name, backend in list(hub.backends.items()):
+        address = getattr(backend, "url", None)
+        if not address:
+            continue
+        url = httpx.URL(address)
+        if url.port == port and (is_local_host(url.host) and (host in ("0.0.0.0", "::") or is_local_host(host))):
+            del hub.backends[name]
+            what = "the Ollama backend" if name == "ollama" else f"the endpoint {name}"
+            print(f"note: not using {what} at {address}: that is this server", file=sys.stderr)
 
 
 async def cmd_serve(args: argparse.Namespace) -> int:

@@ -97,7 +97,7 @@ def test_run_with_a_json_schema_prints_valid_json(cli, tmp_path: Path) -> None:
     ("args", "fragment"),
     [
         (["run", "smollm:135m", "hi"], "did you mean"),
-        (["run", "smollm2:135m@vllm", "hi"], "unknown backend 'vllm'"),
+        (["run", "smollm2:135m@vllm", "hi"], "no backend or endpoint called 'vllm'"),
         (["run", "tinyllama", "hi"], "llmspell model pull tinyllama"),
         (["run", "/no/such/model.gguf", "hi"], "does not exist"),
         (["run", "smollm2:135m", "hi", "--temperature", "-3"], "out of range"),

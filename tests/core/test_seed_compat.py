@@ -112,10 +112,10 @@ def test_hub_backend_takes_aliases_and_names_the_real_config_file(tmp_path: Path
     with pytest.raises(BackendUnavailable) as err:
         hub.backend("ollama")
     message = str(err.value)
-    assert "backend 'ollama' is not enabled" in message and "enabled backends: llamacpp" in message
+    assert "backend 'ollama' is not enabled" in message and "enabled backends and endpoints: llamacpp" in message
     assert str(config_path()) in message and str(config_path()).startswith(os.environ["LLMSPELL_HOME"])
     assert "~/.llmspell" not in message
-    with pytest.raises(BackendUnavailable, match="there is no backend called 'vllm'"):
+    with pytest.raises(BackendUnavailable, match="there is no backend or endpoint called 'vllm'"):
         hub.backend("vllm")
 
     # a config read from elsewhere (serve --config) is the one named
@@ -148,13 +148,16 @@ def test_an_unknown_backend_lists_the_enabled_ones_and_the_real_config_path(cli)
     where = str(Path(os.environ["LLMSPELL_HOME"]) / "config.toml")
     for args in (["model", "list", "--backend", "vllm"], ["model", "status", "--backend", "vllm"]):
         message = _one_clear_error(cli(*args))
-        assert "no backend called 'vllm'" in message and "enabled backends: llamacpp, ollama" in message
+        assert (
+            "no backend or endpoint called 'vllm'" in message
+            and "enabled backends and endpoints: llamacpp, ollama" in message
+        )
         assert where in message and "~/.llmspell" not in message
     home = Path(os.environ["LLMSPELL_HOME"])
     home.mkdir(parents=True, exist_ok=True)
     (home / "config.toml").write_text("[providers.ollama]\nenabled = false\n")
     message = _one_clear_error(cli("model", "list", "--backend", "ollama"))
-    assert "backend 'ollama' is not enabled" in message and "enabled backends: llamacpp" in message
+    assert "backend 'ollama' is not enabled" in message and "enabled backends and endpoints: llamacpp" in message
     assert where in message
 
 

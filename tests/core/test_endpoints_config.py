@@ -1,0 +1,142 @@
+"""[[endpoints]] in config.toml and MODEL@ENDPOINT specs: what is accepted, and a clear error for everything else."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+from peers import write_endpoints
+
+from llmspell.backends.ollama import OllamaBackend
+from llmspell.backends.openai import OpenAIBackend
+from llmspell.config import load_config
+from llmspell.errors import BackendUnavailable, ConfigError, InvalidSpec
+from llmspell.hub import Hub
+from llmspell.spec import parse_spec
+
+
+def _home() -> Path:
+    return Path(os.environ["LLMSPELL_HOME"])
+
+
+def _config_error(text: str) -> str:
+    path = _home() / "config.toml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text, encoding="utf-8")
+    with pytest.raises(ConfigError) as err:
+        load_config(path)
+    message = str(err.value)
+    assert str(path) in message  # the error names the file it read
+    return message
+
+
+def test_endpoints_become_named_backends_of_their_kind() -> None:
+    write_endpoints(
+        _home(),
+        [
+            {
+                "name": "gpubox",
+                "kind": "openai",
+                "url": "http://gpubox:8000",
+                "api_key_env": "GPUBOX_KEY",
+                "headers": {"X-Team": "ml"},
+                "models": ["llama3*"],
+                "read_timeout": 60,
+            },
+            {"name": "lab-ollama", "kind": "ollama", "url": "http://lab:11434/"},
+            {"name": "spare", "kind": "openai", "url": "https://spare.example/v1/", "enabled": False},
+        ],
+    )
+    config = load_config()
+    gpubox, lab, spare = config.endpoints
+    # an OpenAI server given without a path is reached at /v1, as every engine serves it there
+    assert gpubox.url == "http://gpubox:8000/v1" and spare.url == "https://spare.example/v1"
+    assert lab.url == "http://lab:11434"
+    assert gpubox.read_timeout == 60.0 and gpubox.models == ("llama3*",) and gpubox.headers == {"X-Team": "ml"}
+    assert gpubox.allows("llama3.1:70b") and not gpubox.allows("qwen2.5:7b")
+
+    hub = Hub(config)
+    assert list(hub.backends) == ["llamacpp", "gpubox", "lab-ollama"]  # the default Ollama is off in this config
+    assert isinstance(hub.backends["gpubox"], OpenAIBackend) and hub.backends["gpubox"].kind == "openai"
+    assert isinstance(hub.backends["lab-ollama"], OllamaBackend) and hub.backends["lab-ollama"].url == lab.url
+    with pytest.raises(BackendUnavailable, match="endpoint 'spare' is turned off"):
+        hub.backend("spare")
+    with pytest.raises(BackendUnavailable, match="no backend or endpoint called 'nowhere'") as err:
+        hub.backend("nowhere")
+    assert "llamacpp, gpubox, lab-ollama" in str(err.value) and "llmspell endpoint add" in str(err.value)
+    with pytest.raises(BackendUnavailable, match="'openai' is a kind of endpoint"):
+        hub.backend("openai")
+
+
+def test_the_key_is_read_from_the_variable_named_and_only_sent_with_a_value(monkeypatch: pytest.MonkeyPatch) -> None:
+    write_endpoints(_home(), [{"name": "gpubox", "kind": "openai", "url": "http://h", "api_key_env": "GPUBOX_KEY"}])
+    (endpoint,) = load_config().endpoints
+    monkeypatch.delenv("GPUBOX_KEY", raising=False)
+    assert "Authorization" not in endpoint.request_headers()
+    assert "GPUBOX_KEY is not set" in endpoint.key_hint()
+    monkeypatch.setenv("GPUBOX_KEY", "s3cret")
+    assert endpoint.request_headers()["Authorization"] == "Bearer s3cret"
+    assert "GPUBOX_KEY was refused" in endpoint.key_hint() and "s3cret" not in endpoint.key_hint()
+
+
+@pytest.mark.parametrize(
+    ("entries", "fragment"),
+    [
+        ("endpoints = 5\n", "endpoints must be a list of tables"),
+        ('[[endpoints]]\nname = "a"\nkind = "openai"\nurl = "http://h"\ncolour = 1\n', "unknown key(s) colour"),
+        ('[[endpoints]]\nkind = "openai"\nurl = "http://h"\n', "name = None must be"),
+        ('[[endpoints]]\nname = "GPU Box"\nkind = "openai"\nurl = "http://h"\n', "lowercase letters"),
+        ('[[endpoints]]\nname = "ollama"\nkind = "ollama"\nurl = "http://h"\n', "is a backend's name"),
+        ('[[endpoints]]\nname = "gguf"\nkind = "openai"\nurl = "http://h"\n', "is a backend's name"),
+        ('[[endpoints]]\nname = "a"\nkind = "vllm"\nurl = "http://h"\n', "kind = 'vllm' must be one of openai, ollama"),
+        ('[[endpoints]]\nname = "a"\nkind = "openai"\nurl = "ftp://h"\n', "not an http(s) address"),
+        ('[[endpoints]]\nname = "a"\nkind = "openai"\nurl = "http://u:pw@h"\n', "carries a user or password"),
+        (
+            '[[endpoints]]\nname = "a"\nkind = "openai"\nurl = "http://h"\napi_key_env = "sk-proj-abcdef1234567890"\n',
+            "looks like the key itself",
+        ),
+        (
+            '[[endpoints]]\nname = "a"\nkind = "openai"\nurl = "http://h"\nheaders = { Authorization = "Bearer x" }\n',
+            "carries a credential",
+        ),
+        ('[[endpoints]]\nname = "a"\nkind = "openai"\nurl = "http://h"\nread_timeout = -1\n', "read_timeout = -1"),
+        ('[[endpoints]]\nname = "a"\nkind = "openai"\nurl = "http://h"\nconnect_timeout = nan\n', "connect_timeout"),
+        (
+            '[[endpoints]]\nname = "a"\nkind = "openai"\nurl = "http://h"\n'
+            '[[endpoints]]\nname = "a"\nkind = "ollama"\nurl = "http://g"\n',
+            "two [[endpoints]] are called 'a'",
+        ),
+    ],
+)
+def test_a_bad_endpoint_is_one_error_naming_the_file_the_entry_and_the_key(entries: str, fragment: str) -> None:
+    assert fragment in _config_error(entries)
+
+
+@pytest.mark.parametrize(
+    ("text", "name", "variant", "backend", "tag"),
+    [
+        ("llama3.1:70b@gpubox", "llama3.1", "70b", "gpubox", "llama3.1:70b"),
+        ("meta-llama/Llama-3.1-8B-Instruct@gpubox", "meta-llama/Llama-3.1-8B-Instruct", None, "gpubox", None),
+        # llama-server names a model by its file: at an endpoint that is an id, not a path on this machine
+        ("SmolLM2-135M-Instruct.Q4_1.gguf@lab", "SmolLM2-135M-Instruct.Q4_1.gguf", None, "lab", None),
+        ("/models/x.gguf@lab", "/models/x.gguf", None, "lab", None),
+        ("hf.co/org/repo:Q4_K_M@GPUBox", "hf.co/org/repo", "Q4_K_M", "gpubox", "hf.co/org/repo:Q4_K_M"),
+        # the built-in kinds and their aliases keep their meaning
+        ("smollm2:135m@candle", "smollm2", "135m", "llamacpp", "smollm2:135m"),
+    ],
+)
+def test_model_at_endpoint_keeps_the_id_as_the_server_spells_it(
+    text: str, name: str, variant: str | None, backend: str, tag: str | None
+) -> None:
+    spec = parse_spec(text)
+    assert (spec.name, spec.variant, spec.backend, spec.path) == (name, variant, backend, None)
+    assert spec.tag == (tag or name)
+    assert parse_spec(str(spec)) == spec
+
+
+def test_a_spec_naming_an_endpoint_that_cannot_exist_is_refused() -> None:
+    with pytest.raises(InvalidSpec, match="not a valid endpoint name"):
+        parse_spec("smollm2@gpu.box")
+    with pytest.raises(InvalidSpec, match="whitespace"):
+        parse_spec("my model@gpubox")
