@@ -143,7 +143,13 @@ class OllamaBackend(Backend):
         import ollama
 
         timeout = httpx.Timeout(read_timeout or self.read_timeout, connect=self.connect_timeout)
-        return ollama.AsyncClient(host=self.url, timeout=timeout, headers=self._headers())
+        headers = self._headers()
+        client = ollama.AsyncClient(host=self.url, timeout=timeout, headers=headers)
+        if "Authorization" not in headers:
+            # the official client adds OLLAMA_API_KEY to every server it talks to; the default server's key must
+            # not go to an endpoint that was given none
+            client._client.headers.pop("authorization", None)
+        return client
 
     def _error(self, exc: BaseException, what: str, spec: ModelSpec | None = None) -> LLMSpellError:
         import ollama

@@ -140,3 +140,28 @@ def test_a_spec_naming_an_endpoint_that_cannot_exist_is_refused() -> None:
         parse_spec("smollm2@gpu.box")
     with pytest.raises(InvalidSpec, match="whitespace"):
         parse_spec("my model@gpubox")
+
+
+async def test_no_key_of_another_server_is_sent_to_an_endpoint(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OLLAMA_API_KEY", "the-default-servers-key")
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-the-users-openai-key")
+    monkeypatch.setenv("LAB_KEY", "lab-key")
+    write_endpoints(
+        _home(),
+        [
+            {"name": "lab", "kind": "ollama", "url": "http://lab:11434"},
+            {"name": "lab-keyed", "kind": "ollama", "url": "http://lab:11434", "api_key_env": "LAB_KEY"},
+            {"name": "gpubox", "kind": "openai", "url": "http://gpubox:8000"},
+        ],
+    )
+    hub = Hub(load_config())
+
+    def auth(name: str) -> str | None:
+        client = hub.backends[name]._client()  # type: ignore[attr-defined]
+        if name == "gpubox":
+            return client.auth_headers.get("Authorization")  # type: ignore[no-any-return]
+        return client._client.headers.get("authorization")  # type: ignore[no-any-return]
+
+    assert auth("lab") is None
+    assert auth("lab-keyed") == "Bearer lab-key"
+    assert auth("gpubox") != "Bearer sk-the-users-openai-key"

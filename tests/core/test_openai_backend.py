@@ -200,3 +200,32 @@ async def test_pull_and_delete_are_refused_for_an_openai_endpoint_but_not_for_an
     with pytest.raises(InvalidSpec, match="box does not delete models"):
         await hub.delete("smollm2:135m@box")
     assert isinstance(hub.backend("boxo"), OllamaBackend) and OllamaBackend.IMPLEMENTS_PULL
+
+
+async def test_an_arena_round_between_a_local_and_a_remote_model(hub: Hub) -> None:
+    from llmspell.arena import Arena
+
+    arena = Arena(hub, None, seed=3, options=Options(temperature=0, max_tokens=8))
+    pool = await arena.set_pool(["gemma3:270m@llamacpp", f"{PEER_MODEL}@peer"])
+    assert sorted(c.label for c in pool) == ["gemma3:270m@llamacpp", f"{PEER_MODEL}@peer"]
+    round_ = arena.start("Say hello.")
+    async for _ in round_.stream(hub, parallel=False):
+        pass
+    assert round_.problem() is None
+    vote = arena.vote(round_, "a")
+    remote = next(a for a in vote.answers if a.backend == "peer")
+    assert remote.content and remote.stats is not None and remote.stats.generated_tokens > 0
+
+
+def test_serve_leaves_out_an_endpoint_that_is_itself(tmp_path: Path, shared_models: Path) -> None:
+    import httpx
+
+    proc = ServeProcess(tmp_path, shared_models)
+    write_endpoints(tmp_path / "home", [{"name": "me", "kind": "openai", "url": f"http://localhost:{proc.port}"}])
+    proc.start()
+    try:
+        models = httpx.get(proc.url + "/v1/models", timeout=30).json()["data"]
+        assert models and not any(m["id"].endswith("@me") for m in models)
+        assert "not using the endpoint me" in proc.output() and "that is this server" in proc.output()
+    finally:
+        proc.stop()
