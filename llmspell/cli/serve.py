@@ -54,6 +54,14 @@ def add_serve_parser(sub: Any) -> None:
         help="close a connection that sends no complete request within this time (default 10)",
     )
     s.add_argument(
+        "--body-timeout",
+        type=float,
+        default=60.0,
+        metavar="SECONDS",
+        help="answer 408 and close a connection whose request body is not complete this long after its headers "
+        "(default 60)",
+    )
+    s.add_argument(
         "--max-connections",
         type=int,
         default=500,
@@ -128,6 +136,8 @@ async def cmd_serve(args: argparse.Namespace) -> int:
         raise LLMSpellError(f"--max-queue must be 0 or more, not {args.max_queue}")
     if not 0.1 <= args.header_timeout <= 3600:  # also False for NaN
         raise LLMSpellError(f"--header-timeout must be 0.1 to 3600 seconds, not {args.header_timeout}")
+    if not 0.1 <= args.body_timeout <= 3600:  # also False for NaN
+        raise LLMSpellError(f"--body-timeout must be 0.1 to 3600 seconds, not {args.body_timeout}")
     if not 1 <= args.max_connections <= 100_000:
         raise LLMSpellError(f"--max-connections must be 1 to 100000, not {args.max_connections}")
     if not 1 <= args.parallel <= 16:
@@ -170,7 +180,7 @@ async def cmd_serve(args: argparse.Namespace) -> int:
             log_level="warning",
             lifespan="on",
             timeout_graceful_shutdown=5,
-            http=limited_protocol(args.header_timeout, args.max_connections),
+            http=limited_protocol(args.header_timeout, args.max_connections, args.body_timeout),
         ),
         on_exit=app.state.stop,
     )

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 import signal
+import socket
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -304,40 +306,106 @@ def test_a_signal_mid_stream_ends_the_answer_with_a_line_that_says_why(tmp_path:
     assert all("message" in line for line in lines[:-1]), "every line before it was a whole answer line"
 
 
-def test_silent_and_slow_clients_are_closed_and_connections_are_capped(tmp_path: Path, shared_models: Path) -> None:
-    import socket
+def _closed_by_server(s: socket.socket) -> bool:
+    """True at EOF (the server closed it); the socket's own timeout bounds the wait."""
+    try:
+        return s.recv(1) == b""
+    except (TimeoutError, ConnectionResetError):
+        return False
 
-    proc = ServeProcess(tmp_path, shared_models, args=("--header-timeout", "0.5", "--max-connections", "6"))
+
+def test_silent_and_slow_clients_are_closed(tmp_path: Path, shared_models: Path) -> None:
+    proc = ServeProcess(tmp_path, shared_models, args=("--header-timeout", "0.5"))
     opened: list[socket.socket] = []
-
-    def connect() -> socket.socket:
-        s = socket.create_connection(("127.0.0.1", proc.port), timeout=20)
-        opened.append(s)
-        return s
-
-    def closed_by_server(s: socket.socket) -> bool:
-        try:
-            return s.recv(1) == b""  # EOF: the server closed it (the 20 s socket timeout bounds the wait)
-        except (TimeoutError, ConnectionResetError):
-            return False
-
     try:
         proc.start()
-        silent = connect()
-        slow = connect()
+        silent = socket.create_connection(("127.0.0.1", proc.port), timeout=20)
+        slow = socket.create_connection(("127.0.0.1", proc.port), timeout=20)
+        opened += [silent, slow]
         slow.sendall(b"GET /api/version HTTP/1.1\r\nHost: localhost\r\n")  # and never the end of the headers
-        assert closed_by_server(silent) and closed_by_server(slow)
+        assert _closed_by_server(silent) and _closed_by_server(slow)
         # a request that started in time runs as long as it needs, and the next one on the connection works too
-        assert httpx.get(proc.url + "/api/version").status_code == 200
-        # past the cap, a connection is closed at once; below it, everything works again
-        crowd = [connect() for _ in range(8)]
-        assert any(closed_by_server(s) for s in crowd[6:])
-        for s in crowd:
-            s.close()
         assert httpx.get(proc.url + "/api/version").status_code == 200
     finally:
         for s in opened:
             s.close()
         proc.stop()
-    out = proc.output()
-    assert "no complete request in 0.5 s" in out and "--max-connections" in out, out[-1500:]
+    assert "no complete request in 0.5 s" in proc.output(), proc.output()[-1500:]
+
+
+def _request_on(s: socket.socket, port: int) -> bytes:
+    """A whole GET /api/version on an open socket; the status line of the answer."""
+    s.sendall(f"GET /api/version HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n".encode())
+    return s.recv(4096).split(b"\r\n", 1)[0]
+
+
+def test_connections_past_the_cap_are_closed_and_those_below_it_still_answer(
+    tmp_path: Path, shared_models: Path
+) -> None:
+    # a long header deadline, so nothing but the cap can close these silent connections
+    proc = ServeProcess(tmp_path, shared_models, args=("--header-timeout", "600", "--max-connections", "6"))
+    opened: list[socket.socket] = []
+    try:
+        proc.start()
+        opened = [socket.create_connection(("127.0.0.1", proc.port), timeout=20) for _ in range(8)]
+        assert [_closed_by_server(s) for s in opened[6:]] == [True, True]
+        # the six within the cap were kept open all along: each still takes a request and answers it
+        assert [_request_on(s, proc.port) for s in opened[:6]] == [b"HTTP/1.1 200 OK"] * 6
+        for s in opened:
+            s.close()
+        # once they are gone, new connections are welcome again (polled: the server sees the closes a moment later)
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                if httpx.get(proc.url + "/api/version", timeout=5).status_code == 200:
+                    break
+            except httpx.TransportError:
+                time.sleep(0.05)  # poll interval
+            assert time.monotonic() < deadline, "the server never took a connection again"
+    finally:
+        for s in opened:
+            s.close()
+        proc.stop()
+    assert "--max-connections" in proc.output(), proc.output()[-1500:]
+
+
+def test_a_request_body_that_trickles_in_is_cut_off_with_a_408(tmp_path: Path, shared_models: Path) -> None:
+    proc = ServeProcess(tmp_path, shared_models, args=("--body-timeout", "0.5"))
+    body = json.dumps({"model": "smollm2:135m", "prompt": "hi", "stream": False}).encode()
+    head = (
+        f"POST /api/show HTTP/1.1\r\nHost: 127.0.0.1:{proc.port}\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(body) + 1000}\r\n\r\n"
+    ).encode()
+    stop = threading.Event()
+
+    def trickle(s: socket.socket) -> None:
+        # the fault itself: a client that keeps sending, one byte at a time, and never finishes its body
+        for byte in body + b" " * 1000:
+            if stop.wait(0.05):
+                return
+            try:
+                s.sendall(bytes([byte]))
+            except OSError:
+                return
+
+    try:
+        proc.start()
+        s = socket.create_connection(("127.0.0.1", proc.port), timeout=20)
+        s.sendall(head)
+        sender = threading.Thread(target=trickle, args=(s,), daemon=True)
+        sender.start()
+        answer = b""
+        while chunk := s.recv(4096):
+            answer += chunk
+        stop.set()
+        sender.join(10)
+        s.close()
+        assert answer.startswith(b"HTTP/1.1 408"), answer[:200]
+        assert b"did not arrive within 0.5 s" in answer
+        # a body sent whole is still read, however small the deadline
+        ok = httpx.post(proc.url + "/api/show", json={"model": "smollm2:135m"}, timeout=30)
+        assert ok.status_code == 200, ok.text
+    finally:
+        stop.set()
+        proc.stop()
+    assert "no complete request body in 0.5 s" in proc.output(), proc.output()[-1500:]
