@@ -502,6 +502,8 @@ class BackendStatus:
     notes: tuple[str, ...] = ()
     #: seconds one small request took (a server's round trip); None when not measured
     latency: float | None = None
+    #: what to do about ``error`` (the key variable to set, the setting to check), when there is advice
+    hint: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form."""

@@ -68,6 +68,11 @@ class Backend(ABC):
         #: the config entry this backend was made from, when it is a named endpoint
         self.endpoint: Endpoint | None = None
 
+    @property
+    def address(self) -> str | None:
+        """Where a server backend sends its requests (None for an engine in this process)."""
+        return None
+
     def offers(self, model: str) -> bool:
         """Whether the endpoint's model filter lets ``model`` through (always, for a backend that is not one)."""
         return self.endpoint is None or self.endpoint.allows(model)

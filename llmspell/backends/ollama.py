@@ -128,6 +128,11 @@ class OllamaBackend(Backend):
         self.read_timeout = self.config.ollama_read_timeout
 
     @property
+    def address(self) -> str | None:
+        """The server's address."""
+        return self.url
+
+    @property
     def label(self) -> str:
         """How errors name this server: the default one by its address, a named endpoint by its name too."""
         return f"endpoint {self.name} (Ollama at {self.url})" if self.endpoint else f"Ollama at {self.url}"
@@ -237,7 +242,7 @@ class OllamaBackend(Backend):
         timeout = httpx.Timeout(min(5.0, self.read_timeout), connect=self.connect_timeout)
         if not await self._port_open():
             err = self._error(ConnectionError("connection refused"), "checking its status")
-            return BackendStatus(self.name, False, error=err.message, address=self.url)
+            return BackendStatus(self.name, False, error=err.message, address=self.url, hint=err.hint)
         try:
             async with httpx.AsyncClient(timeout=timeout, headers=self._headers()) as http:
                 resp = await http.get(f"{self.url}/api/version")
@@ -247,7 +252,7 @@ class OllamaBackend(Backend):
             loaded = await self.loaded()
         except Exception as exc:  # any failure is a status, not a crash
             err = self._error(exc, "checking its status")
-            return BackendStatus(self.name, False, error=err.message, address=self.url)
+            return BackendStatus(self.name, False, error=err.message, address=self.url, hint=err.hint)
         return BackendStatus(
             self.name,
             True,

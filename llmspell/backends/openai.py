@@ -97,6 +97,23 @@ def _retry_after(headers: Any) -> str:
     return f" (the server asks to retry after {seconds:g} s)"
 
 
+def _reason(exc: Any) -> str:
+    """The reason an error answer gives, on one line, in the shapes servers use: OpenAI's and vLLM's ``message``,
+    FastAPI's ``detail`` (llama-cpp-python's server), TGI's ``error`` string; else the client's own words."""
+    body = getattr(exc, "body", None)
+    found: Any = None
+    if isinstance(body, dict):
+        found = body.get("message") or body.get("detail") or body.get("error")
+        if isinstance(found, dict):
+            found = found.get("message")
+        elif isinstance(found, list):  # FastAPI's validation errors
+            found = "; ".join(str(d.get("msg", d)) if isinstance(d, dict) else str(d) for d in found)
+    elif isinstance(body, str) and not body.lstrip().startswith("<"):  # a plain-text body, not an HTML page
+        found = body
+    text = " ".join(str(found or getattr(exc, "message", "") or exc).split())
+    return text if len(text) <= 300 else text[:297] + "..."
+
+
 def _response_format(fmt: dict[str, Any] | str | None) -> dict[str, Any] | None:
     """``Options.format`` as ``response_format``: a JSON schema as ``json_schema``, "json" as ``json_object``."""
     if fmt is None:
@@ -178,6 +195,13 @@ class OpenAIBackend(Backend):
         #: exported after start is used from the next request on
         self._clients: dict[tuple[int, str], Any] = {}
         self._models_cache: tuple[float, list[Any]] | None = None
+        #: the engine's name and version, once a status check found them
+        self._server: str | None = None
+
+    @property
+    def address(self) -> str | None:
+        """The server's address."""
+        return self.url
 
     @property
     def label(self) -> str:
@@ -248,9 +272,7 @@ class OpenAIBackend(Backend):
         return GenerationError(f"{self.label}: {type(exc).__name__}: {exc}")
 
     def _status_error(self, status: int, exc: Any, what: str, spec: ModelSpec | None) -> LLMSpellError:
-        body = getattr(exc, "body", None)
-        text = (body.get("message") if isinstance(body, dict) else None) or getattr(exc, "message", "") or str(exc)
-        text = str(text).strip()
+        text = _reason(exc)
         if status in (401, 403):
             return BackendUnavailable(
                 f"{self.label} refused access ({status}) while {what}: {text}", hint=self.endpoint.key_hint()
@@ -354,17 +376,20 @@ class OpenAIBackend(Backend):
     async def status(self) -> BackendStatus:
         """Reachable? the round trip of a model listing, the engine's name and version, model count; never
         raises."""
+        self._client()  # made first (the SDK's import alone takes a second): the clock measures the server only
         started = time.perf_counter()
         try:
             models = await self._models(fresh=True)
         except LLMSpellError as exc:
-            return BackendStatus(self.name, False, error=exc.message, address=self.url, device="remote")
+            return BackendStatus(self.name, False, error=exc.message, address=self.url, device="remote", hint=exc.hint)
         latency = time.perf_counter() - started
-        try:
-            server = await self._server_name()
-        except Exception as exc:  # naming the engine is a nicety; a failure here is not a status
-            log.debug("probing %s for its name failed: %s", self.url, exc)
-            server = None
+        server = self._server
+        if server is None:
+            try:
+                # asked once: an engine does not change its name between status checks (the TUI asks often)
+                server = self._server = await self._server_name()
+            except Exception as exc:  # naming the engine is a nicety; a failure here is not a status
+                log.debug("probing %s for its name failed: %s", self.url, exc)
         notes: tuple[str, ...] = (f"round trip {latency * 1000:.0f} ms",)
         if self.endpoint.models:
             notes += (f"models filter: {', '.join(self.endpoint.models)}",)

@@ -165,6 +165,8 @@ async def cmd_status(args: argparse.Namespace) -> int:
         print(f"{s.backend}: {state}")
         if s.error:
             print(f"  why:     {s.error}")
+        if s.hint:
+            print(f"  fix:     {s.hint}")
         for label, value in (("version", s.version), ("device", s.device), ("address", s.address)):
             if value:
                 print(f"  {label + ':':8} {value}")
@@ -406,6 +408,10 @@ def build_parser() -> argparse.ArgumentParser:
     from llmspell.cli.arena import add_arena_parser
 
     add_arena_parser(sub)
+
+    from llmspell.cli.endpoint import add_endpoint_parser
+
+    add_endpoint_parser(sub)
     return p
 
 

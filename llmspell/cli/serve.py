@@ -111,7 +111,7 @@ def _drop_self_loop(hub: Any, host: str, port: int) -> None:
     from llmspell.server.security import is_local_host
 
     for name, backend in list(hub.backends.items()):
-        address = getattr(backend, "url", None)
+        address = backend.address
         if not address:
             continue
         url = httpx.URL(address)
