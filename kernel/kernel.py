@@ -43,6 +43,8 @@ DEFAULT_UPDATE_MS = 50
 _NAMES_TTL = 30.0
 #: the cursor shown at the end of an answer still being written
 _CURSOR = " ▌"
+#: seconds spent finding out which backend answered, for the stats line (see _ran_on)
+_RAN_ON_WAIT = 1.0
 #: how to take part in the arena, for a leaderboard that has no votes yet
 _HOW_TO_VOTE = (
     "run a round (%arena on the first line of a cell, the prompt below it), then %arena vote a, b, tie or bad"
@@ -88,6 +90,13 @@ def _table(headers: list[str], rows: list[list[str]]) -> tuple[str, str]:
         "  ".join(str(c).ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in [headers, *rows]
     )
     return md, plain
+
+
+def _latency(seconds: float | None) -> str:
+    """A status's round trip as shown in %status ("" when it was not measured)."""
+    if seconds is None:
+        return ""
+    return f"{seconds * 1000:.0f} ms" if seconds < 1 else f"{seconds:.2f} s"
 
 
 def _human_bytes(n: int | None) -> str:
@@ -271,8 +280,26 @@ class LLMSpellKernel(CellOutput, Kernel):
             raise Interrupted
         return text, stats, display_id, False
 
-    def _footer(self, stats: Stats | None) -> str:
-        return f"\n\n---\n<small>{self.conversation.model} · {stats.summary()}</small>" if stats else ""
+    async def _ran_on(self, spec: str) -> str:
+        """The backend or endpoint that answers ``spec`` (the one after '@', else the one the hub picks); "" when
+        it cannot be told."""
+        try:
+            # named after '@': no request is made; otherwise the hub's choice, which may ask Ollama again (its
+            # status is trusted a few seconds): bounded, so a slow server never holds up the stats line
+            backend, _ = await asyncio.wait_for(self.hub.resolve(spec), _RAN_ON_WAIT)
+        except (LLMSpellError, TimeoutError):
+            return ""
+        return str(backend.name)
+
+    @staticmethod
+    def _stats_line(stats: Stats, where: str) -> str:
+        """An answer's numbers and where it ran (Stats.summary says when the server sent no token counts)."""
+        return f"{stats.summary()} · ran on {where}" if where else stats.summary()
+
+    def _footer(self, stats: Stats | None, where: str = "") -> str:
+        if stats is None:
+            return ""
+        return f"\n\n---\n<small>{self.conversation.model} · {self._stats_line(stats, where)}</small>"
 
     async def _prompt(self, text: str, options: Options | None = None) -> tuple[str, Stats | None, str]:
         conv = self.conversation
@@ -282,10 +309,16 @@ class LLMSpellKernel(CellOutput, Kernel):
         if stream.left_out:
             self._print(context_note(stream.left_out, conv.model))
         if options is None or options.format is None:
+            where = await self._ran_on(conv.model)
             meta = {
-                "llmspell": {"conversation": conv.id, "model": conv.model, "stats": stats.to_dict() if stats else None}
+                "llmspell": {
+                    "conversation": conv.id,
+                    "model": conv.model,
+                    "backend": where or None,
+                    "stats": stats.to_dict() if stats else None,
+                }
             }
-            self._finish(answer + self._footer(stats), answer, meta)
+            self._finish(answer + self._footer(stats, where), answer, meta)
             self._keep_answer(answer)
         return answer, stats, display_id
 
@@ -325,6 +358,11 @@ class LLMSpellKernel(CellOutput, Kernel):
         self._names = (time.monotonic(), names)
         return names
 
+    def _pullable(self, names: list[str]) -> list[str]:
+        """The names %pull can take: those of a backend that says it cannot pull (an endpoint's server) left out."""
+        refuse = {name for name, b in self.hub.backends.items() if not b.IMPLEMENTS_PULL}
+        return [n for n in names if "@" not in n or n.rpartition("@")[2] not in refuse]
+
     async def _magic_models(self, arg: str) -> None:
         models, failed = await self.hub.list_all()
         rows = [
@@ -350,18 +388,24 @@ class LLMSpellKernel(CellOutput, Kernel):
         rows = []
         for s in statuses:
             why = (s.error or "").replace("\n", " ")
+            backend = self.hub.backends.get(s.backend)
+            # the OpenAI API cannot say what a server holds in memory: an empty cell there would read as "nothing"
+            loaded = ", ".join(s.loaded) or ("unknown" if backend is not None and backend.kind == "openai" else "")
             rows.append(
                 [
                     s.backend,
                     "ready" if s.ready else "not ready",
                     s.version or "",
                     s.device or "",
+                    s.address or "",
+                    _latency(s.latency),
                     str(s.model_count),
-                    ", ".join(s.loaded),
+                    loaded,
                     "; ".join(x for x in (why, *s.notes) if x),
                 ]
             )
-        md, plain = _table(["backend", "state", "version", "device", "models", "loaded", "notes"], rows)
+        headers = ["backend", "state", "version", "device", "address", "latency", "models", "loaded", "notes"]
+        md, plain = _table(headers, rows)
         self._markdown(md, plain)
 
     async def _magic_system(self, arg: str) -> None:
@@ -523,7 +567,7 @@ class LLMSpellKernel(CellOutput, Kernel):
                     md, plain = f"{head}*{error}*", f"{spec}: {error}"
                     failures.append((spec, error))
                 else:
-                    summary = m.stats.summary() if m.stats else ""
+                    summary = self._stats_line(m.stats, await self._ran_on(spec)) if m.stats else ""
                     md, plain = f"{head}{m.text}\n\n---\n<small>{summary}</small>", f"{spec}: {m.text}"
                 self._markdown(md, plain, display_id, update=True)
                 content = {
@@ -846,6 +890,8 @@ class LLMSpellKernel(CellOutput, Kernel):
                 names = await self._model_names()
             except LLMSpellError:
                 names = []
+            if code[code.rfind("\n", 0, cursor) + 1 : cursor].lstrip().startswith("%pull "):
+                names = self._pullable(names)
             matches = [n for n in names if n.startswith(word)]
         elif kind == "option":
             matches = [f"{name}=" for name in Options.names() if name.startswith(word)]
@@ -876,7 +922,8 @@ class LLMSpellKernel(CellOutput, Kernel):
                     ("context", info.context_length),
                     ("size", _human_bytes(info.size_bytes) if info.size_bytes else None),
                     ("source", info.source),
-                    ("file", info.location),
+                    # a server's model has an address, not a file
+                    ("address" if "://" in (info.location or "") else "file", info.location),
                     ("license", info.license),
                     ("kind", BASE_MODEL_KIND if info.base_model else None),
                     ("chat template", info.template_note()),

@@ -122,7 +122,8 @@ def write_endpoints(home: Path, endpoints: Sequence[dict[str, Any]], extra: str 
     waits on a server that is not there)."""
     import json
 
-    lines = ["[providers.ollama]", "enabled = false", extra]
+    # top-level keys first: after a table header they would belong to that table
+    lines = [extra, "[providers.ollama]", "enabled = false"]
     for entry in endpoints:
         lines.append("[[endpoints]]")
         for key, value in entry.items():

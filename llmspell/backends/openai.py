@@ -390,7 +390,7 @@ class OpenAIBackend(Backend):
                 server = self._server = await self._server_name()
             except Exception as exc:  # naming the engine is a nicety; a failure here is not a status
                 log.debug("probing %s for its name failed: %s", self.url, exc)
-        notes: tuple[str, ...] = (f"round trip {latency * 1000:.0f} ms",)
+        notes: tuple[str, ...] = ()
         if self.endpoint.models:
             notes += (f"models filter: {', '.join(self.endpoint.models)}",)
         return BackendStatus(

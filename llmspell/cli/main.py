@@ -170,6 +170,8 @@ async def cmd_status(args: argparse.Namespace) -> int:
         for label, value in (("version", s.version), ("device", s.device), ("address", s.address)):
             if value:
                 print(f"  {label + ':':8} {value}")
+        if s.latency is not None:
+            print(f"  latency: {s.latency * 1000:.0f} ms")
         if s.ready:
             print(f"  models:  {s.model_count}")
             print(f"  loaded:  {', '.join(s.loaded) or 'none'}")

@@ -98,11 +98,27 @@ async def _cmd_models(repl: Repl, arg: str) -> bool:
     return True
 
 
+def _ms(seconds: float) -> str:
+    return f"{seconds * 1000:.0f} ms" if seconds < 1 else f"{seconds:.2f} s"
+
+
+def _reports_loaded(repl: Repl, name: str) -> bool:
+    """Whether the backend called ``name`` can say which models it has loaded."""
+    backend = repl.hub.backends.get(name)
+    # the OpenAI API has no way to ask what a server holds in memory: "loaded: none" would be a guess
+    return backend is None or backend.kind != "openai"
+
+
 async def _cmd_status(repl: Repl, arg: str) -> bool:
     for st in await repl.hub.status_all(timeout=5.0):
         if st.ready:
             facts = [f for f in (st.version, st.device, f"{st.model_count} models") if f]
-            facts.append(f"loaded: {', '.join(st.loaded) or 'none'}")
+            if st.latency is not None:
+                facts.append(f"latency {_ms(st.latency)}")
+            if st.loaded or _reports_loaded(repl, st.backend):
+                facts.append(f"loaded: {', '.join(st.loaded) or 'none'}")
+            if st.address:
+                facts.append(st.address)
             repl.say(f"{st.backend}: ready · {' · '.join(facts)}")
         else:
             repl.say(f"{st.backend}: not ready · {st.error or 'unknown reason'}")
@@ -126,7 +142,8 @@ async def _cmd_show(repl: Repl, arg: str) -> bool:
             ("quantization", info.quantization),
             ("context", info.context_length),
             ("size", f"{info.size_bytes / 1e6:,.0f} MB" if info.size_bytes else None),
-            ("file", info.location),
+            # a server's model has an address, not a file
+            ("address" if "://" in (info.location or "") else "file", info.location),
             ("kind", BASE_MODEL_KIND if info.base_model else None),
             ("chat template", info.template_note()),
         ]
@@ -153,7 +170,9 @@ async def _cmd_stats(repl: Repl, arg: str) -> bool:
         repl.say("no answer yet in this conversation")
         return True
     last = answers[-1]
-    repl.say(f"last answer ({last.model or repl.conv.model}):")
+    model = last.model or repl.conv.model
+    where = await repl.ran_on(model)
+    repl.say(f"last answer ({model}{f', ran on {where}' if where else ''}):")
     repl.say(format_stats(last.stats))  # type: ignore[arg-type]
     total = sum(e.stats.generated_tokens for e in answers if e.stats)
     repl.dim(f"{len(answers)} answers, {total} tokens generated in this conversation")

