@@ -306,14 +306,20 @@ async def cmd_run(args: argparse.Namespace) -> int:
         messages.append({"role": "user", "content": prompt})
         stream = hub.chat(args.model, messages, opts)
     stats = None
+    wrote = ""
     try:
         async for chunk in stream:
             sys.stdout.write(chunk.text)
             sys.stdout.flush()
+            wrote = chunk.text or wrote
             if chunk.done:
                 stats = chunk.stats
     finally:
         await stream.aclose()
+        if wrote and not wrote.endswith("\n") and stats is None:
+            # cut short: the partial answer's line ends before the error is written below it
+            sys.stdout.write("\n")
+            sys.stdout.flush()
     sys.stdout.write("\n")
     if args.verbose and stats:
         print("\n" + format_stats(stats), file=sys.stderr)
