@@ -16,7 +16,15 @@ from ipykernel.kernelbase import Kernel
 from llmspell import __version__ as core_version
 from llmspell.chat import Conversation, Turn
 from llmspell.errors import InvalidOptions, LLMSpellError
-from llmspell.session import Session, context_note, error_text, export_conversation, model_names, state_note
+from llmspell.session import (
+    Session,
+    context_note,
+    error_text,
+    export_conversation,
+    model_names,
+    state_note,
+    where_it_runs,
+)
 from llmspell.types import BASE_MODEL_KIND, Options, Stats
 from llmspell_kernel import DEFAULT_MODEL_ENV, __version__
 from llmspell_kernel.magics import (
@@ -281,15 +289,8 @@ class LLMSpellKernel(CellOutput, Kernel):
         return text, stats, display_id, False
 
     async def _ran_on(self, spec: str) -> str:
-        """The backend or endpoint that answers ``spec`` (the one after '@', else the one the hub picks); "" when
-        it cannot be told."""
-        try:
-            # named after '@': no request is made; otherwise the hub's choice, which may ask Ollama again (its
-            # status is trusted a few seconds): bounded, so a slow server never holds up the stats line
-            backend, _ = await asyncio.wait_for(self.hub.resolve(spec), _RAN_ON_WAIT)
-        except (LLMSpellError, TimeoutError):
-            return ""
-        return str(backend.name)
+        """The backend or endpoint that answers ``spec``; "" when it cannot be told."""
+        return (await where_it_runs(self.hub, spec, _RAN_ON_WAIT))[0]
 
     @staticmethod
     def _stats_line(stats: Stats, where: str) -> str:

@@ -101,6 +101,21 @@ async def check_model(hub: Hub, spec: str) -> ModelInfo | None:
     return info
 
 
+async def where_it_runs(hub: Hub, spec: str, wait: float = 1.0) -> tuple[str, str | None]:
+    """The backend or endpoint that answers ``spec`` (the one after '@', else the one the hub picks) and, for a
+    named endpoint, its address; ("", None) when that cannot be told within ``wait`` seconds (the answer's own
+    error then says what is wrong). Every face labels an answer's stats with it."""
+    try:
+        # named after '@': no request is made; otherwise the hub's choice, which may ask Ollama again (its status
+        # is trusted a few seconds): bounded, so a slow server never holds up a stats line
+        backend, _ = await asyncio.wait_for(hub.resolve(spec), wait)
+    except (LLMSpellError, TimeoutError):
+        return "", None
+    # an alias's wrapper stands for the backend it wraps, which is the one that knows its endpoint
+    backend = hub.backends.get(backend.name, backend)
+    return backend.name, backend.endpoint.url if backend.endpoint is not None else None
+
+
 async def model_names(hub: Hub) -> list[str]:
     """Every model name a face offers while typing: each backend's models (bare and with @backend) and the
     catalog's names; a backend that cannot be reached leaves only its names out."""

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import sys
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, ClassVar
 
 from textual import work
@@ -86,6 +87,9 @@ class LLMSpellApp(App[None]):
         self.status_timeout = 5.0
         self._status_timer: Timer | None = None
         self._status_worker: Worker[None] | None = None
+        #: runs streaming from a named endpoint now, and whether a status check waits for them to end
+        self._remote_answers = 0
+        self._status_deferred = False
 
     def on_mount(self) -> None:
         self.theme = DARK_THEME
@@ -94,9 +98,40 @@ class LLMSpellApp(App[None]):
         self._status_timer = self.set_interval(self.status_interval, self.refresh_status)
 
     def refresh_status(self) -> None:
-        """Check every backend now, unless a check is still running (a slow backend is never asked twice at once)."""
+        """Check every backend now, unless a check is still running (a slow backend is never asked twice at once)
+        or an endpoint is streaming an answer (then the check runs when the answers end)."""
+        if self._remote_answers:
+            self._status_deferred = True
+            return
         if self._status_worker is None or self._status_worker.is_finished:
             self._status_worker = self._check_status()
+
+    @property
+    def answering_remotely(self) -> bool:
+        """Whether a named endpoint is streaming an answer to one of the screens now."""
+        return self._remote_answers > 0
+
+    @contextlib.contextmanager
+    def remote_answers(self, remote: bool = True) -> Iterator[None]:
+        """Hold the status checks while answers stream from a named endpoint (``remote``): llama-cpp-python's
+        server ends the answer it is streaming when any other request reaches it, a model listing included, and
+        the stream says well enough that the server is up. The held check runs when the last such run ends."""
+        if not remote:
+            yield
+            return
+        self._remote_answers += 1
+        worker = self._status_worker
+        if worker is not None and not worker.is_finished:
+            # a check already on its way would reach the server just after the answer started
+            worker.cancel()
+            self._status_deferred = True
+        try:
+            yield
+        finally:
+            self._remote_answers -= 1
+            if not self._remote_answers and self._status_deferred:
+                self._status_deferred = False
+                self.refresh_status()
 
     @work(group="status", exit_on_error=False)
     async def _check_status(self) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib
 import logging
 import time
 from collections.abc import AsyncGenerator, Sequence
@@ -197,6 +198,11 @@ class OpenAIBackend(Backend):
         self._models_cache: tuple[float, list[Any]] | None = None
         #: the engine's name and version, once a status check found them
         self._server: str | None = None
+        #: answers streaming from this server now, and the last status taken while none was: llama-cpp-python's
+        #: server ends a running answer (without a finish reason) when any other request arrives, even a model
+        #: listing, so status checks and listings are answered from memory while an answer streams
+        self._streams = 0
+        self._last_status: BackendStatus | None = None
 
     @property
     def address(self) -> str | None:
@@ -306,7 +312,7 @@ class OpenAIBackend(Backend):
         """The server's ``/v1/models`` entries the filter lets through (kept a few seconds: resolving a spec, the
         status line and a listing all ask)."""
         now = time.monotonic()
-        if not fresh and self._models_cache and now - self._models_cache[0] < 5.0:
+        if self._models_cache and (self._streams or (not fresh and now - self._models_cache[0] < 5.0)):
             return self._models_cache[1]
         client = self._client()
         try:
@@ -376,7 +382,10 @@ class OpenAIBackend(Backend):
     async def status(self) -> BackendStatus:
         """Reachable? the round trip of a model listing, the engine's name and version, model count; never
         raises."""
-        self._client()  # made first (the SDK's import alone takes a second): the clock measures the server only
+        # the SDK's first import takes a second: on a thread, not the event loop, and before the clock starts
+        await asyncio.to_thread(importlib.import_module, "openai")
+        if self._streams and self._last_status is not None:
+            return self._last_status  # see _streams: asking now could end the answer that is streaming
         started = time.perf_counter()
         try:
             models = await self._models(fresh=True)
@@ -393,7 +402,7 @@ class OpenAIBackend(Backend):
         notes: tuple[str, ...] = ()
         if self.endpoint.models:
             notes += (f"models filter: {', '.join(self.endpoint.models)}",)
-        return BackendStatus(
+        self._last_status = BackendStatus(
             self.name,
             True,
             version=server,
@@ -403,6 +412,7 @@ class OpenAIBackend(Backend):
             notes=notes,
             latency=latency,
         )
+        return self._last_status
 
     async def list_models(self) -> list[ModelInfo]:
         """The server's models (``/v1/models``), through the endpoint's filter."""
@@ -515,7 +525,12 @@ class OpenAIBackend(Backend):
         counted = 0
         usage: Any = None
         finish: str | None = None
-        stream = await self._open(create, params, spec)
+        self._streams += 1
+        try:
+            stream = await self._open(create, params, spec)
+        except BaseException:
+            self._streams -= 1
+            raise
         try:
             async for event in stream:
                 if getattr(event, "usage", None) is not None:
@@ -539,6 +554,7 @@ class OpenAIBackend(Backend):
             raise self._error(exc, "streaming the answer", spec) from None
         finally:
             # closing the response is how a stream is cancelled: the server sees the connection go
+            self._streams -= 1
             with contextlib.suppress(Exception):
                 await asyncio.shield(stream.close())
         if finish is None:

@@ -42,7 +42,7 @@ from llmspell.cli.repl_commands import _COMMANDS, DISPLAY_SETTINGS, Command
 from llmspell.cli.repl_render import make_view
 from llmspell.errors import LLMSpellError
 from llmspell.hub import Hub
-from llmspell.session import Session, error_text, model_names, state_note
+from llmspell.session import Session, error_text, model_names, state_note, where_it_runs
 from llmspell.store import Store
 from llmspell.types import Options, Stats
 
@@ -485,15 +485,8 @@ class Repl:
         return True
 
     async def ran_on(self, spec: str) -> str:
-        """The backend or endpoint that answers ``spec`` (the one after '@', else the one the hub picks); "" when
-        it cannot be told."""
-        try:
-            # named after '@': no request is made; otherwise the hub's choice, which may ask Ollama again (its
-            # status is trusted a few seconds): bounded, so a slow server never holds up the stats line
-            backend, _ = await asyncio.wait_for(self.hub.resolve(spec), _RAN_ON_WAIT)
-        except (LLMSpellError, TimeoutError):
-            return ""
-        return backend.name
+        """The backend or endpoint that answers ``spec``; "" when it cannot be told."""
+        return (await where_it_runs(self.hub, spec, _RAN_ON_WAIT))[0]
 
     def _report(self, state: str, stats: Stats | None, error: str | None, where: str = "") -> str:
         """The line under an answer: its error, its state note, or its numbers and where it ran; the outcome as a

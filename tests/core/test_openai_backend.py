@@ -229,3 +229,21 @@ def test_serve_leaves_out_an_endpoint_that_is_itself(tmp_path: Path, shared_mode
         assert "not using the endpoint me" in proc.output() and "that is this server" in proc.output()
     finally:
         proc.stop()
+
+
+async def test_status_and_listings_during_an_answer_do_not_cut_it(hub: Hub) -> None:
+    # llama-cpp-python's server ends a running answer when any other request arrives; the faces check status and
+    # list models while answers stream, so those are answered from memory meanwhile
+    await hub.status_all()
+    stream = hub.chat(
+        f"{PEER_MODEL}@peer", [Message("user", "Count from one to fifty in words.")], Options(max_tokens=48)
+    )
+    text, last = "", None
+    async for chunk in stream:
+        if not text and chunk.text:
+            statuses = {s.backend: s for s in await hub.status_all()}
+            models, _ = await hub.list_all("peer")
+            assert statuses["peer"].ready and [m.name for m in models] == [PEER_MODEL]
+        text += chunk.text
+        last = chunk
+    assert last is not None and last.done and last.stats is not None and last.stats.generated_tokens > 1

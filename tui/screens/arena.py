@@ -29,7 +29,7 @@ from llmspell.session import error_text
 from llmspell_tui.widgets.chat_answer import AnswerView
 from llmspell_tui.widgets.modals import TextPromptScreen
 from llmspell_tui.widgets.prompt import PromptArea, SendsPrompts
-from llmspell_tui.widgets.status import BackendStatusBar
+from llmspell_tui.widgets.status import BackendStatusBar, hold_status_checks
 
 if TYPE_CHECKING:
     from llmspell.hub import Hub
@@ -337,12 +337,15 @@ class ArenaScreen(SendsPrompts, Screen[None]):
         await box.mount_all(self._answers)
         self.vote_bar.display = False
         stream = round_.stream(self.hub, parallel=True)
+        remote = [self.hub.backends.get(c.backend) for c in round_.contenders]
+        held = hold_status_checks(self.app, any(b is not None and b.endpoint is not None for b in remote))
         try:
-            async for event in stream:
-                answer = self._answers[event.index]
-                answer.feed(event.text, event.metrics)
-                if event.kind in ("done", "error"):
-                    await answer.finish(event.metrics)
+            with held:
+                async for event in stream:
+                    answer = self._answers[event.index]
+                    answer.feed(event.text, event.metrics)
+                    if event.kind in ("done", "error"):
+                        await answer.finish(event.metrics)
         except asyncio.CancelledError:
             self.notify("stopped: a round with a stopped answer cannot be voted; send the prompt again", timeout=4)
             self.prompt.focus()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import dataclasses
 import random
 from collections.abc import Iterable
@@ -19,11 +21,11 @@ from textual.worker import Worker
 from llmspell.chat import Conversation
 from llmspell.compare import StreamMetrics, Target, compare
 from llmspell.errors import LLMSpellError
-from llmspell.session import Session, error_text, model_names
+from llmspell.session import Session, error_text, model_names, where_it_runs
 from llmspell_tui.widgets.pane import ChatPane
 from llmspell_tui.widgets.prompt import PromptArea, SendsPrompts
 from llmspell_tui.widgets.settings import PaneSettings, SettingsScreen
-from llmspell_tui.widgets.status import BackendStatusBar
+from llmspell_tui.widgets.status import BackendStatusBar, hold_status_checks
 
 if TYPE_CHECKING:
     from llmspell.hub import Hub
@@ -341,12 +343,22 @@ class ChatScreen(SendsPrompts, Screen[None]):
         stream = compare(self.hub, targets, text, store=self.store, parallel=self.parallel)
         failed = False
         finished: set[int] = set()
+        held = contextlib.ExitStack()
         # a blinking cursor repaints the screen twice a second, on the cores the engine is using: it stays steady
         # while answers stream
         blink, self.prompt.cursor_blink = self.prompt.cursor_blink, False
         try:
             # inside the try: an Escape while the panes are being set up still ends them in the finally
-            for pane in panes:
+            places = [
+                (f"@{name}" if name else "", address)
+                for name, address in await asyncio.gather(*(where_it_runs(self.hub, p.conv.model) for p in panes))
+            ]
+            # said where it tells something: a named endpoint (another machine, another server) is in the run, or
+            # the panes run on different backends; answers that all run here on one backend say nothing extra
+            told = any(address for _, address in places) or len({where for where, _ in places}) > 1
+            held.enter_context(hold_status_checks(self.app, any(address for _, address in places)))
+            for pane, (where, address) in zip(panes, places, strict=True):
+                pane.runs_on(where if told else "", address)
                 await pane.begin(text)
             async for event in stream:
                 self.last_metrics[event.index] = event.metrics
@@ -369,7 +381,10 @@ class ChatScreen(SendsPrompts, Screen[None]):
                 await pane.finish(error=error_text(exc))
         finally:
             self.prompt.cursor_blink = blink
-            await stream.aclose()
+            try:
+                await stream.aclose()
+            finally:
+                held.close()
             for i, pane in enumerate(panes):
                 if i not in finished:
                     await pane.finish(StreamMetrics(i, pane.conv.model, status="cancelled"))

@@ -11,6 +11,7 @@ from textual import on, work
 from textual.app import ComposeResult, SystemCommand
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal
+from textual.css.query import NoMatches
 from textual.reactive import reactive
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Input, Static
@@ -80,6 +81,10 @@ class ModelsScreen(Screen[None]):
         Binding("p", "pull", "Pull"),
         Binding("i", "info", "Info"),
         Binding("d,delete", "delete", "Delete"),
+        # hidden twins of pull and delete: on the row of a backend that cannot do them (a remote OpenAI server),
+        # the footer leaves them out and the key says why instead of doing nothing
+        Binding("p", "refused('pull')", "Pull", show=False),
+        Binding("d,delete", "refused('delete')", "Delete", show=False),
         Binding("u", "unload", "Unload"),
         Binding("r", "reload", "Refresh", show=False),
         Binding("escape", "leave_filter", "Table", show=False),
@@ -139,8 +144,13 @@ class ModelsScreen(Screen[None]):
     def reload(self) -> None:
         """List the models again, each backend in its own worker, so a slow backend never holds up the others."""
         statuses = {st.backend: st for st in getattr(self.app, "backend_statuses", None) or ()}
-        for name in self.hub.backends:
+        # while an endpoint streams an answer its rows stay as they are: asking a server for its models can end
+        # the answer it is streaming (llama-cpp-python's server does)
+        busy = bool(getattr(self.app, "answering_remotely", False))
+        for name, backend in self.hub.backends.items():
             status = statuses.get(name)
+            if busy and backend.endpoint is not None:
+                continue
             if status is not None and not status.ready:
                 # known to be down: its models are gone until its status says it is back
                 self._set_backend_models(name, [], status)
@@ -196,6 +206,7 @@ class ModelsScreen(Screen[None]):
             table.move_cursor(row=keys.index(selected), animate=False)
         count = f"{len(shown)} of {len(self.models)}" if len(shown) != len(self.models) else f"{len(shown)}"
         self.query_one("#models-count", Static).update(f"{count} models")
+        self.refresh_bindings()
 
     def selected_key(self) -> str | None:
         """The ``name@backend`` of the selected row, or None when the table is empty."""
@@ -252,6 +263,50 @@ class ModelsScreen(Screen[None]):
 
     # ----- actions -----------------------------------------------------------------------------------------------
 
+    def refusal(self, action: str, model: ModelInfo | None = None) -> str | None:
+        """Why ``action`` (pull or delete) cannot be done on the selected row's backend, or None when it can."""
+        if model is None:
+            try:
+                model = self.selected_model()
+            except NoMatches:  # asked for the footer before the table is there
+                return None
+        if model is None:
+            return None
+        backend = self.hub.backends.get(model.backend)
+        if backend is None:
+            return None
+        if action == "pull" and not backend.IMPLEMENTS_PULL:
+            return (
+                f"{backend.name} does not pull models: it serves the models its server was started with "
+                "(to pull into this machine, select a local model's row)"
+            )
+        if action == "delete" and not backend.IMPLEMENTS_DELETE:
+            return (
+                f"{backend.name} does not delete models: they belong to its server "
+                "(remove it there, or leave it out with the endpoint's models filter)"
+            )
+        return None
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        """Pull and delete are left out of the footer on a row whose backend cannot do them; their hidden twin
+        (``refused``) takes the key there and says why."""
+        if action in ("pull", "delete"):
+            return self.refusal(action) is None
+        if action == "refused":
+            return bool(parameters) and self.refusal(str(parameters[0])) is not None
+        return True
+
+    def action_refused(self, action: str) -> None:
+        """Say why the selected row's backend cannot ``action`` (pull or delete) its models."""
+        reason = self.refusal(action)
+        if reason is not None:
+            self.notify(reason, severity="warning", title=f"cannot {action} here")
+
+    @on(DataTable.RowHighlighted, "#models-table")
+    def _row_highlighted(self) -> None:
+        # the footer's pull and delete depend on the selected row's backend
+        self.refresh_bindings()
+
     def _need_selection(self) -> ModelInfo | None:
         model = self.selected_model()
         if model is None:
@@ -259,7 +314,10 @@ class ModelsScreen(Screen[None]):
         return model
 
     def action_pull(self) -> None:
-        """Open the pull dialog (catalog list, live progress, Escape stops)."""
+        """Open the pull dialog (catalog list, live progress, Escape stops); not on a backend that cannot pull."""
+        if self.refusal("pull") is not None:  # the command palette reaches here without the key's check
+            self.action_refused("pull")
+            return
         present = {m.name for m in self.models if m.backend == "llamacpp"}
         self.app.push_screen(PullScreen(self.hub, present=present), self._pulled)
 
@@ -282,6 +340,9 @@ class ModelsScreen(Screen[None]):
         """Delete the selected model's file, after a confirmation."""
         model = self._need_selection()
         if model is None:
+            return
+        if self.refusal("delete", model) is not None:
+            self.action_refused("delete")
             return
         spec = model_key(model)
         detail = f"{model.location}\n{human_bytes(model.size_bytes)} will be freed." if model.location else ""

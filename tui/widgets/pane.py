@@ -110,6 +110,8 @@ class ChatPane(Vertical):
         #: True while an answer streams into this pane
         self.streaming = False
         self._stats_rows = 0
+        #: where the answer streaming now (or the last one) runs, "@llamacpp" or "@gpubox"; "" when not known
+        self.where = ""
 
     def compose(self) -> ComposeResult:
         yield Input(
@@ -150,9 +152,20 @@ class ChatPane(Vertical):
     def _retitle(self) -> None:
         self.border_title = self.conv.title or "new chat"
 
+    def runs_on(self, where: str, address: str | None = None) -> None:
+        """Say where the next answer runs: ``where`` opens the stats line, a remote server's address goes on the
+        pane's lower border (so a comparison across machines says which pane ran where)."""
+        self.where = where
+        self.border_subtitle = f"{where.removeprefix('@')} · {address}" if where and address else ""
+
+    def _at(self, text: str) -> str:
+        """A stats line that opens with where the answer ran."""
+        return f"{self.where} · {text}" if self.where else text
+
     def model_switched(self) -> None:
         """The conversation goes on with another model: the picker and the stats line say which."""
         self.model_input.value = self.conv.model
+        self.runs_on("")  # the next answer says where the new model runs
         if self.conv.entries:
             self.stats_line.update(f"now talking to {self.conv.model}; the conversation goes on")
 
@@ -167,6 +180,7 @@ class ChatPane(Vertical):
         """Show another conversation in this pane (model, settings and every message)."""
         self.conv = conv
         self._retitle()
+        self.runs_on("")  # a stored answer does not say where it ran
         self.model_input.value = conv.model
         await self.log_view.remove_children()
         self.stats_line.update("")
@@ -215,7 +229,7 @@ class ChatPane(Vertical):
         self.streaming = True
         self._answer = AnswerView()
         await self.log_view.mount_all([Static(prompt, classes="user", markup=False), self._answer])
-        self.stats_line.update("waiting…")
+        self.stats_line.update(self._at("waiting…"))
         self._stats_rows = 0
         self._timer = self.set_interval(FLUSH_EVERY, self._flush)
 
@@ -257,7 +271,7 @@ class ChatPane(Vertical):
             await self._answer.write(text)
         self._follow()
         if self._metrics is not None and self.streaming:
-            self._live_stats(self._metrics.live_summary())
+            self._live_stats(self._at(self._metrics.live_summary()))
 
     def _live_stats(self, text: str) -> None:
         """Show the live numbers; a new layout only when the line's wrapped height changes.
@@ -298,14 +312,14 @@ class ChatPane(Vertical):
             if not text and self._answer is not None:
                 await self._answer.remove()
             await self.log_view.mount(Static(error, classes="error", markup=False))
-            self.stats_line.update("error: the prompt is kept in the input")
+            self.stats_line.update(self._at("error: the prompt is kept in the input"))
         elif status == "cancelled" or metrics is None or metrics.stats is None:
             note = state_note("cancelled")
             await self.log_view.mount(Static(f"({note})", classes="note"))
             n = metrics.chunks if metrics is not None else len(self._parts)
-            self.stats_line.update(f"{note} · {n} tokens received")
+            self.stats_line.update(self._at(f"{note} · {n} tokens received"))
         else:
             assert metrics.stats is not None
-            self.stats_line.update(metrics.stats.summary())
+            self.stats_line.update(self._at(metrics.stats.summary()))
         self._answer = None
         self.call_after_refresh(self._follow)

@@ -2,17 +2,31 @@
 
 from __future__ import annotations
 
+import contextlib
+import re
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from rich.text import Text
 from textual.widgets import Static
 
 from llmspell.types import BackendStatus
 
+if TYPE_CHECKING:
+    from textual.app import App
+
+
+def hold_status_checks(app: App[object], remote: bool) -> contextlib.AbstractContextManager[None]:
+    """The app's hold on its status checks while answers stream from a named endpoint (see
+    ``LLMSpellApp.remote_answers``); nothing to hold in an app without status checks."""
+    hold = getattr(app, "remote_answers", None)
+    return hold(remote) if callable(hold) and remote else contextlib.nullcontext()
+
 
 def describe_status(status: BackendStatus, *, loaded: bool = True) -> Text:
     """One backend as one line: ready or not reachable (and why), version, device, models, loaded models (left
-    out with ``loaded=False``: the arena's blind rounds must not say which models answer)."""
+    out with ``loaded=False``: the arena's blind rounds must not say which models answer), and a server's round
+    trip when it was measured."""
     line = Text(no_wrap=False)
     if status.ready:
         line.append("● ", style="bold green")
@@ -20,8 +34,12 @@ def describe_status(status: BackendStatus, *, loaded: bool = True) -> Text:
         line.append(" ready")
         facts = [status.version or "", status.device or ""]
         facts.append(f"{status.model_count} model{'s' if status.model_count != 1 else ''}")
-        if loaded:
+        # a server reached over the network (it has a round trip) that names no loaded model says nothing about
+        # what it holds in memory: "none loaded" would be a guess
+        if loaded and (status.loaded or status.latency is None):
             facts.append(f"loaded: {', '.join(status.loaded)}" if status.loaded else "none loaded")
+        if status.latency is not None:
+            facts.append(f"{status.latency * 1000:.0f} ms round trip")
         line.append(" · " + " · ".join(f for f in facts if f), style="dim")
     else:
         line.append("● ", style="bold red")
@@ -30,9 +48,15 @@ def describe_status(status: BackendStatus, *, loaded: bool = True) -> Text:
         # A backend's own message often opens with "<Backend> is not reachable": keep only what follows,
         # so the line does not say it twice.
         said = f"{status.backend} is not reachable "
+        # an endpoint's messages open with "endpoint NAME (ADDRESS)": the name is shown already, the address and
+        # what happened follow it
+        endpoint = re.match(rf"endpoint {re.escape(status.backend)} (\([^)]*\)) (.+)", reason, re.DOTALL)
         if reason.lower().startswith(said.lower()):
             line.append(" not reachable ")
             line.append(reason[len(said) :], style="italic")
+        elif endpoint is not None:
+            line.append(f" {endpoint[1]} ", style="dim")
+            line.append(endpoint[2], style="italic")
         else:
             line.append(" not reachable: ")
             line.append(reason, style="italic")
@@ -75,6 +99,10 @@ class BackendStatusBar(Static):
     def _show(self, statuses: tuple[BackendStatus, ...] | None) -> None:
         self._text = describe_statuses(statuses, loaded=self.show_loaded)
         self.update(self._text)
+        # what to do about a backend that is down (the key to set, the url to check) is on the mouse's hover: the
+        # bar itself keeps to one line per backend
+        advice = [f"{s.backend}: {s.hint}" for s in statuses or () if not s.ready and getattr(s, "hint", None)]
+        self.tooltip = "\n".join(advice) or None
 
     @property
     def text(self) -> str:
