@@ -27,6 +27,7 @@ from llmspell.backends._llama_prompt import (
     engine_uses_openmp,
 )
 from llmspell.backends._llama_worker import EmbedRequest, Job, ModelWorker
+from llmspell.backends._probe import check_loads
 from llmspell.backends._threads import ThreadBudget
 from llmspell.backends.base import Backend, RunningModel
 from llmspell.catalog import Catalog, Resolved, Template, load_catalog
@@ -820,6 +821,8 @@ class LlamaCppBackend(Backend):
         if path != model.path:
             model = LocalModel(model.name, path, model.source, model.resolved, model.quantization, model.size_bytes)
         info = await asyncio.to_thread(gguf_info, model.path)
+        # a file that would abort the engine is found in a child process, once per file version, not here
+        await asyncio.to_thread(check_loads, model.path)
         # an explicit num_ctx is honoured; the configured default never exceeds what the model was trained for
         n_ctx = opts.num_ctx or min(self.config.num_ctx, info.context_length or self.config.num_ctx)
         with self._lock:
