@@ -199,3 +199,20 @@ def parse_endpoints(value: Any, path: Path) -> tuple[Endpoint, ...]:
             raise ConfigError(f"{path}: two [[endpoints]] are called {endpoint.name!r}", hint="give each its own name")
         out.append(endpoint)
     return tuple(out)
+
+
+def tls_problem(exc: BaseException) -> str | None:
+    """The TLS failure somewhere under ``exc`` (wrong scheme, an untrusted certificate, a hostname mismatch)."""
+    import ssl
+
+    seen: BaseException | None = exc
+    depth = 0
+    while seen is not None and depth < 8:
+        if isinstance(seen, ssl.SSLError):
+            return getattr(seen, "verify_message", None) or seen.reason or str(seen)
+        text = str(seen)
+        if "SSL" in text or "CERTIFICATE" in text.upper():
+            return text
+        seen = seen.__cause__ or seen.__context__
+        depth += 1
+    return None

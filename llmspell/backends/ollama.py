@@ -14,7 +14,7 @@ import httpx
 
 from llmspell import config as cfgmod
 from llmspell.backends.base import Backend, RunningModel
-from llmspell.endpoints import Endpoint
+from llmspell.endpoints import Endpoint, tls_problem
 from llmspell.errors import BackendUnavailable, GenerationError, InvalidOptions, LLMSpellError, ModelNotFound
 from llmspell.options import OLLAMA_OPTIONS
 from llmspell.spec import ModelSpec
@@ -75,19 +75,6 @@ def _logprobs(part: Any) -> tuple[TokenLogprob, ...]:
         top = tuple((t.token, float(t.logprob), tuple(t.token.encode())) for t in lp.top_logprobs or ())
         out.append(TokenLogprob(lp.token, float(lp.logprob), tuple(lp.token.encode()), top))
     return tuple(out)
-
-
-def _tls_problem(exc: BaseException) -> str | None:
-    """The TLS failure under a connection error (wrong scheme, untrusted certificate, hostname mismatch)."""
-    import ssl
-
-    seen: BaseException | None = exc
-    while seen is not None:
-        if isinstance(seen, ssl.SSLError):
-            return getattr(seen, "verify_message", None) or seen.reason or str(seen)
-        seen = seen.__cause__ or seen.__context__
-    text = str(exc)
-    return text if "SSL" in text or "certificate" in text.lower() else None
 
 
 def _error_text(resp: httpx.Response) -> str:
@@ -167,7 +154,7 @@ class OllamaBackend(Backend):
             return self._http_error(exc.response.status_code, _error_text(exc.response), what, spec)
         where = f"[[endpoints]] {self.name}" if self.endpoint else "[providers.ollama]"
         if isinstance(exc, (ConnectionError, httpx.ConnectError)):
-            tls = _tls_problem(exc)
+            tls = tls_problem(exc)
             if tls:
                 return BackendUnavailable(
                     f"{self.label}: the TLS handshake failed ({what}): {tls}",

@@ -20,6 +20,7 @@ import httpx
 
 from llmspell import config as cfgmod
 from llmspell.backends.base import Backend
+from llmspell.endpoints import tls_problem
 from llmspell.errors import (
     BackendUnavailable,
     GenerationError,
@@ -66,23 +67,6 @@ def _transport_error(exc: BaseException) -> str | None:
             return "read_timeout"
         if name == "ConnectTimeout":
             return "connect_timeout"
-    return None
-
-
-def _tls_problem(exc: BaseException) -> str | None:
-    """The TLS failure somewhere under ``exc`` (wrong scheme, an untrusted certificate, a hostname mismatch)."""
-    import ssl
-
-    seen: BaseException | None = exc
-    depth = 0
-    while seen is not None and depth < 8:
-        if isinstance(seen, ssl.SSLError):
-            return getattr(seen, "verify_message", None) or seen.reason or str(seen)
-        text = str(seen)
-        if "SSL" in text or "CERTIFICATE" in text.upper():
-            return text
-        seen = seen.__cause__ or seen.__context__
-        depth += 1
     return None
 
 
@@ -246,7 +230,7 @@ class OpenAIBackend(Backend):
         where = f"[[endpoints]] {self.name}"
         if isinstance(exc, openai.APIStatusError):
             return self._status_error(exc.status_code, exc, what, spec)
-        tls = _tls_problem(exc)
+        tls = tls_problem(exc)
         if tls:
             return BackendUnavailable(
                 f"{self.label}: the TLS handshake failed ({what}): {tls}",
