@@ -69,6 +69,9 @@ class LocalHub:
         self.stall_after_bytes: int | None = None
         #: answer HEAD like a mirror without LFS headers: ETag is the git blob id, no X-Linked-Etag/Size
         self.hide_linked_etag = False
+        #: list files (paths-info, tree) without their LFS metadata, as a proxy that keeps none; with
+        #: hide_linked_etag the hub advertises no sha256 for a file anywhere
+        self.hide_lfs = False
         #: announce this size for files (HEAD's X-Linked-Size) whatever the body really holds
         self.announced_size: int | None = None
         #: answer the GET of a file body with this status (after HEAD succeeded); fires once
@@ -307,15 +310,11 @@ class _Handler(BaseHTTPRequestHandler):
         else:
             self._send_json(405, {"error": "Method Not Allowed"})
 
-    @staticmethod
-    def _path_info(name: str, f: HubFile) -> dict[str, object]:
-        return {
-            "type": "file",
-            "path": name,
-            "size": len(f.data),
-            "oid": f.blob_id,
-            "lfs": {"oid": f.sha256, "size": len(f.data), "pointerSize": 134},
-        }
+    def _path_info(self, name: str, f: HubFile) -> dict[str, object]:
+        info: dict[str, object] = {"type": "file", "path": name, "size": len(f.data), "oid": f.blob_id}
+        if not self.hub.hide_lfs:
+            info["lfs"] = {"oid": f.sha256, "size": len(f.data), "pointerSize": 134}
+        return info
 
     # ---- /{repo}/resolve/{revision}/{filename} -------------------------------------------------------------------
 
