@@ -232,6 +232,11 @@ def _stats(value: object, where: str) -> Stats | None:
         if name == "stop_reason":
             if v not in get_args(StopReason):
                 raise InvalidOptions(f"{where}.stop_reason must be one of {', '.join(get_args(StopReason))}")
+        elif kind == "bool":
+            if not isinstance(v, bool):
+                raise InvalidOptions(f"{where}.{name} must be true or false, not {v!r}")
+            fields[name] = v
+            continue
         elif isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v) or v < 0:
             raise InvalidOptions(f"{where}.{name} must be a number of at least 0, not {v!r}")
         elif kind == "int" and not float(v).is_integer():
