@@ -6,12 +6,15 @@ import os
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from llmspell.endpoints import Endpoint, parse_endpoints
 from llmspell.errors import ConfigError, InvalidOptions
 from llmspell.types import Options, check_keep_alive
+
+if TYPE_CHECKING:
+    from llmspell.tools.mcpconfig import McpServerConfig
 
 
 def home() -> Path:
@@ -102,7 +105,17 @@ def ollama_url(config_value: str | None = None) -> str:
 
 
 _KNOWN: dict[str, set[str]] = {
-    "": {"default_model", "keep_alive", "options", "context_overflow", "llamacpp", "providers", "arena", "endpoints"},
+    "": {
+        "default_model",
+        "keep_alive",
+        "options",
+        "context_overflow",
+        "llamacpp",
+        "providers",
+        "arena",
+        "endpoints",
+        "mcp",
+    },
     "arena": {"pool", "hide_stats", "size"},
     "llamacpp": {
         "threads",
@@ -148,6 +161,8 @@ class Config:
     arena_size: int = 2
     #: servers elsewhere, each a backend under its own name (``MODEL@NAME``)
     endpoints: tuple[Endpoint, ...] = ()
+    #: MCP servers whose tools models may call (``[mcp.servers.NAME]``)
+    mcp_servers: tuple[McpServerConfig, ...] = ()
     path: Path | None = None
 
 
@@ -291,6 +306,10 @@ def load_config(path: Path | None = None) -> Config:
         cfg.arena_size = _ranged(arena["size"], int, "arena.size", path, 2, 4, "answers per round")
     if "endpoints" in data:
         cfg.endpoints = parse_endpoints(data["endpoints"], path)
+    if "mcp" in data:
+        from llmspell.tools.mcpconfig import parse_mcp  # only then: llmspell.tools loads jsonschema
+
+        cfg.mcp_servers = parse_mcp(data["mcp"], path)
     return cfg
 
 

@@ -110,3 +110,9 @@ class Cancelled(LLMSpellError):
     """A generation or pull was cancelled by the user."""
 
     kind = "cancelled"
+
+
+class ToolError(LLMSpellError):
+    """A tool that cannot be defined, registered or run as asked (bad schema, unknown name, a path out of root)."""
+
+    kind = "tool_error"

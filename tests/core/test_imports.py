@@ -39,6 +39,10 @@ def test_core_modules_import_no_face_framework() -> None:
         "llmspell.machine",
         "llmspell.backends.llamacpp",
         "llmspell.backends.ollama",
+        "llmspell.backends.openai",
+        "llmspell.endpoints",
+        "llmspell.tools",
+        "llmspell.tools.mcp",
     ]
     loaded = _modules_after("\n".join(f"import {m}" for m in core))
     leaked = {m for m in loaded for f in FORBIDDEN if m == f or m.startswith(f + ".")}
