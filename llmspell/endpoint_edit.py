@@ -23,7 +23,7 @@ import tomlkit
 from tomlkit.items import AoT
 
 from llmspell import config as cfgmod
-from llmspell.endpoints import KINDS, NAME, Endpoint, normalize_url, parse_endpoint, reserved_names
+from llmspell.endpoints import KINDS, NAME, Endpoint, looks_like_key, normalize_url, parse_endpoint, reserved_names
 from llmspell.errors import ConfigError
 from llmspell.files import write_whole
 
@@ -31,7 +31,6 @@ from llmspell.files import write_whole
 OLLAMA_PORT = 11434
 _ENV_VAR = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 #: how the keys of well-known services begin (OpenAI, Anthropic, Hugging Face, Groq, xAI, GitHub, Google, ...)
-_KEY_PREFIXES = ("sk-", "sk_", "hf_", "gsk_", "xai-", "pk-", "ghp_", "github_pat_", "aiza", "bearer ", "nvapi-")
 _HEADER = re.compile(r"""^[ \t]*\[\[[ \t]*(?:endpoints|"endpoints"|'endpoints')[ \t]*\]\][ \t]*(?:#.*)?$""")
 #: a sub-table of the entry above it (``[endpoints.headers]``): still part of that entry
 _SUB_HEADER = re.compile(r"""^[ \t]*\[\[?[ \t]*(?:endpoints|"endpoints"|'endpoints')[ \t]*\.""")
@@ -40,19 +39,6 @@ _BLANK_OR_COMMENT = re.compile(r"^[ \t]*(?:#.*)?$")
 
 
 # ----- checking what the user typed ------------------------------------------------------------------------------
-
-
-def looks_like_key(value: str) -> bool:
-    """Whether ``value`` looks like an API key itself rather than the name of a variable holding one."""
-    text = value.strip()
-    if text.lower().startswith(_KEY_PREFIXES) and len(text) >= 12:
-        return True
-    if len(text) >= 20 and not _ENV_VAR.match(text):
-        return True
-    # variable names are words in capitals; a long run of mixed case and digits is a token
-    has_lower = any(c.islower() for c in text)
-    has_digit = any(c.isdigit() for c in text)
-    return len(text) >= 24 and has_lower and has_digit
 
 
 def check_key_env(value: str) -> str:
@@ -98,10 +84,15 @@ def parse_header(text: str) -> tuple[str, str]:
 
 def guess_kind(url: str) -> tuple[str, str]:
     """The kind of server an address without ``--kind`` is taken for, and a line saying why."""
+    url = url.strip()
+    parts = urlsplit(url if "://" in url else "http://" + url)
     try:
-        port = urlsplit(url).port
+        port = parts.port
     except ValueError:
         port = None
+    if parts.path.rstrip("/").endswith("/v1"):
+        # Ollama's own OpenAI-compatible address (http://host:11434/v1) is an OpenAI server at that path
+        return "openai", "kind: openai (the url ends in /v1, the OpenAI API; pass --kind ollama for Ollama's own API)"
     if port == OLLAMA_PORT:
         return (
             "ollama",

@@ -26,6 +26,11 @@ KEYS = frozenset(
 #: an endpoint's name, as written after '@' (lowercase, so ``@GPUBox`` and ``@gpubox`` are one endpoint)
 NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,39}$")
 _ENV_VAR = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+#: how API keys of the usual services begin
+_KEY_PREFIXES = ("sk-", "sk_", "hf_", "gsk_", "xai-", "pk-", "ghp_", "github_pat_", "aiza", "bearer ", "nvapi-")
+#: an HTTP header name (RFC 9110 token) and a value that can be sent as it is (printable ASCII, no CR/LF)
+_HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
+_HEADER_VALUE = re.compile(r"^[\x20-\x7e\t]*$")
 #: headers that carry credentials: they belong in an environment variable, never in the file
 _SECRET_HEADERS = frozenset({"authorization", "proxy-authorization", "api-key", "x-api-key", "cookie"})
 _EXAMPLE = (
@@ -52,10 +57,24 @@ class Endpoint:
     enabled: bool = True
 
     def api_key(self) -> str | None:
-        """The key from the environment variable the config names, read now (so a key set later is used)."""
+        """The key from the environment variable the config names, read now (so a key set later is used); the
+        spaces and line ends a key file leaves around it are dropped. A key that still holds a control character
+        is refused without showing it (an HTTP library would print it in its error)."""
         if not self.api_key_env:
             return None
-        return os.environ.get(self.api_key_env) or None
+        key = (os.environ.get(self.api_key_env) or "").strip()
+        if key and not _HEADER_VALUE.match(key):
+            from llmspell.errors import BackendUnavailable
+
+            raise BackendUnavailable(
+                f"the key in {self.api_key_env} holds a control character or a non-ASCII one, so it cannot be sent",
+                hint=f"set {self.api_key_env} to the key alone (check the file it was read from)",
+            )
+        return key or None
+
+    def has_key(self) -> bool:
+        """Whether the key's variable is set to something (never raises, never shows it)."""
+        return bool(self.api_key_env and (os.environ.get(self.api_key_env) or "").strip())
 
     def request_headers(self) -> dict[str, str]:
         """The configured headers plus the key's Authorization header."""
@@ -76,9 +95,22 @@ class Endpoint:
                 "the server wants a key: put it in an environment variable and add "
                 f'api_key_env = "VAR" to [[endpoints]] {self.name}'
             )
-        if self.api_key() is None:
+        if not self.has_key():
             return f"{self.api_key_env} is not set in this environment: export it with the server's API key"
         return f"the key in {self.api_key_env} was refused: check it is the server's key and has access"
+
+
+def looks_like_key(value: str) -> bool:
+    """Whether ``value`` looks like an API key itself rather than the name of a variable holding one."""
+    text = value.strip()
+    if text.lower().startswith(_KEY_PREFIXES) and len(text) >= 12:
+        return True
+    if len(text) >= 20 and not _ENV_VAR.match(text):
+        return True
+    # variable names are words in capitals; a long run of mixed case and digits is a token
+    has_lower = any(c.islower() for c in text)
+    has_digit = any(c.isdigit() for c in text)
+    return len(text) >= 24 and has_lower and has_digit
 
 
 def normalize_url(kind: str, url: str) -> str:
@@ -102,11 +134,12 @@ def _number(value: Any, key: str, path: Path, where: str, low: float, high: floa
 
 
 def reserved_names() -> set[str]:
-    """Names an endpoint may not take: the backend kinds and their aliases (``@gguf`` must stay the engine)."""
-    from llmspell.backends.registry import kinds
+    """Names an endpoint may not take: the backends' kinds and their aliases (``@gguf`` must stay the engine).
+    A kind that is only ever an endpoint (openai) is free: ``@openai`` is the natural name of api.openai.com."""
+    from llmspell.backends.registry import ENDPOINT_ONLY, kinds
     from llmspell.spec import BACKEND_ALIASES
 
-    return set(kinds()) | set(BACKEND_ALIASES) | set(KINDS)
+    return (set(kinds()) | set(BACKEND_ALIASES) | {"ollama"}) - ENDPOINT_ONLY
 
 
 def parse_endpoint(entry: Any, path: Path, index: int) -> Endpoint:
@@ -139,23 +172,35 @@ def parse_endpoint(entry: Any, path: Path, index: int) -> Endpoint:
         raise _fail(
             path, where, f"url = {url!r} is not an http(s) address with a host", 'e.g. url = "http://gpubox:8000/v1"'
         )
+    try:
+        parts.port  # noqa: B018 - reading it is the check: a port that is not a number from 0 to 65535 raises
+    except ValueError:
+        raise _fail(path, where, f"url = {url!r} has a port that is not a number from 1 to 65535") from None
     if parts.username or parts.password:
         raise _fail(
             path, where, "url carries a user or password", "put the key in an environment variable: api_key_env"
         )
     key_env = entry.get("api_key_env")
-    if key_env is not None and (not isinstance(key_env, str) or not _ENV_VAR.match(key_env)):
-        looks_like_key = isinstance(key_env, str) and len(key_env) >= 16 and not key_env.isupper()
+    if key_env is not None and (not isinstance(key_env, str) or not _ENV_VAR.match(key_env) or looks_like_key(key_env)):
+        a_key = isinstance(key_env, str) and looks_like_key(key_env)
         raise _fail(
             path,
             where,
             "api_key_env must name an environment variable"
-            + (" (this looks like the key itself, which must never be in the file)" if looks_like_key else ""),
+            + (" (this looks like the key itself, which must never be in the file)" if a_key else ""),
             'e.g. api_key_env = "GPUBOX_API_KEY", then export GPUBOX_API_KEY=... in the shell that runs llmspell',
         )
     headers = entry.get("headers", {})
     if not isinstance(headers, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in headers.items()):
         raise _fail(path, where, "headers must be a table of strings", 'e.g. headers = { "X-Team" = "ml" }')
+    bad = next((k for k, v in headers.items() if not _HEADER_NAME.match(k) or not _HEADER_VALUE.match(v)), None)
+    if bad is not None:
+        raise _fail(
+            path,
+            where,
+            f"header {bad!r} has a name that is not one word, or a value with a line break or a non-ASCII character",
+            'headers are sent as they are: e.g. headers = { "X-Team" = "ml" }',
+        )
     secret = sorted(k for k in headers if k.lower() in _SECRET_HEADERS)
     if secret:
         raise _fail(

@@ -82,14 +82,21 @@ def canonical_backend(name: str) -> str:
     return key
 
 
+def _endpoint_only(kind: str) -> bool:
+    """A kind that is only ever a named endpoint (openai): its name is an endpoint's or a repo owner's."""
+    from llmspell.backends.registry import ENDPOINT_ONLY
+
+    return kind in ENDPOINT_ONLY
+
+
 def _backend_prefix(text: str, body: str, backend: str | None) -> tuple[str, str | None]:
     """``BACKEND/NAME`` (``ollama/phi3:3.8b``, ``candle/smollm2:135m``) as ``NAME@BACKEND``: only when the part
     before the first '/' is a backend or an alias, so ``ORG/REPO`` ids and Ollama's ``user/model`` keep their
     meaning."""
     head, sep, rest = body.partition("/")
     kind = known_backend(head) if sep else None
-    if kind is None:
-        return body, backend
+    if kind is None or _endpoint_only(kind):
+        return body, backend  # openai/gpt-oss-20b is a repo: no server is reached by its kind alone
     if not rest:
         raise InvalidSpec(f"model spec {text!r} names the backend {head!r} but no model after '/'", hint=_EXAMPLE)
     if backend is not None and backend != kind:
@@ -145,13 +152,14 @@ def parse_spec(text: str) -> ModelSpec:
         body, _, backend_text = raw.rpartition("@")
         if not backend_text:
             raise InvalidSpec(f"model spec {text!r} ends with '@' but names no backend", hint=_EXAMPLE)
-        if "@" in body:
-            raise InvalidSpec(f"model spec {text!r} has more than one '@'", hint=_EXAMPLE)
         if not body:
             raise InvalidSpec(f"model spec {text!r} names a backend but no model", hint=_EXAMPLE)
         backend = known_backend(backend_text)
-        if backend is None:
+        if backend is None or _endpoint_only(backend):
+            # a server's model id may hold an '@' itself (LM Studio's name@q4_k_m): only the last one names where
             return _endpoint_spec(text, body, backend_text)
+        if "@" in body:
+            raise InvalidSpec(f"model spec {text!r} has more than one '@'", hint=_EXAMPLE)
 
     if not _looks_like_path(body):
         body, backend = _backend_prefix(text, body, backend)

@@ -293,8 +293,20 @@ class OllamaBackend(Backend):
     def _tag(self, spec: ModelSpec) -> str:
         return spec.tag if spec.variant else f"{spec.name}:latest"
 
+    def _require(self, spec: ModelSpec) -> None:
+        """Refuse a model an endpoint's filter leaves out, before any request is made for it (a shared server's
+        other models are not to be run, pulled or deleted from here)."""
+        if self.endpoint is not None and not (self.offers(spec.tag) or self.offers(self._tag(spec))):
+            raise ModelNotFound(
+                f"{self.label} does not offer {spec.tag}: its models filter is {', '.join(self.endpoint.models)}",
+                hint=f"add it to models in [[endpoints]] {self.name}, or pick one of `llmspell model list "
+                f"--backend {self.name}`",
+            )
+
     async def has_model(self, spec: ModelSpec) -> bool:
         """Whether the server has the model already."""
+        if self.endpoint is not None and not (self.offers(spec.tag) or self.offers(self._tag(spec))):
+            return False
         tag = self._tag(spec)
         try:
             return any(m.name == tag for m in await self.list_models())
@@ -303,6 +315,7 @@ class OllamaBackend(Backend):
 
     async def info(self, spec: ModelSpec) -> ModelInfo:
         """``/api/show`` mapped to ModelInfo."""
+        self._require(spec)
         try:
             async with self._client(15.0) as client:
                 r = await client.show(self._tag(spec))
@@ -329,6 +342,7 @@ class OllamaBackend(Backend):
 
     async def pull(self, spec: ModelSpec) -> AsyncGenerator[PullProgress, None]:
         """``/api/pull`` with its progress stream; closing this iterator cancels the pull on the server."""
+        self._require(spec)
         client = self._client()
         stream = None
         done = False
@@ -352,6 +366,7 @@ class OllamaBackend(Backend):
 
     async def delete(self, spec: ModelSpec) -> None:
         """``/api/delete``."""
+        self._require(spec)
         try:
             async with self._client(30.0) as client:
                 await client.delete(self._tag(spec))
@@ -405,6 +420,7 @@ class OllamaBackend(Backend):
 
     async def unload(self, spec: ModelSpec) -> bool:
         """A generate request with keep_alive 0, as Ollama documents."""
+        self._require(spec)
         was = self._tag(spec) in await self.loaded()
         try:
             async with self._client(30.0) as client:
@@ -460,6 +476,7 @@ class OllamaBackend(Backend):
         options: Options | None = None,
     ) -> AsyncGenerator[Chunk, None]:
         """``/api/chat`` streaming; closing this stream closes the HTTP response, which cancels on the server."""
+        self._require(spec)
         # the config's [options] under the request's, as the embedded engine takes them: a comparison of the two
         # backends is on equal terms (max_tokens = 4 stopped one at 4 tokens and let the other write 25)
         opts = self.config.options.merged(options)
@@ -488,6 +505,7 @@ class OllamaBackend(Backend):
         options: Options | None = None,
     ) -> Embeddings:
         """``/api/embed``: the server's vectors (L2-normalised by Ollama), one per text."""
+        self._require(spec)
         if not texts:
             raise InvalidOptions("there is nothing to embed", hint="send at least one text")
         # the config's [options] under the request's, as the embedded engine takes them: a comparison of the two
@@ -516,6 +534,7 @@ class OllamaBackend(Backend):
         self, spec: ModelSpec, prompt: str, options: Options | None = None
     ) -> AsyncGenerator[Chunk, None]:
         """``/api/generate`` with raw=True (no template)."""
+        self._require(spec)
         # the config's [options] under the request's, as the embedded engine takes them: a comparison of the two
         # backends is on equal terms (max_tokens = 4 stopped one at 4 tokens and let the other write 25)
         opts = self.config.options.merged(options)

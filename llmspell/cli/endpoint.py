@@ -72,7 +72,7 @@ def _key_state(endpoint: Endpoint) -> str:
     """The key's variable and whether it is set (never its value)."""
     if not endpoint.api_key_env:
         return "-"
-    return f"{endpoint.api_key_env} ({'set' if endpoint.api_key() else 'not set'})"
+    return f"{endpoint.api_key_env} ({'set' if endpoint.has_key() else 'not set'})"
 
 
 async def cmd_add(args: argparse.Namespace) -> int:
@@ -97,7 +97,7 @@ async def cmd_add(args: argparse.Namespace) -> int:
     if why:
         print(why)
     print(f'use it: llmspell run MODEL@{endpoint.name} "..."   (check it: llmspell endpoint test {endpoint.name})')
-    if endpoint.api_key_env and endpoint.api_key() is None:
+    if endpoint.api_key_env and not endpoint.has_key():
         print(
             f"{endpoint.api_key_env} is not set: export {endpoint.api_key_env}=... (the server's key) before using it"
         )
@@ -117,7 +117,7 @@ async def cmd_list(args: argparse.Namespace) -> int:
                 "kind": e.kind,
                 "url": e.url,
                 "api_key_env": e.api_key_env,
-                "api_key_set": e.api_key() is not None if e.api_key_env else None,
+                "api_key_set": e.has_key() if e.api_key_env else None,
                 "headers": sorted(e.headers),
                 "models": list(e.models),
                 "connect_timeout": e.connect_timeout,
@@ -182,7 +182,7 @@ async def _test(backend: Backend, endpoint: Endpoint, model: str | None) -> int:
     print(f"  round trip:  {_ms(latency)}")
     print(f"  server:      {printable(status.version) if status.version else 'did not say'}")
     if endpoint.api_key_env:
-        sent = "sent" if endpoint.api_key() else "not set, so no key was sent"
+        sent = "sent" if endpoint.has_key() else "not set, so no key was sent"
         print(f"  key:         {endpoint.api_key_env} ({sent})")
     models = [m.name for m in await backend.list_models()]
     where = f" (models filter: {', '.join(endpoint.models)})" if endpoint.models else ""

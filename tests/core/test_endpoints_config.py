@@ -165,3 +165,64 @@ async def test_no_key_of_another_server_is_sent_to_an_endpoint(monkeypatch: pyte
     assert auth("lab") is None
     assert auth("lab-keyed") == "Bearer lab-key"
     assert auth("gpubox") != "Bearer sk-the-users-openai-key"
+
+
+def test_a_key_is_sent_without_the_line_end_of_its_file_and_a_broken_one_is_never_shown(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    write_endpoints(_home(), [{"name": "gpubox", "kind": "openai", "url": "http://h", "api_key_env": "GPUBOX_KEY"}])
+    (endpoint,) = load_config().endpoints
+    monkeypatch.setenv("GPUBOX_KEY", "sk-SUPERSECRET123\r\n")
+    assert endpoint.request_headers()["Authorization"] == "Bearer sk-SUPERSECRET123"
+    monkeypatch.setenv("GPUBOX_KEY", "sk-SUPER\nSECRET123")
+    with pytest.raises(BackendUnavailable) as err:
+        endpoint.request_headers()
+    assert "GPUBOX_KEY holds a control character" in str(err.value) and "SECRET" not in str(err.value)
+    assert endpoint.has_key() and "SECRET" not in endpoint.key_hint()
+
+
+@pytest.mark.parametrize(
+    ("entry", "fragment"),
+    [
+        ('url = "http://127.0.0.1:abc/v1"', "has a port that is not a number"),
+        ('url = "http://127.0.0.1:99999/v1"', "has a port that is not a number"),
+        ('url = "http://h"\nheaders = { "X-Team" = "ml\\nInjected: 1" }', "header 'X-Team' has"),
+        ('url = "http://h"\nheaders = { "X Team" = "ml" }', "header 'X Team' has"),
+        ('url = "http://h"\nheaders = { "X-Team" = "équipe" }', "header 'X-Team' has"),
+        ('url = "http://h"\napi_key_env = "gsk_9fA2kQ7xLm"', "looks like the key itself"),
+    ],
+)
+def test_what_would_break_a_request_is_refused_when_the_config_is_read(entry: str, fragment: str) -> None:
+    message = _config_error(f'[[endpoints]]\nname = "a"\nkind = "openai"\n{entry}\n')
+    assert fragment in message
+
+
+def test_openai_is_a_repo_owner_before_a_slash_and_a_free_endpoint_name() -> None:
+    spec = parse_spec("openai/gpt-oss-20b")
+    assert (spec.name, spec.backend) == ("openai/gpt-oss-20b", None)
+    assert parse_spec("gpt-4o-mini@openai").backend == "openai"
+    write_endpoints(_home(), [{"name": "openai", "kind": "openai", "url": "https://api.openai.com/v1"}])
+    hub = Hub(load_config())
+    assert isinstance(hub.backend("openai"), OpenAIBackend)
+    # LM Studio names quantizations with '@': only the last '@' says where the model is
+    lm = parse_spec("qwen2.5-7b-instruct@q4_k_m@lmstudio")
+    assert (lm.tag, lm.backend) == ("qwen2.5-7b-instruct@q4_k_m", "lmstudio")
+    with pytest.raises(InvalidSpec, match="more than one '@'"):
+        parse_spec("smollm2@q4@llamacpp")
+
+
+@pytest.mark.parametrize(
+    ("url", "kind"),
+    [
+        ("lab:11434", "ollama"),
+        ("http://lab:11434", "ollama"),
+        # Ollama's own OpenAI-compatible address, as users copy it: the OpenAI API at /v1
+        ("http://lab:11434/v1", "openai"),
+        ("http://gpubox:8000/v1", "openai"),
+        ("gpubox:8000", "openai"),
+    ],
+)
+def test_endpoint_add_takes_the_kind_the_address_says(url: str, kind: str) -> None:
+    from llmspell.endpoint_edit import guess_kind
+
+    assert guess_kind(url)[0] == kind

@@ -53,6 +53,7 @@ def hub(box: ServeProcess, peer: LlamaCppServer) -> Iterator[Hub]:
             {"name": "box", "kind": "openai", "url": box.url},
             {"name": "boxo", "kind": "ollama", "url": box.url},
             {"name": "gemma-only", "kind": "openai", "url": box.url + "/v1", "models": ["gemma*"]},
+            {"name": "boxo-gemma", "kind": "ollama", "url": box.url, "models": ["gemma*"]},
             {"name": "peer", "kind": "openai", "url": peer.url},
         ],
     )
@@ -247,3 +248,20 @@ async def test_status_and_listings_during_an_answer_do_not_cut_it(hub: Hub) -> N
         text += chunk.text
         last = chunk
     assert last is not None and last.done and last.stats is not None and last.stats.generated_tokens > 1
+
+
+async def test_an_ollama_endpoints_filter_keeps_its_other_models_out_of_reach(hub: Hub, box: ServeProcess) -> None:
+    from llmspell.errors import ModelNotFound
+
+    listed, _ = await hub.list_all("boxo-gemma")
+    assert [m.name for m in listed] == ["gemma3:270m"]
+    assert not await hub.backend("boxo-gemma").has_model(parse_spec("smollm2:135m@boxo-gemma"))
+    with pytest.raises(ModelNotFound, match="does not offer smollm2:135m"):
+        await collect(hub.chat("smollm2:135m@boxo-gemma", CAPITAL, GREEDY))
+    with pytest.raises(ModelNotFound, match="does not offer smollm2:135m"):
+        await hub.delete("smollm2:135m@boxo-gemma")
+    with pytest.raises(ModelNotFound, match="does not offer"):
+        async for _ in hub.pull("qwen2.5:0.5b@boxo-gemma"):
+            pass
+    # refused here: the shared server never saw a request to run, pull or delete them
+    assert "/api/delete" not in box.output() and "/api/pull" not in box.output()
