@@ -12,7 +12,7 @@ from typing import Any
 
 from llmspell import config as cfgmod
 from llmspell.backends.base import Backend
-from llmspell.errors import BackendUnavailable, InvalidSpec, LLMSpellError
+from llmspell.errors import BackendUnavailable, InvalidOptions, InvalidSpec, LLMSpellError
 from llmspell.spec import ModelSpec, parse_spec
 from llmspell.types import (
     BackendStatus,
@@ -191,16 +191,54 @@ class Hub:
         return self.backends["llamacpp"], parsed.with_backend("llamacpp")
 
     async def chat(
-        self, spec: str | ModelSpec | None, messages: Sequence[Message | dict[str, Any]], options: Options | None = None
+        self,
+        spec: str | ModelSpec | None,
+        messages: Sequence[Message | dict[str, Any]],
+        options: Options | None = None,
+        *,
+        tools: Sequence[dict[str, Any]] | None = None,
+        tool_choice: str | dict[str, Any] | None = None,
     ) -> AsyncGenerator[Chunk, None]:
-        """Stream a chat answer from whichever backend serves ``spec``; closing the stream cancels it."""
+        """Stream a chat answer from whichever backend serves ``spec``; closing the stream cancels it.
+
+        ``tools`` (OpenAI ``tools`` shape) and ``tool_choice`` go to a backend that implements tools; any other
+        backend refuses them (and a conversation holding tool calls) rather than drop them."""
         backend, parsed = await self.resolve(spec)
-        stream = backend.chat(parsed, [Message.coerce(m) for m in messages], options)
+        msgs = [Message.coerce(m) for m in messages]
+        if tools or tool_choice not in (None, "none") or any(m.tool_calls or m.role == "tool" for m in msgs):
+            stream = self._chat_tools(backend, parsed, msgs, options, list(tools or ()), tool_choice)
+        else:
+            stream = backend.chat(parsed, msgs, options)
         try:
             async for chunk in stream:
                 yield chunk
         finally:
             await stream.aclose()
+
+    @staticmethod
+    def _chat_tools(
+        backend: Backend,
+        spec: ModelSpec,
+        messages: list[Message],
+        options: Options | None,
+        tools: list[dict[str, Any]],
+        tool_choice: str | dict[str, Any] | None,
+    ) -> AsyncGenerator[Chunk, None]:
+        """The backend's chat with tools, or InvalidOptions when it cannot pass them."""
+        from llmspell.aliases import AliasedBackend
+
+        inner = backend.inner if isinstance(backend, AliasedBackend) else backend
+        if not inner.IMPLEMENTS_TOOLS:
+            raise InvalidOptions(
+                f"the {backend.name} backend does not pass tools yet, so {spec.tag} cannot call them",
+                hint="use a model behind an OpenAI-compatible endpoint (kind openai) for tools, or chat without them",
+            )
+        if isinstance(backend, AliasedBackend):
+            # the alias's system prompt and options still apply; the inner backend is the one that takes tools
+            messages, options = backend._messages(messages), backend._options(options)
+        chat: Any = inner.chat  # only backends with IMPLEMENTS_TOOLS take these keywords
+        stream: AsyncGenerator[Chunk, None] = chat(spec, messages, options, tools=tools, tool_choice=tool_choice)
+        return stream
 
     async def complete(
         self, spec: str | ModelSpec | None, prompt: str, options: Options | None = None

@@ -12,37 +12,133 @@ from typing import Any, Literal
 from llmspell.errors import InvalidOptions
 from llmspell.optionspec import OptionSpec, opt
 
-Role = Literal["system", "user", "assistant"]
+Role = Literal["system", "user", "assistant", "tool"]
 StopReason = Literal["stop", "length", "cancelled", "error"]
 
 
 @dataclass(frozen=True)
+class ToolCall:
+    """A model's request to run one tool: the call's id, the tool's name and its arguments."""
+
+    id: str
+    name: str
+    arguments: dict[str, Any]
+    #: the arguments text as the model wrote it, when it was not a JSON object (then ``arguments`` is empty)
+    raw: str = ""
+
+    @classmethod
+    def parse(cls, call_id: str, name: str, text: str | dict[str, Any] | None) -> ToolCall:
+        """A call from the arguments as a server sends them (JSON text, or an object already parsed)."""
+        if isinstance(text, dict):
+            return cls(call_id, name, dict(text))
+        if text is None or not text.strip():
+            # models often send nothing for a tool without parameters
+            return cls(call_id, name, {})
+        try:
+            parsed = json.loads(text)
+        except json.JSONDecodeError:
+            return cls(call_id, name, {}, raw=text)
+        return cls(call_id, name, parsed) if isinstance(parsed, dict) else cls(call_id, name, {}, raw=text)
+
+    def __hash__(self) -> int:
+        # a frozen value, so a Message holding calls can be hashed like any other; equal dicts hash alike
+        return hash((self.id, self.name, json.dumps(self.arguments, sort_keys=True, default=str), self.raw))
+
+    @property
+    def arguments_text(self) -> str:
+        """The arguments as the JSON text the OpenAI API carries (the model's own text when it was not JSON)."""
+        return self.raw if self.raw else json.dumps(self.arguments, ensure_ascii=False)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The OpenAI shape: ``{"id", "type": "function", "function": {"name", "arguments": JSON text}}``."""
+        return {"id": self.id, "type": "function", "function": {"name": self.name, "arguments": self.arguments_text}}
+
+    @classmethod
+    def coerce(cls, value: ToolCall | dict[str, Any]) -> ToolCall:
+        """Accept a ToolCall or its OpenAI dict shape; anything else is an InvalidOptions naming what is wrong."""
+        if isinstance(value, ToolCall):
+            return value
+        if not isinstance(value, dict):
+            raise InvalidOptions(f"a tool call must be a dict with 'id' and 'function', not {type(value).__name__}")
+        unknown = set(value) - {"id", "type", "function", "index"}
+        if unknown:
+            raise InvalidOptions(f"unknown tool call field(s): {', '.join(sorted(unknown))}")
+        if value.get("type", "function") != "function":
+            raise InvalidOptions(f"tool call type must be 'function', not {value.get('type')!r}")
+        call_id, function = value.get("id"), value.get("function")
+        if not isinstance(call_id, str) or not call_id:
+            raise InvalidOptions("a tool call needs an 'id' string (the tool message answering it names it)")
+        if not isinstance(function, dict) or not isinstance(function.get("name"), str) or not function["name"]:
+            raise InvalidOptions('a tool call needs "function": {"name": ..., "arguments": ...}')
+        extra = set(function) - {"name", "arguments"}
+        if extra:
+            raise InvalidOptions(f"unknown tool call function field(s): {', '.join(sorted(extra))}")
+        arguments = function.get("arguments")
+        if arguments is not None and not isinstance(arguments, (str, dict)):
+            raise InvalidOptions("tool call arguments must be a JSON string (or an object)")
+        return cls.parse(call_id, function["name"], arguments)
+
+
+_ROLES = ("system", "user", "assistant", "tool")
+
+
+@dataclass(frozen=True)
 class Message:
-    """One turn of a conversation."""
+    """One turn of a conversation: text, or an assistant turn calling tools, or a tool's result (role "tool")."""
 
     role: Role
     content: str
+    #: the tools an assistant turn called (its content may then be empty)
+    tool_calls: tuple[ToolCall, ...] = ()
+    #: for role "tool": the id of the call this message answers, and the tool's name
+    tool_call_id: str | None = None
+    name: str | None = None
 
     @classmethod
     def coerce(cls, value: Message | dict[str, Any]) -> Message:
-        """Accept a Message or an OpenAI-style ``{"role", "content"}`` dict."""
+        """Accept a Message or an OpenAI-style dict (``role``, ``content``; ``tool_calls``, ``tool_call_id``)."""
         if isinstance(value, Message):
             return value
         if not isinstance(value, dict):
             raise InvalidOptions(f"a message must be a dict with 'role' and 'content', not {type(value).__name__}")
-        unknown = set(value) - {"role", "content"}
+        unknown = set(value) - {"role", "content", "tool_calls", "tool_call_id", "name"}
         if unknown:
             raise InvalidOptions(f"unknown message field(s): {', '.join(sorted(unknown))}")
         role, content = value.get("role"), value.get("content")
-        if role not in ("system", "user", "assistant"):
-            raise InvalidOptions(f"message role must be system, user or assistant, not {role!r}")
+        if role not in _ROLES:
+            raise InvalidOptions(f"message role must be system, user, assistant or tool, not {role!r}")
+        raw_calls = value.get("tool_calls") or []
+        if raw_calls and role != "assistant":
+            raise InvalidOptions(f"only an assistant message can have tool_calls, not a {role} message")
+        if not isinstance(raw_calls, (list, tuple)):
+            raise InvalidOptions("message tool_calls must be a list")
+        calls = tuple(ToolCall.coerce(c) for c in raw_calls)
+        if content is None and calls:
+            content = ""  # the API sends null content beside tool calls
         if not isinstance(content, str):
             raise InvalidOptions("message content must be a string")
-        return cls(role=role, content=content)
+        call_id, name = value.get("tool_call_id"), value.get("name")
+        if role == "tool" and (not isinstance(call_id, str) or not call_id):
+            raise InvalidOptions("a tool message needs the 'tool_call_id' of the call it answers")
+        if role != "tool" and call_id is not None:
+            raise InvalidOptions(f"only a tool message has a tool_call_id, not a {role} message")
+        if name is not None and role != "tool":
+            # kept as before: a participant name on other roles means nothing to the backends
+            raise InvalidOptions("unknown message field(s): name (only a tool message names its tool)")
+        if name is not None and not isinstance(name, str):
+            raise InvalidOptions("message name must be a string")
+        return cls(role=role, content=content, tool_calls=calls, tool_call_id=call_id, name=name)
 
-    def to_dict(self) -> dict[str, str]:
-        """The OpenAI-style dict form."""
-        return {"role": self.role, "content": self.content}
+    def to_dict(self) -> dict[str, Any]:
+        """The OpenAI-style dict form (the tool keys only when set, so a plain message is ``{role, content}``)."""
+        out: dict[str, Any] = {"role": self.role, "content": self.content}
+        if self.tool_calls:
+            out["tool_calls"] = [c.to_dict() for c in self.tool_calls]
+        if self.tool_call_id is not None:
+            out["tool_call_id"] = self.tool_call_id
+        if self.name is not None:
+            out["name"] = self.name
+        return out
 
 
 @dataclass(frozen=True)
@@ -347,6 +443,8 @@ class Chunk:
     model: str = ""
     #: one entry per token in ``text``, when the options asked for ``logprobs``
     logprobs: tuple[TokenLogprob, ...] = ()
+    #: the tools the model called, complete, on the chunk that finishes them (normally the last)
+    tool_calls: tuple[ToolCall, ...] = ()
 
 
 @dataclass(frozen=True)

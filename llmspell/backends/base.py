@@ -51,6 +51,9 @@ class Backend(ABC):
     IMPLEMENTS_DELETE: ClassVar[bool] = True
     IMPLEMENTS_FORMAT: ClassVar[bool] = True
     IMPLEMENTS_EMBED: ClassVar[bool] = False
+    #: True when ``chat`` takes ``tools`` and ``tool_choice`` (keyword-only) and reports the model's tool calls;
+    #: the hub refuses tools for a backend without it rather than let them be dropped
+    IMPLEMENTS_TOOLS: ClassVar[bool] = False
 
     @classmethod
     def from_config(cls, config: Config) -> Backend:

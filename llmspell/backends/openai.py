@@ -13,6 +13,8 @@ import contextlib
 import importlib
 import logging
 import time
+import uuid
+import weakref
 from collections.abc import AsyncGenerator, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -40,6 +42,7 @@ from llmspell.types import (
     PullProgress,
     Stats,
     TokenLogprob,
+    ToolCall,
 )
 
 if TYPE_CHECKING:
@@ -150,6 +153,59 @@ def _older_form(params: dict[str, Any], refusal: str) -> dict[str, Any] | None:
     return None
 
 
+def _tool_choice(choice: str | dict[str, Any] | None, tools: Sequence[dict[str, Any]]) -> str | dict[str, Any] | None:
+    """``tool_choice`` checked before it is sent: "auto", "none", "required" or a function the tools name."""
+    if choice is None or choice in ("auto", "none", "required"):
+        return choice
+    names = [t.get("function", {}).get("name") for t in tools if isinstance(t, dict)]
+    if isinstance(choice, dict):
+        function = choice.get("function")
+        name = function.get("name") if isinstance(function, dict) else None
+        if choice.get("type") == "function" and isinstance(name, str) and name in names:
+            return {"type": "function", "function": {"name": name}}
+        if choice.get("type") == "function" and isinstance(name, str):
+            raise InvalidOptions(
+                f"tool_choice names {name!r}, which is not among the tools sent",
+                hint=f"the tools are: {', '.join(map(str, names)) or 'none'}",
+            )
+    raise InvalidOptions(
+        f"tool_choice {choice!r:.80} is not one the API takes",
+        hint='use "auto", "none", "required" or {"type": "function", "function": {"name": ...}}',
+    )
+
+
+def _wire_message(m: Message) -> dict[str, Any]:
+    """One message as the chat API takes it (a tool message names its call, not its tool: servers refuse more)."""
+    out = m.to_dict()
+    if m.role == "tool":
+        out.pop("name", None)
+    return out
+
+
+class _CallParts:
+    """One tool call as its streamed fragments arrive (by index): the id and name once, the arguments in pieces."""
+
+    def __init__(self) -> None:
+        self.id = ""
+        self.name = ""
+        self.arguments: list[str] = []
+
+    def add(self, delta: Any) -> None:
+        # some servers (llama-cpp-python's) repeat the id and name on every fragment: the first one counts
+        if getattr(delta, "id", None) and not self.id:
+            self.id = delta.id
+        function = getattr(delta, "function", None)
+        if function is None:
+            return
+        if getattr(function, "name", None) and not self.name:
+            self.name = function.name
+        if getattr(function, "arguments", None):
+            self.arguments.append(function.arguments)
+
+    def call(self) -> ToolCall:
+        return ToolCall.parse(self.id or f"call_{uuid.uuid4().hex[:24]}", self.name, "".join(self.arguments))
+
+
 class OpenAIBackend(Backend):
     """One OpenAI-compatible server named in ``[[endpoints]]``; every call has a connect and a read timeout."""
 
@@ -157,6 +213,7 @@ class OpenAIBackend(Backend):
     IMPLEMENTS_PULL = False
     IMPLEMENTS_DELETE = False
     IMPLEMENTS_EMBED = True
+    IMPLEMENTS_TOOLS = True
 
     @classmethod
     def from_config(cls, config: cfgmod.Config) -> OpenAIBackend:
@@ -178,10 +235,11 @@ class OpenAIBackend(Backend):
         self.url = endpoint.url
         #: one client per event loop and key: its connection pool belongs to the loop that opened it, and a key
         #: exported after start is used from the next request on
-        self._clients: dict[tuple[int, str], Any] = {}
+        self._clients: dict[tuple[int, str], tuple[weakref.ref[asyncio.AbstractEventLoop], Any]] = {}
         self._models_cache: tuple[float, list[Any]] | None = None
         #: the engine's name and version, once a status check found them
         self._server: str | None = None
+        self._probed = False
         #: answers streaming from this server now, and the last status taken while none was: llama-cpp-python's
         #: server ends a running answer (without a finish reason) when any other request arrives, even a model
         #: listing, so status checks and listings are answered from memory while an answer streams
@@ -204,21 +262,32 @@ class OpenAIBackend(Backend):
         import openai
 
         key = self.endpoint.api_key() or ""
-        loop_id = id(asyncio.get_running_loop())
-        client = self._clients.get((loop_id, key))
-        if client is None:
-            client = openai.AsyncOpenAI(
-                base_url=self.url,
-                # a placeholder when there is no key (the client insists on one, and local engines ignore it): a key
-                # from OPENAI_API_KEY must never be sent to another server
-                api_key=key or _NO_KEY,
-                timeout=openai.Timeout(self.endpoint.read_timeout, connect=self.endpoint.connect_timeout),
-                # a workbench shows a refusal at once, with the wait the server asked for, instead of retrying
-                # behind the user's back
-                max_retries=0,
-                default_headers=dict(self.endpoint.headers),
-            )
-            self._clients[(loop_id, key)] = client
+        loop = asyncio.get_running_loop()
+        # a client whose loop has ended (the scripting API runs one loop per call) can never be used or closed
+        # again: dropped, so its sockets go with it (200 calls had left 407 descriptors open)
+        for stale in [k for k, (ref, _) in self._clients.items() if ref() is None or ref().is_closed()]:  # type: ignore[union-attr]
+            del self._clients[stale]
+        found = self._clients.get((id(loop), key))
+        if found is not None:
+            return found[1]
+        # nor do OPENAI_ORG_ID and OPENAI_PROJECT_ID, which the client would send to every server
+        headers: dict[str, Any] = {
+            **self.endpoint.headers,
+            "OpenAI-Organization": openai.Omit(),
+            "OpenAI-Project": openai.Omit(),
+        }
+        client = openai.AsyncOpenAI(
+            base_url=self.url,
+            # a placeholder when there is no key (the client insists on one, and local engines ignore it): a key
+            # from OPENAI_API_KEY must never be sent to another server
+            api_key=key or _NO_KEY,
+            timeout=openai.Timeout(self.endpoint.read_timeout, connect=self.endpoint.connect_timeout),
+            # a workbench shows a refusal at once, with the wait the server asked for, instead of retrying behind
+            # the user's back
+            max_retries=0,
+            default_headers=headers,
+        )
+        self._clients[(id(loop), key)] = (weakref.ref(loop), client)
         return client
 
     def _error(self, exc: BaseException, what: str, spec: ModelSpec | None = None) -> LLMSpellError:
@@ -376,13 +445,15 @@ class OpenAIBackend(Backend):
         except LLMSpellError as exc:
             return BackendStatus(self.name, False, error=exc.message, address=self.url, device="remote", hint=exc.hint)
         latency = time.perf_counter() - started
-        server = self._server
-        if server is None:
+        if not self._probed:
+            # asked once, found or not: an engine does not change its name between status checks (the TUI asks
+            # often, and a server that names itself nowhere would get five more requests each time)
+            self._probed = True
             try:
-                # asked once: an engine does not change its name between status checks (the TUI asks often)
-                server = self._server = await self._server_name()
+                self._server = await self._server_name()
             except Exception as exc:  # naming the engine is a nicety; a failure here is not a status
                 log.debug("probing %s for its name failed: %s", self.url, exc)
+        server = self._server
         notes: tuple[str, ...] = ()
         if self.endpoint.models:
             notes += (f"models filter: {', '.join(self.endpoint.models)}",)
@@ -509,6 +580,7 @@ class OpenAIBackend(Backend):
         counted = 0
         usage: Any = None
         finish: str | None = None
+        calls: dict[int, _CallParts] = {}
         self._streams += 1
         try:
             stream = await self._open(create, params, spec)
@@ -526,6 +598,12 @@ class OpenAIBackend(Backend):
                     text = (delta.content if delta is not None else getattr(choice, "text", None)) or ""
                     if choice.finish_reason:
                         finish = choice.finish_reason
+                    for part in (getattr(delta, "tool_calls", None) or ()) if delta is not None else ():
+                        calls.setdefault(part.index or 0, _CallParts()).add(part)
+                        last = time.perf_counter()
+                        if first is None:
+                            first = last
+                        counted += 1
                     if text:
                         last = time.perf_counter()
                         if first is None:
@@ -554,6 +632,8 @@ class OpenAIBackend(Backend):
         yield Chunk(
             done=True,
             model=spec.tag,
+            # a call without a name cannot be run or answered: a fragment the server sent on its own
+            tool_calls=tuple(c.call() for _, c in sorted(calls.items()) if c.name),
             stats=Stats(
                 prompt_tokens=prompt,
                 prompt_eval_tokens=prompt,
@@ -578,13 +658,29 @@ class OpenAIBackend(Backend):
         return params
 
     async def chat(
-        self, spec: ModelSpec, messages: Sequence[Message], options: Options | None = None
+        self,
+        spec: ModelSpec,
+        messages: Sequence[Message],
+        options: Options | None = None,
+        *,
+        tools: Sequence[dict[str, Any]] | None = None,
+        tool_choice: str | dict[str, Any] | None = None,
     ) -> AsyncGenerator[Chunk, None]:
-        """``/v1/chat/completions`` streaming; closing this stream closes the response, which cancels the answer."""
+        """``/v1/chat/completions`` streaming; closing this stream closes the response, which cancels the answer.
+
+        ``tools`` (the OpenAI shape) and ``tool_choice`` are sent as they are; the calls the model makes arrive on
+        the last chunk as ``tool_calls``."""
+        choice = _tool_choice(tool_choice, tools or ())
         await self._require(spec)
         opts = self.config.options.merged(options)
         params = self._request(spec, options)
-        params["messages"] = [{"role": m.role, "content": m.content} for m in map(Message.coerce, messages)]
+        params["messages"] = [_wire_message(m) for m in map(Message.coerce, messages)]
+        if tools:
+            params["tools"] = list(tools)
+            if choice is not None:
+                params["tool_choice"] = choice
+        elif choice not in (None, "none"):
+            raise InvalidOptions(f"tool_choice {choice!r:.80} was given without any tools", hint="send tools with it")
         response_format = _response_format(opts.format)
         if response_format is not None:
             params["response_format"] = response_format
@@ -644,7 +740,7 @@ class OpenAIBackend(Backend):
 
     async def close(self) -> None:
         """Close every client's connections."""
-        clients, self._clients = list(self._clients.values()), {}
+        clients, self._clients = [client for _, client in self._clients.values()], {}
         for client in clients:
             with contextlib.suppress(Exception):
                 await client.close()

@@ -226,3 +226,80 @@ def test_endpoint_add_takes_the_kind_the_address_says(url: str, kind: str) -> No
     from llmspell.endpoint_edit import guess_kind
 
     assert guess_kind(url)[0] == kind
+
+
+class _RecordingServer:
+    """A real HTTP server on 127.0.0.1 that answers /v1/models with no models and keeps each request's headers."""
+
+    def __init__(self) -> None:
+        import http.server
+        import threading
+
+        seen: list[dict[str, str]] = []
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"  # connections are kept open, as a real server's are
+
+            def do_GET(self) -> None:
+                seen.append({k.lower(): v for k, v in self.headers.items()})
+                body = b'{"object": "list", "data": []}'
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, format: str, *args: object) -> None:
+                pass
+
+        self.seen = seen
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self.thread.start()
+
+    def stop(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+        self.thread.join(10)
+
+
+def test_no_openai_setting_of_the_environment_reaches_an_endpoint(monkeypatch: pytest.MonkeyPatch) -> None:
+    import asyncio
+
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-the-users-openai-key")
+    monkeypatch.setenv("OPENAI_ORG_ID", "org-secretcompany")
+    monkeypatch.setenv("OPENAI_PROJECT_ID", "proj_abc")
+    server = _RecordingServer()
+    try:
+        write_endpoints(_home(), [{"name": "box", "kind": "openai", "url": server.url}])
+        backend = Hub(load_config()).backend("box")
+        assert asyncio.run(backend.list_models()) == []
+        (headers,) = server.seen
+        assert "openai-organization" not in headers and "openai-project" not in headers
+        assert "sk-the-users-openai-key" not in headers.get("authorization", "")
+    finally:
+        server.stop()
+
+
+def test_one_event_loop_per_call_leaves_no_connections_open() -> None:
+    # the scripting API runs each call in a loop of its own: a client kept for a finished loop held its sockets
+    import asyncio
+    import gc
+
+    import psutil
+
+    server = _RecordingServer()
+    try:
+        write_endpoints(_home(), [{"name": "box", "kind": "openai", "url": server.url}])
+        backend = Hub(load_config()).backend("box")
+        asyncio.run(backend.list_models())
+        gc.collect()
+        before = psutil.Process().num_fds()
+        for _ in range(40):
+            asyncio.run(backend.list_models())
+        gc.collect()
+        assert psutil.Process().num_fds() - before < 10
+        assert len(server.seen) == 41
+    finally:
+        server.stop()
