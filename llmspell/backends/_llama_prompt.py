@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import json
 import re
 import sys
 import time
@@ -181,6 +182,34 @@ def _formatter(template: str, eos: str, bos: str) -> ChatTemplate:
     return ChatTemplate(template, eos, bos)
 
 
+def unsatisfiable_schema(fmt: Any) -> str | None:
+    """Why no value can satisfy the JSON schema ``fmt`` (an empty ``enum``, ``anyOf``, ``oneOf`` or ``type`` list,
+    at any depth), or None. llama.cpp cannot parse the grammar made from such a schema, and the engine died on it
+    with SIGSEGV (found by the server's schema fuzz): it is refused before a grammar is made, for every face."""
+    stack: list[Any] = [fmt]
+    while stack:
+        node = stack.pop()
+        if not isinstance(node, dict):
+            continue
+        for key in ("enum", "anyOf", "oneOf", "type"):
+            if node.get(key) == []:
+                return f"the JSON schema has an empty {key!r}, which no answer can match"
+        for key, value in node.items():
+            if key in _SUBSCHEMA and isinstance(value, dict):
+                stack.append(value)
+            elif key in _SUBSCHEMA_LISTS and isinstance(value, list):
+                stack.extend(value)
+            elif key in _SUBSCHEMA_MAPS and isinstance(value, dict):
+                stack.extend(value.values())
+    return None
+
+
+#: where a JSON schema holds other schemas: one, a list of them, a name -> schema map
+_SUBSCHEMA = frozenset({"items", "additionalProperties", "not", "if", "then", "else", "contains"})
+_SUBSCHEMA_LISTS = frozenset({"anyOf", "oneOf", "allOf", "prefixItems", "items"})
+_SUBSCHEMA_MAPS = frozenset({"properties", "$defs", "definitions", "patternProperties"})
+
+
 @functools.lru_cache(maxsize=32)
 def _grammar_for(fmt: str) -> Any:
     """A llama.cpp grammar for "json" or a JSON schema (cached: building one parses the schema)."""
@@ -188,6 +217,9 @@ def _grammar_for(fmt: str) -> Any:
 
     if fmt == "json":
         return LlamaGrammar.from_string(JSON_GBNF, verbose=False)
+    problem = unsatisfiable_schema(json.loads(fmt))
+    if problem:
+        raise InvalidOptions(f"format: {problem}", hint="give a schema some answer can match")
     try:
         return LlamaGrammar.from_json_schema(fmt, verbose=False)
     except Exception as exc:  # the converter raises plain exceptions for unsupported schema features

@@ -5,16 +5,26 @@ from __future__ import annotations
 import base64
 import struct
 import time
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Request
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, WithJsonSchema
 
 from llmspell import errors as E
 from llmspell.server.access import model_shown, note
 from llmspell.server.errors import ApiError, unsupported
+from llmspell.server.ollama_api import OPTIONS_SCHEMA
+from llmspell.server.openapi import (
+    KEEP_ALIVE_SCHEMA,
+    MODEL_SCHEMA,
+    Embed,
+    Embedding,
+    EmbeddingList,
+    errors,
+    nullable,
+)
 from llmspell.server.state import state_of, unless_gone
-from llmspell.server.wire import parse_keep_alive
+from llmspell.server.wire import Whole, parse_keep_alive
 from llmspell.types import Embeddings, Options
 from llmspell.vectors import shorten
 
@@ -58,33 +68,47 @@ async def embed(
     return Embeddings(vectors, result.model, result.prompt_tokens, result.load_time, result.total_time)
 
 
+#: /api/embed's input: a text (empty: only load the model) or a list of texts (empty: the same), none of them empty
+_INPUTS: dict[str, Any] = {
+    "anyOf": [{"type": "string"}, {"type": "array", "items": {"type": "string", "minLength": 1}}],
+    "default": "",
+}
+#: vectors shortened to their first N values (at most what the model gives: more is a 400)
+_DIMENSIONS: dict[str, Any] = nullable({"type": "integer", "minimum": 1})
+
+
 class OllamaEmbedBody(BaseModel):
     """``POST /api/embed``: one text or a list, each its own vector."""
 
-    model_config = ConfigDict(extra="allow", protected_namespaces=())
+    # strict types, as Ollama's; a model is required (the embed routes have no default model)
+    model_config = ConfigDict(
+        extra="allow", protected_namespaces=(), strict=True, json_schema_extra={"required": ["model"]}
+    )
 
-    model: str | None = None
-    input: str | list[str] = ""
+    model: Annotated[str | None, WithJsonSchema(MODEL_SCHEMA)] = None
+    input: Annotated[str | list[str], WithJsonSchema(_INPUTS)] = ""
     truncate: bool = True
-    dimensions: int | None = None
-    options: dict[str, Any] | None = None
-    keep_alive: float | str | None = None
+    dimensions: Annotated[Whole | None, WithJsonSchema(_DIMENSIONS)] = None
+    options: Annotated[dict[str, Any] | None, WithJsonSchema(OPTIONS_SCHEMA)] = None
+    keep_alive: Annotated[float | str | None, WithJsonSchema(KEEP_ALIVE_SCHEMA)] = None
 
 
 class OllamaEmbeddingsBody(BaseModel):
     """``POST /api/embeddings``, Ollama's older route: one prompt, one vector."""
 
-    model_config = ConfigDict(extra="allow", protected_namespaces=())
+    model_config = ConfigDict(
+        extra="allow", protected_namespaces=(), strict=True, json_schema_extra={"required": ["model"]}
+    )
 
-    model: str | None = None
+    model: Annotated[str | None, WithJsonSchema(MODEL_SCHEMA)] = None
     prompt: str = ""
     #: what some clients send instead of ``prompt`` (the name /api/embed uses)
     input: str | None = None
-    options: dict[str, Any] | None = None
-    keep_alive: float | str | None = None
+    options: Annotated[dict[str, Any] | None, WithJsonSchema(OPTIONS_SCHEMA)] = None
+    keep_alive: Annotated[float | str | None, WithJsonSchema(KEEP_ALIVE_SCHEMA)] = None
 
 
-@router.post("/api/embed")
+@router.post("/api/embed", response_model=None, responses={200: {"model": Embed}, **errors(400, 404, 503, 507)})
 async def ollama_embed(body: OllamaEmbedBody, request: Request) -> dict[str, Any]:
     """Vectors for ``input`` in Ollama's shape, durations in nanoseconds."""
     from llmspell.server.ollama_api import ollama_options, warn_extra
@@ -112,7 +136,9 @@ async def ollama_embed(body: OllamaEmbedBody, request: Request) -> dict[str, Any
     }
 
 
-@router.post("/api/embeddings")
+@router.post(
+    "/api/embeddings", response_model=None, responses={200: {"model": Embedding}, **errors(400, 404, 503, 507)}
+)
 async def ollama_embeddings(body: OllamaEmbeddingsBody, request: Request) -> dict[str, Any]:
     """One vector for ``prompt`` (an empty prompt loads the model and gets an empty vector, as Ollama)."""
     from llmspell.server.ollama_api import ollama_options, warn_extra
@@ -128,15 +154,26 @@ async def ollama_embeddings(body: OllamaEmbeddingsBody, request: Request) -> dic
     return {"embedding": result.vectors[0] if result.vectors else []}
 
 
+#: what /v1/embeddings embeds: a text or a list of texts, none empty
+_TEXTS: dict[str, Any] = {
+    "anyOf": [
+        {"type": "string", "minLength": 1},
+        {"type": "array", "minItems": 1, "items": {"type": "string", "minLength": 1}},
+    ],
+    "description": "a text or a list of texts, none empty (token ids are a 400: they mean nothing to this model)",
+}
+
+
 class OpenAIEmbeddingsBody(BaseModel):
     """``POST /v1/embeddings``."""
 
-    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+    model_config = ConfigDict(extra="forbid", protected_namespaces=(), strict=True)
 
-    model: str
-    input: str | list[str] | list[int] | list[list[int]]
+    model: Annotated[str, WithJsonSchema(MODEL_SCHEMA)]
+    # token ids are taken so that their refusal says why (ids of another tokenizer mean nothing here)
+    input: Annotated[str | list[str] | list[int] | list[list[int]], WithJsonSchema(_TEXTS)]
     encoding_format: Literal["float", "base64"] = "float"
-    dimensions: int | None = Field(default=None)
+    dimensions: Annotated[Whole | None, WithJsonSchema(_DIMENSIONS)] = None
     user: str | None = None
 
 
@@ -147,7 +184,11 @@ def _encode(vector: list[float], fmt: str) -> list[float] | str:
     return vector
 
 
-@router.post("/v1/embeddings")
+@router.post(
+    "/v1/embeddings",
+    response_model=None,
+    responses={200: {"model": EmbeddingList}, **errors(400, 404, 503, 507, openai=True)},
+)
 async def openai_embeddings(body: OpenAIEmbeddingsBody, request: Request) -> dict[str, Any]:
     """Vectors for ``input`` in OpenAI's shape (floats, or base64 as the official clients ask)."""
     raw = body.input

@@ -6,21 +6,53 @@ import contextlib
 import datetime as dt
 from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema, model_validator
 
 from llmspell import __version__
 from llmspell import errors as E
-from llmspell.aliases import Alias, alias_name, parameters, parse_modelfile
+from llmspell.aliases import _IGNORED_PARAMETERS, Alias, alias_name, parameters, parse_modelfile
 from llmspell.backends.base import Backend
 from llmspell.options import OLLAMA_OPTIONS
 from llmspell.server.access import write_line
 from llmspell.server.errors import ApiError, unsupported
+from llmspell.server.openapi import (
+    ALIAS_PATTERN,
+    EMPTY_TEXT,
+    FORMAT_OBJECT,
+    GENERATION_ERRORS,
+    KEEP_ALIVE_SCHEMA,
+    MODEL_SCHEMA,
+    MODEL_SPEC,
+    NONE_GIVEN,
+    ChatResponse,
+    GenerateResponse,
+    OllamaError,
+    Running,
+    Show,
+    StatusLine,
+    Tags,
+    Version,
+    errors,
+    ndjson_answer,
+    nullable,
+    ollama_options_schema,
+)
 from llmspell.server.state import Generation, GenerationResponse, ServerState, state_of
-from llmspell.server.wire import ndjson, now_iso, parse_keep_alive, stats_ns
+from llmspell.server.wire import (
+    Whole,
+    check_format,
+    check_stop,
+    ndjson,
+    now_iso,
+    parse_keep_alive,
+    stats_ns,
+    whole,
+    whole_options,
+)
 from llmspell.spec import ModelSpec
 from llmspell.types import Chunk, Message, ModelInfo, Options, TokenLogprob
 
@@ -66,16 +98,16 @@ def ollama_options(request: Request, raw: dict[str, Any] | None, fmt: Any = None
     unknown = sorted(k for k in raw if k not in OLLAMA_OPTIONS and k not in _OPTION_IGNORED)
     if unknown:
         state_of(request).ignored(request, "unknown option(s)", unknown)
-    values = {OLLAMA_OPTIONS[k]: v for k, v in raw.items() if k in OLLAMA_OPTIONS and v is not None}
+    values = whole_options({OLLAMA_OPTIONS[k]: v for k, v in raw.items() if k in OLLAMA_OPTIONS and v is not None})
     if isinstance(values.get("max_tokens"), int) and not isinstance(values["max_tokens"], bool):
         if values["max_tokens"] < 0:  # -1 is "no limit", -2 "fill the context" in Ollama
             del values["max_tokens"]
-    if isinstance(values.get("stop"), list):
+    if isinstance(check_stop(values.get("stop")), list):
         values["stop"] = tuple(values["stop"])
     if fmt not in (None, ""):
         if fmt != "json" and not isinstance(fmt, dict):
             raise E.InvalidOptions('format must be "json" or a JSON schema object')
-        values["format"] = fmt
+        values["format"] = check_format(fmt)
     return Options.from_dict(values)
 
 
@@ -86,14 +118,26 @@ def warn_extra(request: Request, body: BaseModel) -> None:
         state_of(request).ignored(request, "unknown field(s)", extra)
 
 
+#: the body names its model in ``model`` or in ``name``
+_MODEL_OR_NAME: dict[str, Any] = {
+    "anyOf": [
+        {"required": ["model"], "properties": {"model": {"type": "string"}}},
+        {"required": ["name"], "properties": {"name": {"type": "string"}}},
+    ]
+}
+#: the options object of Ollama's generation routes
+OPTIONS_SCHEMA = nullable(ollama_options_schema(frozenset(_OPTION_IGNORED), extra=True))
+
+
 class _Body(BaseModel):
     # Ollama ignores fields it does not know (clients send newer ones, such as truncate or shift); so do we,
-    # with a line in the log, or a 400 under --strict
-    model_config = ConfigDict(extra="allow", protected_namespaces=())
+    # with a line in the log, or a 400 under --strict. Types are strict, as Ollama's Go decoder: "stream": "no"
+    # or "stream": 0 is a 400, not a guess.
+    model_config = ConfigDict(extra="allow", protected_namespaces=(), strict=True, json_schema_extra=_MODEL_OR_NAME)
 
-    model: str | None = None
+    model: Annotated[str | None, WithJsonSchema(nullable(MODEL_SCHEMA))] = None
     #: the older name of ``model`` that Ollama still accepts
-    name: str | None = None
+    name: Annotated[str | None, WithJsonSchema(nullable({**MODEL_SCHEMA, "description": "model's older name"}))] = None
 
     @model_validator(mode="after")
     def _model_or_name(self) -> _Body:
@@ -105,49 +149,67 @@ class _Body(BaseModel):
 class ChatMessage(BaseModel):
     """One message of ``/api/chat``."""
 
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="ignore", strict=True)
 
-    role: Literal["system", "user", "assistant", "tool"]
+    # "tool" is taken so that its refusal names tool calls rather than the role
+    role: Annotated[
+        Literal["system", "user", "assistant", "tool"], WithJsonSchema({"enum": ["system", "user", "assistant"]})
+    ]
     content: str = ""
-    images: list[Any] | None = None
-    tool_calls: list[Any] | None = None
+    images: Annotated[list[Any] | None, WithJsonSchema(NONE_GIVEN)] = None
+    tool_calls: Annotated[list[Any] | None, WithJsonSchema(NONE_GIVEN)] = None
     tool_name: str | None = None
     thinking: str | None = None
 
 
 class _GenBody(_Body):
-    format: Literal["", "json"] | dict[str, Any] | None = None
-    options: dict[str, Any] | None = None
+    format: Annotated[
+        Literal["", "json"] | dict[str, Any] | None,
+        WithJsonSchema({"anyOf": [{"enum": ["", "json"]}, FORMAT_OBJECT, {"type": "null"}]}),
+    ] = None
+    options: Annotated[dict[str, Any] | None, WithJsonSchema(OPTIONS_SCHEMA)] = None
     stream: bool = True
-    keep_alive: float | str | None = None
+    keep_alive: Annotated[float | str | None, WithJsonSchema(KEEP_ALIVE_SCHEMA)] = None
     think: bool | str | None = None
     logprobs: bool | None = None
-    top_logprobs: int | None = None
+    top_logprobs: Annotated[
+        Whole | None, WithJsonSchema(nullable({"type": "integer", "minimum": 0, "maximum": 20}))
+    ] = None
 
 
 class ChatBody(_GenBody):
     """``POST /api/chat``."""
 
     messages: list[ChatMessage] = []
-    tools: list[Any] | None = None
+    tools: Annotated[list[Any] | None, WithJsonSchema(NONE_GIVEN)] = None
 
 
 class GenerateBody(_GenBody):
     """``POST /api/generate``."""
 
     prompt: str = ""
-    suffix: str | None = None
+    suffix: Annotated[str | None, WithJsonSchema(EMPTY_TEXT)] = None
     system: str | None = None
-    template: str | None = None
-    context: list[int] | None = None
+    template: Annotated[str | None, WithJsonSchema(EMPTY_TEXT)] = None
+    context: list[Whole] | None = None
     raw: bool = False
-    images: list[Any] | None = None
+    images: Annotated[list[Any] | None, WithJsonSchema(NONE_GIVEN)] = None
 
 
 class ModelBody(_Body):
     """``/api/show`` and ``/api/delete``."""
 
     verbose: bool | None = None
+
+
+_DELETABLE = nullable({**MODEL_SCHEMA, "examples": ["smollm2-brief"]})
+
+
+class DeleteBody(ModelBody):
+    """``DELETE /api/delete`` (the example is the named model /api/create's example makes)."""
+
+    model: Annotated[str | None, WithJsonSchema(_DELETABLE)] = None
+    name: Annotated[str | None, WithJsonSchema(_DELETABLE)] = None
 
 
 class PullBody(_Body):
@@ -186,23 +248,28 @@ def _modified(m: ModelInfo) -> str:
     return dt.datetime.fromtimestamp(ts, dt.UTC).isoformat().replace("+00:00", "Z")
 
 
-@router.get("/")
-@router.head("/")
+_PROBE: dict[int | str, dict[str, Any]] = {
+    200: {"content": {"text/plain": {"schema": {"type": "string", "const": "Ollama is running"}}}}
+}
+
+
+@router.get("/", response_class=PlainTextResponse, responses=_PROBE)
+@router.head("/", response_class=PlainTextResponse, responses=_PROBE)
 async def root() -> PlainTextResponse:
     """What Ollama answers, so tools that probe for a server find one."""
     return PlainTextResponse("Ollama is running")
 
 
-@router.get("/api/version")
-@router.head("/api/version")
+@router.get("/api/version", response_model=None, responses={200: {"model": Version}})
+@router.head("/api/version", response_model=None, responses={200: {"model": Version}})
 async def version() -> dict[str, str]:
     """The Ollama release whose API this server follows (clients compare it to enable features), and
     llmspell's own version beside it."""
     return {"version": OLLAMA_API_VERSION, "llmspell_version": __version__}
 
 
-@router.get("/api/tags")
-@router.head("/api/tags")
+@router.get("/api/tags", response_model=None, responses={200: {"model": Tags}})
+@router.head("/api/tags", response_model=None, responses={200: {"model": Tags}})
 async def tags(request: Request) -> dict[str, Any]:
     """Every model the core can run now, from every ready backend."""
     models, _failed = await state_of(request).hub.list_all()
@@ -222,7 +289,7 @@ async def tags(request: Request) -> dict[str, Any]:
     }
 
 
-@router.post("/api/show")
+@router.post("/api/show", response_model=None, responses={200: {"model": Show}, **errors(400, 404, 503)})
 async def show(body: ModelBody, request: Request) -> dict[str, Any]:
     """Template, details, architecture facts and license of one model."""
     state = state_of(request)
@@ -259,29 +326,68 @@ def _capabilities(backend: Backend, info: ModelInfo) -> list[str]:
     return ["completion", "embedding"] if backend.IMPLEMENTS_EMBED else ["completion"]
 
 
+#: a line of a Modelfile the server takes (a text may not span lines here; SYSTEM """...""" may, in fact)
+_TEXT = r"[^\n\r\x0b\x0c\x1c-\x1e\x85\u2028\u2029]"
+_MODELFILE_LINE = rf"(?:#{_TEXT}*|(?:SYSTEM|LICENSE)(?: (?![ ]*\"\"\"){_TEXT}*)?|FROM {MODEL_SPEC}|)"
+MODELFILE_SCHEMA: dict[str, Any] = {
+    "anyOf": [
+        {"type": "string", "pattern": rf"^(?:{_MODELFILE_LINE}\n)*FROM {MODEL_SPEC}(?:\n{_MODELFILE_LINE})*$"},
+        {"type": "null"},
+    ],
+    "description": "a Modelfile: FROM (the model it is made from), SYSTEM and PARAMETER lines; TEMPLATE, ADAPTER "
+    "and MESSAGE are a 400",
+}
+_ALIAS_SCHEMA: dict[str, Any] = {
+    "type": "string",
+    "pattern": ALIAS_PATTERN,
+    "description": "the new model's name: NAME or NAME:TAG (not a name a model already has)",
+    "examples": ["smollm2-brief"],
+}
+_NO_OBJECT: dict[str, Any] = {
+    "anyOf": [{"type": "object", "maxProperties": 0}, {"type": "null"}],
+    "description": "not supported by llmspell serve: leave it out (a non-empty value is a 400)",
+}
+
+
 class CreateBody(_Body):
     """``POST /api/create``: a named model from an existing one, by fields or by a Modelfile."""
 
-    from_: str | None = Field(default=None, alias="from")
-    modelfile: str | None = None
+    # a name (``model``, or ``name`` as older clients send it) and what it is made from (``from``, or a FROM line)
+    model_config = ConfigDict(
+        json_schema_extra={
+            "anyOf": [
+                {"required": [name, source], "properties": {name: {"type": "string"}, source: {"type": "string"}}}
+                for name in ("model", "name")
+                for source in ("from", "modelfile")
+            ]
+        }
+    )
+
+    model: Annotated[str | None, WithJsonSchema(_ALIAS_SCHEMA)] = None
+    name: Annotated[str | None, WithJsonSchema(_ALIAS_SCHEMA)] = None
+    from_: Annotated[str | None, WithJsonSchema(nullable(MODEL_SCHEMA))] = Field(default=None, alias="from")
+    modelfile: Annotated[str | None, WithJsonSchema(MODELFILE_SCHEMA)] = None
     system: str | None = None
-    template: str | None = None
-    parameters: dict[str, Any] | None = None
+    template: Annotated[str | None, WithJsonSchema(EMPTY_TEXT)] = None
+    parameters: Annotated[
+        dict[str, Any] | None,
+        WithJsonSchema(nullable(ollama_options_schema(_IGNORED_PARAMETERS, extra=False))),
+    ] = None
     license: str | list[str] | None = None
-    messages: list[Any] | None = None
-    files: dict[str, Any] | None = None
-    adapters: dict[str, Any] | None = None
-    quantize: str | None = None
+    messages: Annotated[list[Any] | None, WithJsonSchema(NONE_GIVEN)] = None
+    files: Annotated[dict[str, Any] | None, WithJsonSchema(_NO_OBJECT)] = None
+    adapters: Annotated[dict[str, Any] | None, WithJsonSchema(_NO_OBJECT)] = None
+    quantize: Annotated[str | None, WithJsonSchema(EMPTY_TEXT)] = None
     stream: bool = True
 
 
 class CopyBody(BaseModel):
     """``POST /api/copy``."""
 
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="allow", strict=True)
 
-    source: str
-    destination: str
+    source: Annotated[str, WithJsonSchema(MODEL_SCHEMA)]
+    destination: Annotated[str, WithJsonSchema(_ALIAS_SCHEMA)]
 
 
 async def _make_alias(state: ServerState, name: str, source: str, system: str | None, params: dict[str, Any]) -> Alias:
@@ -306,7 +412,14 @@ async def _make_alias(state: ServerState, name: str, source: str, system: str | 
     return state.hub.aliases.put(Alias(name, target, system or None, params))
 
 
-@router.post("/api/create")
+@router.post(
+    "/api/create",
+    response_model=None,
+    responses={
+        **ndjson_answer(StatusLine, what="progress: one JSON object with stream false, else NDJSON lines"),
+        **errors(400, 404, 503),
+    },
+)
 async def create(body: CreateBody, request: Request) -> Any:
     """A named model made from an existing one: FROM, SYSTEM and PARAMETER lines (or the same fields)."""
     state = state_of(request)
@@ -334,7 +447,10 @@ async def create(body: CreateBody, request: Request) -> Any:
     source = body.from_ or sheet.get("from")
     if not source:
         raise ApiError("the new model needs a FROM: the model it is made from", param="from")
-    params = parameters({**sheet["parameters"], **(body.parameters or {})})
+    # null is "not set", as in options; a whole number may come as 7.0
+    given = {k: whole(v) for k, v in (body.parameters or {}).items() if v is not None}
+    check_stop(given.get("stop"))
+    params = parameters({**sheet["parameters"], **given})
     alias = await _make_alias(state, body.model, source, body.system or sheet.get("system"), params)
     lines = [{"status": f"using {alias.target}"}, {"status": f"writing {alias.name}"}, {"status": "success"}]
     if not body.stream:
@@ -347,7 +463,11 @@ async def create(body: CreateBody, request: Request) -> Any:
     return StreamingResponse(ndjson(items()), media_type="application/x-ndjson")
 
 
-@router.post("/api/copy")
+@router.post(
+    "/api/copy",
+    response_class=Response,
+    responses={200: {"description": "the copy is made (no body)"}, **errors(400, 404, 503)},
+)
 async def copy(body: CopyBody, request: Request) -> Response:
     """Another name for a model (an alias, kept under LLMSPELL_HOME; removed with /api/delete)."""
     state = state_of(request)
@@ -355,14 +475,19 @@ async def copy(body: CopyBody, request: Request) -> Response:
     return Response(status_code=200)
 
 
-@router.post("/api/push")
+@router.post(
+    "/api/push",
+    status_code=501,
+    response_model=None,
+    responses={501: {"model": OllamaError, "description": "always: llmspell has no registry to push to"}},
+)
 async def push(request: Request) -> JSONResponse:
     """Not offered: llmspell has no registry to push a model to."""
     message = "pushing models is not supported by llmspell serve: it has no registry to push to"
     return JSONResponse({"error": message}, status_code=501)
 
 
-@router.get("/api/ps")
+@router.get("/api/ps", response_model=None, responses={200: {"model": Running}})
 async def ps(request: Request) -> dict[str, Any]:
     """Models in memory now, with size and when they will be unloaded."""
     state = state_of(request)
@@ -465,15 +590,19 @@ def _think(request: Request, body: _GenBody) -> None:
 
 def _with_logprobs(opts: Options, body: _GenBody) -> Options:
     """Ollama's top-level ``logprobs`` and ``top_logprobs`` as the core's option."""
-    if not body.logprobs:
-        return opts
     top = body.top_logprobs or 0
     if not 0 <= top <= 20:
         raise E.InvalidOptions(f"top_logprobs must be 0 to 20, not {top}")
+    if not body.logprobs:
+        return opts
     return opts.with_values({"logprobs": top})
 
 
-@router.post("/api/chat")
+@router.post(
+    "/api/chat",
+    response_model=None,
+    responses={**ndjson_answer(ChatResponse), **errors(*GENERATION_ERRORS)},
+)
 async def chat(body: ChatBody, request: Request) -> Any:
     """A chat turn, streamed as NDJSON (or one object with ``stream: false``)."""
     state = state_of(request)
@@ -494,7 +623,11 @@ async def chat(body: ChatBody, request: Request) -> Any:
     return await _respond(gen, body.model, body.stream, request, piece)
 
 
-@router.post("/api/generate")
+@router.post(
+    "/api/generate",
+    response_model=None,
+    responses={**ndjson_answer(GenerateResponse), **errors(*GENERATION_ERRORS)},
+)
 async def generate(body: GenerateBody, request: Request) -> Any:
     """A completion of one prompt (through the chat template unless ``raw``), streamed as NDJSON."""
     state = state_of(request)
@@ -549,7 +682,14 @@ async def _chat_or_plain(
         await stream.aclose()
 
 
-@router.post("/api/pull")
+@router.post(
+    "/api/pull",
+    response_model=None,
+    responses={
+        **ndjson_answer(StatusLine, what="progress: one JSON object with stream false, else NDJSON lines"),
+        **errors(400, 404, 502, 503, 507),
+    },
+)
 async def pull(body: PullBody, request: Request) -> Any:
     """Download a model through the core (Hugging Face for the embedded engine), streaming progress."""
     state = state_of(request)
@@ -557,6 +697,7 @@ async def pull(body: PullBody, request: Request) -> Any:
     if not model:
         # the hub would pull the default model for an empty name; a pull must say what it fetches
         raise E.InvalidSpec("the request names no model to pull", hint='send {"model": "NAME"} (see /api/tags)')
+    state.known_backend(state.hub.spec(model))
     stream = state.hub.pull(model)
     try:
         first = await anext(stream)
@@ -592,15 +733,24 @@ async def pull(body: PullBody, request: Request) -> Any:
     return {"status": "success"}
 
 
-@router.delete("/api/delete")
-async def delete(body: ModelBody, request: Request) -> Response:
+@router.delete(
+    "/api/delete",
+    response_class=Response,
+    responses={200: {"description": "the model is deleted (no body)"}, **errors(400, 404, 409, 503)},
+)
+async def delete(body: DeleteBody, request: Request) -> Response:
     """Delete a model the server's own store holds (``NAME@BACKEND`` for another backend)."""
     state = state_of(request)
     if not body.model:
         raise E.InvalidSpec("the request names no model", hint='send {"model": "NAME"}')
-    spec = state.spec(body.model.removesuffix(":latest"))
-    if not spec.backend and state.hub.aliases.get(spec.tag) is not None:
-        await state.hub.delete(spec)  # a named model goes; the model it was made from stays
-    else:
-        await state.hub.delete(spec if spec.backend else spec.with_backend("llamacpp"))
+    spec = state.known_backend(state.spec(body.model.removesuffix(":latest")))
+    if not spec.backend and state.hub.aliases.get(spec.tag) is None:
+        # a bare name is the embedded store's file; a named model's name goes alone (its model stays)
+        spec = spec.with_backend("llamacpp")
+    try:
+        await state.hub.delete(spec)
+    except E.InvalidOptions as exc:
+        # the store refuses a file it does not own (a package's, the HF cache's, Ollama's): the request is fine,
+        # the model's state is what stands in its way
+        raise ApiError(exc.message, status=409, param="model", code="model_not_deletable", hint=exc.hint) from None
     return Response(status_code=200)

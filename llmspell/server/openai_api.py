@@ -6,46 +6,82 @@ import json
 import time
 import uuid
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, Path, Request, Response
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema
 
 from llmspell import errors as E
 from llmspell.backends.base import Backend
 from llmspell.options import OPTIONS
 from llmspell.server.errors import ApiError, error_body, error_fields, error_status, error_text, unsupported
 from llmspell.server.ollama_api import warn_extra, wire_logprobs
+from llmspell.server.openapi import (
+    EMPTY_TEXT,
+    FORMAT_OBJECT,
+    GENERATION_ERRORS,
+    MODEL_PATTERN,
+    MODEL_SCHEMA,
+    NONE_GIVEN,
+    STOP_SCHEMA,
+    ChatCompletion,
+    ChatCompletionChunk,
+    Completion,
+    ModelList,
+    ModelObject,
+    errors,
+    nullable,
+    sse_answer,
+    top_level_option,
+)
 from llmspell.server.state import Generation, GenerationResponse, ServerState, state_of
+from llmspell.server.wire import Whole, check_format, check_stop
 from llmspell.spec import ModelSpec
 from llmspell.types import Chunk, Message, ModelInfo, Options, Stats, TokenLogprob
 
 router = APIRouter(prefix="/v1")
 
 
+#: the most choices one request may ask for (each is a whole generation, one after the other)
+MAX_CHOICES = 8
+
+
+def _opt(name: str) -> WithJsonSchema:
+    """An option's schema from the option table: Options checks the value, with its own message."""
+    return WithJsonSchema(top_level_option(name))
+
+
 class _Body(BaseModel):
     # a parameter the server does not know is ignored with a line in the log (as Ollama's and llama-server's
     # OpenAI APIs do: clients send newer fields and engine extensions), a 400 naming it under --strict; those
-    # it knows are used where the engine can and otherwise refused by name below
-    model_config = ConfigDict(extra="allow", protected_namespaces=())
+    # it knows are used where the engine can and otherwise refused by name below. Types are strict, as OpenAI's.
+    model_config = ConfigDict(extra="allow", protected_namespaces=(), strict=True)
 
-    model: str
+    model: Annotated[str, WithJsonSchema(MODEL_SCHEMA)]
     stream: bool = False
     stream_options: dict[str, Any] | None = None
-    max_tokens: int | None = None
-    temperature: float | None = None
-    top_p: float | None = None
-    seed: int | None = None
-    stop: str | list[str] | None = None
-    n: int = 1
-    frequency_penalty: float | None = None
-    presence_penalty: float | None = None
-    logit_bias: dict[str, float] | None = None
+    max_tokens: Annotated[Whole | None, _opt("max_tokens")] = None
+    temperature: Annotated[float | None, _opt("temperature")] = None
+    top_p: Annotated[float | None, _opt("top_p")] = None
+    seed: Annotated[Whole | None, _opt("seed")] = None
+    stop: Annotated[str | list[str] | None, WithJsonSchema(STOP_SCHEMA)] = None
+    n: Annotated[Whole, WithJsonSchema({"type": "integer", "minimum": 1, "maximum": MAX_CHOICES, "default": 1})] = 1
+    frequency_penalty: Annotated[float | None, _opt("frequency_penalty")] = None
+    presence_penalty: Annotated[float | None, _opt("presence_penalty")] = None
+    logit_bias: Annotated[
+        dict[str, float] | None,
+        WithJsonSchema(
+            {
+                "anyOf": [{"type": "object", "maxProperties": 0}, {"type": "null"}],
+                "description": "not supported: token ids differ between models (a non-empty value is a 400)",
+            }
+        ),
+    ] = None
     # the sampling extensions llama.cpp's and vLLM's servers take beside OpenAI's own
-    top_k: int | None = None
-    min_p: float | None = None
-    repeat_penalty: float | None = None
+    top_k: Annotated[Whole | None, _opt("top_k")] = None
+    min_p: Annotated[float | None, _opt("min_p")] = None
+    repeat_penalty: Annotated[float | None, _opt("repeat_penalty")] = None
     # bookkeeping fields with no effect on the answer: taken and ignored
     user: str | None = None
     store: bool | None = None
@@ -55,17 +91,69 @@ class _Body(BaseModel):
     safety_identifier: str | None = None
 
 
+#: a message's content: a text, or text parts
+_CONTENT: dict[str, Any] = {
+    "anyOf": [
+        {"type": "string"},
+        {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "required": ["type"],
+                "properties": {"type": {"const": "text"}, "text": {"type": "string"}},
+            },
+        },
+        {"type": "null"},
+    ],
+    "description": "a text, or a list of text parts (other kinds of part are a 400)",
+}
+#: response_format: text, any JSON, or JSON matching a schema (the schema is llama.cpp's to turn into a grammar)
+_RESPONSE_FORMAT: dict[str, Any] = {
+    "anyOf": [
+        {
+            "type": "object",
+            "required": ["type"],
+            "properties": {
+                "type": {"enum": ["text", "json_object", "json_schema"]},
+                "json_schema": nullable({"type": "object"}),
+                "schema": nullable({"type": "object"}),
+            },
+            "additionalProperties": False,
+            "anyOf": [
+                # what the type does not read is not looked at
+                {"properties": {"type": {"const": "text"}}},
+                {"properties": {"type": {"const": "json_object"}, "schema": nullable(FORMAT_OBJECT)}},
+                {
+                    "required": ["json_schema"],
+                    "properties": {
+                        "type": {"const": "json_schema"},
+                        "json_schema": {
+                            "type": "object",
+                            "required": ["schema"],
+                            "properties": {"schema": FORMAT_OBJECT},
+                        },
+                    },
+                },
+            ],
+        },
+        {"type": "null"},
+    ],
+    "description": "text, any JSON (json_object, with llama-cpp-python's schema beside it if wanted), or JSON "
+    "matching json_schema.schema",
+}
+
+
 class ChatMessageIn(BaseModel):
     """One message of a chat completion request."""
 
     # an answer sent back as the client got it carries refusal, annotations, audio... (the SDK's own message
     # objects): taken and ignored; what would change the conversation (tool calls) is checked below
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="ignore", strict=True)
 
     role: Literal["system", "developer", "user", "assistant"]
-    content: str | list[dict[str, Any]] | None = None
+    content: Annotated[str | list[dict[str, Any]] | None, WithJsonSchema(_CONTENT)] = None
     name: str | None = None
-    tool_calls: list[Any] | None = None
+    tool_calls: Annotated[list[Any] | None, WithJsonSchema(NONE_GIVEN)] = None
 
 
 class ResponseFormat(BaseModel):
@@ -79,33 +167,91 @@ class ResponseFormat(BaseModel):
     schema_: dict[str, Any] | None = Field(default=None, alias="schema")
 
 
+_NO_TOOLS: dict[str, Any] = {
+    "anyOf": [{"enum": ["none", "auto"]}, {"type": "null"}],
+    "description": "none or auto: llmspell serve has no function calling yet (anything else is a 400)",
+}
+
+
 class ChatCompletionBody(_Body):
     """``POST /v1/chat/completions``."""
 
+    # top_logprobs above 0 needs logprobs: true
+    model_config = ConfigDict(
+        json_schema_extra={
+            "anyOf": [
+                {"properties": {"top_logprobs": {"enum": [0, None]}}},
+                {"required": ["logprobs"], "properties": {"logprobs": {"const": True}}},
+            ]
+        }
+    )
+
     messages: list[ChatMessageIn] = Field(min_length=1)
-    max_completion_tokens: int | None = None
-    response_format: ResponseFormat | None = None
+    max_completion_tokens: Annotated[Whole | None, _opt("max_tokens")] = None
+    response_format: Annotated[ResponseFormat | None, WithJsonSchema(_RESPONSE_FORMAT)] = None
     logprobs: bool | None = None
-    top_logprobs: int | None = None
-    tools: list[dict[str, Any]] | None = None
-    tool_choice: str | dict[str, Any] | None = None
+    top_logprobs: Annotated[
+        Whole | None, WithJsonSchema(nullable({"type": "integer", "minimum": 0, "maximum": 20}))
+    ] = None
+    tools: Annotated[list[dict[str, Any]] | None, WithJsonSchema(NONE_GIVEN)] = None
+    tool_choice: Annotated[str | dict[str, Any] | None, WithJsonSchema(_NO_TOOLS)] = None
     parallel_tool_calls: bool | None = None
-    functions: list[dict[str, Any]] | None = None
-    function_call: str | dict[str, Any] | None = None
-    modalities: list[str] | None = None
+    functions: Annotated[list[dict[str, Any]] | None, WithJsonSchema(NONE_GIVEN)] = None
+    function_call: Annotated[str | dict[str, Any] | None, WithJsonSchema(_NO_TOOLS)] = None
+    modalities: Annotated[list[str] | None, WithJsonSchema(nullable({"type": "array", "items": {"const": "text"}}))] = (
+        None
+    )
     reasoning_effort: str | None = None
+
+
+#: the prompts of /v1/completions times n are at most MAX_CHOICES answers; best_of is 1 or n
+_COMPLETION_RULES: dict[str, Any] = {
+    "allOf": [
+        {
+            "anyOf": [
+                {"properties": {"prompt": {"type": "string"}}},
+                {"not": {"required": ["n"]}},
+                *(
+                    {"required": ["n"], "properties": {"n": {"const": k}, "prompt": {"maxItems": MAX_CHOICES // k}}}
+                    for k in range(1, MAX_CHOICES + 1)
+                ),
+            ]
+        },
+        {
+            "anyOf": [
+                {"properties": {"best_of": {"enum": [None, 1]}}},
+                *(
+                    {"required": ["n", "best_of"], "properties": {"n": {"const": k}, "best_of": {"const": k}}}
+                    for k in range(2, MAX_CHOICES + 1)
+                ),
+            ]
+        },
+    ]
+}
+_PROMPT: dict[str, Any] = {
+    "anyOf": [
+        {"type": "string", "minLength": 1},
+        {"type": "array", "minItems": 1, "maxItems": MAX_CHOICES, "items": {"type": "string", "minLength": 1}},
+    ],
+    "description": "a text to continue, or a list of them (each gets n choices)",
+}
 
 
 class CompletionBody(_Body):
     """``POST /v1/completions``."""
 
-    prompt: str | list[str]
-    max_tokens: int | None = 16  # OpenAI's default for this endpoint
+    model_config = ConfigDict(json_schema_extra=_COMPLETION_RULES)
+
+    prompt: Annotated[str | list[str], WithJsonSchema(_PROMPT)]
+    # OpenAI's default for this endpoint
+    max_tokens: Annotated[Whole | None, WithJsonSchema({**top_level_option("max_tokens"), "default": 16})] = 16
     echo: bool = False
     #: the legacy API's logprobs: how many alternatives per token (0 to 5)
-    logprobs: int | None = None
-    best_of: int | None = None
-    suffix: str | None = None
+    logprobs: Annotated[Whole | None, WithJsonSchema(nullable({"type": "integer", "minimum": 0, "maximum": 5}))] = None
+    best_of: Annotated[
+        Whole | None, WithJsonSchema(nullable({"type": "integer", "minimum": 1, "maximum": MAX_CHOICES}))
+    ] = None
+    suffix: Annotated[str | None, WithJsonSchema(EMPTY_TEXT)] = None
 
 
 def _format(rf: ResponseFormat | None) -> dict[str, Any] | str | None:
@@ -113,7 +259,7 @@ def _format(rf: ResponseFormat | None) -> dict[str, Any] | str | None:
     if rf is None or rf.type == "text":
         return None
     if rf.type == "json_object":
-        return rf.schema_ or "json"
+        return check_format(rf.schema_) or "json"
     js = rf.json_schema or {}
     schema = js.get("schema")
     if not isinstance(schema, dict):
@@ -121,11 +267,7 @@ def _format(rf: ResponseFormat | None) -> dict[str, Any] | str | None:
             "response_format json_schema needs a schema object",
             hint='send {"type": "json_schema", "json_schema": {"name": "x", "schema": {...}}}',
         )
-    return schema
-
-
-#: the most choices one request may ask for (each is a whole generation, one after the other)
-MAX_CHOICES = 8
+    return check_format(schema)
 
 
 def _options(body: _Body, max_tokens: int | None, fmt: Any = None, logprobs: int | None = None) -> Options:
@@ -142,7 +284,7 @@ def _options(body: _Body, max_tokens: int | None, fmt: Any = None, logprobs: int
         o.name: fields[o.openai] for o in OPTIONS if o.openai and o.name not in ("max_tokens", "stop")
     }
     values.update(top_k=body.top_k, min_p=body.min_p, repeat_penalty=body.repeat_penalty)
-    stop = (body.stop,) if isinstance(body.stop, str) else tuple(body.stop or ())
+    stop = (body.stop,) if isinstance(check_stop(body.stop), str) else tuple(body.stop or ())
     return Options.from_dict(
         {**values, "max_tokens": max_tokens, "stop": stop or None, "format": fmt, "logprobs": logprobs}
     )
@@ -205,7 +347,9 @@ def _text(content: str | list[dict[str, Any]] | None) -> str:
     for part in content:
         if part.get("type") != "text":
             raise E.InvalidOptions(f"content parts of type {part.get('type')!r} are not supported; send text")
-        parts.append(str(part.get("text", "")))
+        if not isinstance(part.get("text", ""), str):
+            raise E.InvalidOptions("a text part's text must be a string")
+        parts.append(part.get("text", ""))
     return "".join(parts)
 
 
@@ -241,7 +385,7 @@ def _model_object(model_id: str, created: int) -> dict[str, Any]:
     return {"id": model_id, "object": "model", "created": created, "owned_by": "llmspell"}
 
 
-@router.get("/models")
+@router.get("/models", response_model=None, responses={200: {"model": ModelList}})
 async def models(request: Request) -> dict[str, Any]:
     """Every model the core can run now."""
     found, _ = await state_of(request).hub.list_all()
@@ -252,8 +396,15 @@ async def models(request: Request) -> dict[str, Any]:
     }
 
 
-@router.get("/models/{model_id:path}")
-async def model(model_id: str, request: Request) -> dict[str, Any]:
+@router.get(
+    "/models/{model_id:path}",
+    response_model=None,
+    responses={200: {"model": ModelObject}, **errors(400, 404, 503, openai=True)},
+)
+async def model(
+    model_id: Annotated[str, Path(json_schema_extra={"pattern": MODEL_PATTERN, "examples": ["smollm2:135m"]})],
+    request: Request,
+) -> dict[str, Any]:
     """One model, by any name it answers to (``models.retrieve``); 404 when it is not here."""
     state = state_of(request)
     backend, spec = await state.resolve(model_id)
@@ -280,7 +431,14 @@ def _legacy_logprobs(items: Sequence[TokenLogprob], offset: int) -> dict[str, An
     }
 
 
-@router.post("/chat/completions")
+@router.post(
+    "/chat/completions",
+    response_model=None,
+    responses={
+        **sse_answer(ChatCompletionChunk, ChatCompletion, "the completion, or with stream true server-sent events"),
+        **errors(*GENERATION_ERRORS, openai=True),
+    },
+)
 async def chat_completions(body: ChatCompletionBody, request: Request) -> Response:
     """A chat completion (``n`` choices, one after the other), streamed as SSE chunks when ``stream`` is set."""
     state = state_of(request)
@@ -290,7 +448,10 @@ async def chat_completions(body: ChatCompletionBody, request: Request) -> Respon
         role = "system" if m.role == "developer" else m.role
         messages.append(Message(role, _text(m.content)))
     logprobs = _check_chat_extras(body)
-    opts = _options(body, body.max_completion_tokens or body.max_tokens, _format(body.response_format), logprobs)
+    if body.max_tokens is not None:
+        Options.from_dict({"max_tokens": body.max_tokens})  # checked even where max_completion_tokens wins
+    limit = body.max_tokens if body.max_completion_tokens is None else body.max_completion_tokens
+    opts = _options(body, limit, _format(body.response_format), logprobs)
     choices = _seeds(opts, body.n)
 
     opened = _Opened(state, body.model, request)
@@ -347,7 +508,14 @@ async def chat_completions(body: ChatCompletionBody, request: Request) -> Respon
     )
 
 
-@router.post("/completions")
+@router.post(
+    "/completions",
+    response_model=None,
+    responses={
+        **sse_answer(Completion, Completion, "the completion, or with stream true server-sent events"),
+        **errors(*GENERATION_ERRORS, openai=True),
+    },
+)
 async def completions(body: CompletionBody, request: Request) -> Response:
     """A plain completion of each prompt (no chat template), ``n`` choices each, one after the other: choice
     ``i * n + j`` is prompt ``i``'s ``j``-th, as OpenAI numbers them."""

@@ -232,7 +232,18 @@ class ServerState:
             model = model[: -len(":latest")]
         if not model:
             raise E.InvalidSpec("the request names no model", hint='add "model": "smollm2:135m" (see /api/tags)')
-        return await self.hub.resolve(self.spec(model))
+        return await self.hub.resolve(self.known_backend(self.spec(model)))
+
+    def known_backend(self, spec: ModelSpec) -> ModelSpec:
+        """``spec``, if the backend or endpoint it names after '@' is one this server has; else a 404."""
+        if spec.backend:
+            try:
+                self.hub.backend(spec.backend)
+            except E.BackendUnavailable as exc:
+                # the model asked for is not here, which is the client's to fix; 503 is for a backend that is
+                # configured and not answering
+                raise ApiError(exc.message, status=404, param="model", code="model_not_found", hint=exc.hint) from None
+        return spec
 
     def spec(self, model: str) -> ModelSpec:
         """A model as a client names it; a path is taken only inside a folder the server was given."""

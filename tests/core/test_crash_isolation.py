@@ -100,3 +100,18 @@ async def test_the_backend_refuses_the_crashing_file_and_keeps_answering(
         )
     )
     assert "Paris" in text
+
+
+@pytest.mark.parametrize("schema", [{"enum": []}, {"type": "object", "properties": {"a": {"anyOf": []}}}])
+async def test_a_format_no_answer_can_match_is_refused_before_the_engine_sees_its_grammar(
+    backend: LlamaCppBackend, schema: dict[str, object]
+) -> None:
+    # llama.cpp cannot parse the grammar of such a schema, and the engine died on it with SIGSEGV
+    from llmspell.errors import InvalidOptions
+
+    with pytest.raises(InvalidOptions, match="no answer can match"):
+        await collect(backend.chat(parse_spec("smollm2:135m"), [Message("user", "hi")], Options(format=schema)))
+    text, _ = await collect(
+        backend.chat(parse_spec("smollm2:135m"), [Message("user", "Say hi.")], Options(max_tokens=4))
+    )
+    assert text

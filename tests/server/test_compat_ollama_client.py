@@ -214,7 +214,7 @@ def test_deleting_a_packaged_model_is_refused_the_same_way_for_both(client: olla
     for name in ("smollm2:135m", "gemma3:270m"):
         with pytest.raises(ollama.ResponseError) as err:
             client.delete(name)
-        assert err.value.status_code == 400 and "Python package" in str(err.value), name
+        assert err.value.status_code == 409 and "Python package" in str(err.value), name
     assert {"smollm2:135m", "gemma3:270m"} <= {m.model for m in client.list().models}
 
 

@@ -154,7 +154,7 @@ def test_errors_come_as_ollama_sends_them(client: ollama.Client) -> None:
     assert err.value.status_code == 404
     with pytest.raises(ollama.ResponseError) as err:
         client.delete("smollm2:135m")
-    assert err.value.status_code == 400 and "package" in err.value.error
+    assert err.value.status_code == 409 and "package" in err.value.error
 
 
 async def test_async_client_streams_and_lists(server: ServeProcess) -> None:
