@@ -371,6 +371,17 @@ CONFIG_TEMPLATE = """\
 # read_timeout = 300.0   # also how long the first token may take
 # models = ["llama3*"]   # offer only these model ids (globs); default: all the server lists
 
+# Tools from Model Context Protocol servers (stdio), started through the official SDK. Their tools are named
+# NAME__TOOL; each asks before it runs unless side_effects = false or it is in allow. $VAR in env is read from
+# the environment when the server starts (a secret is never written here).
+# [mcp.servers.time]
+# command = "python"
+# args = ["-m", "mcp_server_time", "--local-timezone", "UTC"]
+# env = { "TZ" = "UTC" }
+# timeout = 30          # seconds to start, and for each call
+# side_effects = false  # read-only: its tools run without asking
+# allow = []            # tools (by the server's own names) that run without asking
+
 # Blind rounds between models (the TUI's arena screen, /arena, %arena, `llmspell arena`).
 [arena]
 # pool = ["smollm2:135m", "gemma3:270m"]   # default: every model on this machine

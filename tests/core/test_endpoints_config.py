@@ -303,3 +303,14 @@ def test_one_event_loop_per_call_leaves_no_connections_open() -> None:
         assert len(server.seen) == 41
     finally:
         server.stop()
+
+
+@pytest.mark.parametrize(("start", "end"), [("# [[endpoints]]", "# Tools from"), ("# [mcp.servers.time]", "# Blind")])
+def test_the_commented_examples_of_init_config_load_when_uncommented(tmp_path: Path, start: str, end: str) -> None:
+    from llmspell.config import CONFIG_TEMPLATE
+
+    block = CONFIG_TEMPLATE[CONFIG_TEMPLATE.index(start) : CONFIG_TEMPLATE.index(end)]
+    path = tmp_path / "config.toml"
+    path.write_text("\n".join(line[2:] if line.startswith("# ") else line for line in block.splitlines()))
+    config = load_config(path)
+    assert config.endpoints or config.mcp_servers
