@@ -277,6 +277,10 @@ class OpenAIBackend(Backend):
             "OpenAI-Project": openai.Omit(),
         }
         client = openai.AsyncOpenAI(
+            # the SDK's own HTTP client closes itself when collected by scheduling that on whatever loop runs then:
+            # for a client of a finished loop that fails inside the next one (prompt_toolkit then stopped the REPL
+            # with "Press ENTER"); a plain one is just collected, its sockets with it
+            http_client=openai.DefaultAsyncHttpxClient(),
             base_url=self.url,
             # a placeholder when there is no key (the client insists on one, and local engines ignore it): a key
             # from OPENAI_API_KEY must never be sent to another server

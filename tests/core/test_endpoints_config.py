@@ -314,3 +314,29 @@ def test_the_commented_examples_of_init_config_load_when_uncommented(tmp_path: P
     path.write_text("\n".join(line[2:] if line.startswith("# ") else line for line in block.splitlines()))
     config = load_config(path)
     assert config.endpoints or config.mcp_servers
+
+
+def test_a_client_left_by_a_finished_loop_troubles_no_later_loop() -> None:
+    # the SDK's client closed itself when collected by scheduling that on the loop running then, where it failed
+    # ("Event loop is closed"): the REPL's loop showed it and waited for Enter
+    import asyncio
+    import gc
+
+    server = _RecordingServer()
+    try:
+        write_endpoints(_home(), [{"name": "box", "kind": "openai", "url": server.url}])
+        hub = Hub(load_config())
+        asyncio.run(hub.backend("box").list_models())
+        del hub
+        problems: list[object] = []
+
+        async def later() -> None:
+            asyncio.get_running_loop().set_exception_handler(lambda loop, context: problems.append(context))
+            gc.collect()
+            for _ in range(5):
+                await asyncio.sleep(0)  # let anything the collection scheduled run (and fail) here
+
+        asyncio.run(later())
+        assert problems == []
+    finally:
+        server.stop()
