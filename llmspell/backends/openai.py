@@ -651,10 +651,9 @@ class OpenAIBackend(Backend):
             ),
         )
 
-    def _request(self, spec: ModelSpec, options: Options | None) -> dict[str, Any]:
-        # the config's [options] under the request's, as the other backends take them, so a comparison of a
-        # local and a remote model is on equal terms
-        opts = self.config.options.merged(options)
+    def _request(self, spec: ModelSpec, opts: Options) -> dict[str, Any]:
+        """The request's common fields for ``opts``: the config's [options] already under the request's (as the
+        other backends take them, so a comparison of a local and a remote model is on equal terms)."""
         params = {"model": spec.tag, "stream": True, "stream_options": {"include_usage": True}, **self._params(opts)}
         if opts.logprobs is not None:
             params["logprobs"] = True
@@ -677,7 +676,7 @@ class OpenAIBackend(Backend):
         choice = _tool_choice(tool_choice, tools or ())
         await self._require(spec)
         opts = self.config.options.merged(options)
-        params = self._request(spec, options)
+        params = self._request(spec, opts)
         params["messages"] = [_wire_message(m) for m in map(Message.coerce, messages)]
         if tools:
             params["tools"] = list(tools)
@@ -703,7 +702,7 @@ class OpenAIBackend(Backend):
                 f"{self.label}: a JSON format is sent with chat requests only (the completions API has none)",
                 hint="ask through chat, or leave format out",
             )
-        params = self._request(spec, options)
+        params = self._request(spec, opts)
         params["prompt"] = prompt
         if "top_logprobs" in params:  # the completions API takes the count itself
             params.pop("top_logprobs")
