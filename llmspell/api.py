@@ -87,17 +87,73 @@ async def stream(
 
 
 async def acomplete(
-    model: str | ModelSpec | None, prompt: str | Sequence[Message | dict[str, Any]], *, raw: bool = False, **opts: Any
+    model: str | ModelSpec | None,
+    prompt: str | Sequence[Message | dict[str, Any]],
+    *,
+    raw: bool = False,
+    tools: Sequence[Callable[..., Any]] | None = None,
+    tool_choice: str | dict[str, Any] | None = "auto",
+    max_steps: int = 8,
+    **opts: Any,
 ) -> str:
-    """The whole answer as one string (async)."""
+    """The whole answer as one string (async); with ``tools``, the model's final answer after it called them."""
+    if tools:
+        if raw:
+            raise TypeError("tools need a chat: raw=True takes no tools")
+        return await _answer_with_tools(model, prompt, tools, tool_choice, max_steps, opts)
     return "".join([c.text async for c in stream(model, prompt, raw=raw, **opts)])
 
 
 def complete(
-    model: str | ModelSpec | None, prompt: str | Sequence[Message | dict[str, Any]], *, raw: bool = False, **opts: Any
+    model: str | ModelSpec | None,
+    prompt: str | Sequence[Message | dict[str, Any]],
+    *,
+    raw: bool = False,
+    tools: Sequence[Callable[..., Any]] | None = None,
+    tool_choice: str | dict[str, Any] | None = "auto",
+    max_steps: int = 8,
+    **opts: Any,
 ) -> str:
-    """The whole answer as one string; a chat turn by default, plain completion with ``raw=True``."""
-    return _run_sync(acomplete(model, prompt, raw=raw, **opts))
+    """The whole answer as one string; a chat turn by default, plain completion with ``raw=True``.
+
+    ``tools`` are plain functions (or Tools) the model may call: each function's type hints and docstring say what
+    it takes; the model calls them, reads what they return and answers, within ``max_steps`` model steps. They run
+    without asking (the script chose them); a bad call or a function that raises is told to the model, not raised.
+    """
+    return _run_sync(
+        acomplete(model, prompt, raw=raw, tools=tools, tool_choice=tool_choice, max_steps=max_steps, **opts)
+    )
+
+
+async def _answer_with_tools(
+    model: str | ModelSpec | None,
+    prompt: str | Sequence[Message | dict[str, Any]],
+    tools: Sequence[Callable[..., Any]],
+    tool_choice: str | dict[str, Any] | None,
+    max_steps: int,
+    opts: dict[str, Any],
+) -> str:
+    """The tool loop for a script: the final answer's text; a model error or the step limit is raised."""
+    import contextlib
+
+    from llmspell.errors import ToolError
+    from llmspell.tools.loop import FinalAnswer, LoopError, StepLimitReached, run_tools
+    from llmspell.tools.toolset import ToolSet
+
+    registry = ToolSet.from_functions(tools).registry
+    options = Options.from_dict(opts) if opts else None
+    loop = run_tools(
+        get_hub(), model, _messages(prompt), registry, options=options, tool_choice=tool_choice, max_steps=max_steps
+    )
+    async with contextlib.aclosing(loop):
+        async for event in loop:
+            if isinstance(event, FinalAnswer):
+                return event.text
+            if isinstance(event, LoopError):
+                raise event.error
+            if isinstance(event, StepLimitReached):
+                raise ToolError(event.text, hint="pass a larger max_steps, or fewer tools")
+    raise ToolError("the tool loop ended without an answer")
 
 
 def embed(model: str | ModelSpec | None, texts: str | Sequence[str], **opts: Any) -> list[list[float]]:
@@ -112,7 +168,13 @@ class Agent:
     the next turn of it (the model sees every earlier turn), as the faces' Session keeps it."""
 
     def __init__(
-        self, model: str | None = None, system_prompt: str | None = None, *, save: bool = False, **options: Any
+        self,
+        model: str | None = None,
+        system_prompt: str | None = None,
+        *,
+        save: bool = False,
+        tools: Sequence[Callable[..., Any]] | None = None,
+        **options: Any,
     ) -> None:
         from llmspell.chat import Conversation
         from llmspell.session import Session
@@ -122,6 +184,11 @@ class Agent:
         conv = Conversation(model or hub.config.default_model, system=system_prompt, options=Options.from_dict(options))
         #: the Session under it: ``save=True`` keeps the conversation in the history the faces open
         self.session = Session(hub, Store() if save else None, conv)
+        if tools:
+            from llmspell.tools.toolset import ToolSet
+
+            # every turn may call them; each call and result is kept in the conversation (``history``)
+            self.session.use_tools(ToolSet.from_functions(tools).registry)
 
     @classmethod
     def create(cls, model: str | None = None, system_prompt: str | None = None, **options: Any) -> Agent:
@@ -155,7 +222,9 @@ class Agent:
     async def acomplete(self, text: str, **options: Any) -> str:
         """The next turn's whole answer; the error that stopped it is raised (the turn stays, marked failed)."""
         parts = [chunk.text async for chunk in self.stream(text, **options)]
-        return "".join(parts)
+        last = self.session.last
+        # with tools, the answer is the last step's: the earlier steps' words led to the calls
+        return last.text if self.session.tools is not None and last is not None else "".join(parts)
 
     def complete(self, text: str, **options: Any) -> str:
         """``acomplete`` from synchronous code."""

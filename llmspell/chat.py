@@ -6,10 +6,10 @@ import time
 import uuid
 from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from llmspell.errors import PromptTooLong
-from llmspell.types import Chunk, Message, Options, Stats
+from llmspell.types import Chunk, Message, Options, Stats, ToolCall
 
 if TYPE_CHECKING:
     from llmspell.hub import Hub
@@ -35,11 +35,39 @@ class Entry:
     state: str = "done"
     id: int | None = None
     created: float = field(default_factory=time.time)
+    #: the tools an assistant step called (its content may then be empty)
+    tool_calls: tuple[ToolCall, ...] = ()
+    #: for a tool message (role "tool"): the id of the call it answers
+    tool_call_id: str | None = None
+    #: for a tool message: what the call came to, as every face shows it (name, arguments, ok, error, seconds,
+    #: refused, cancelled)
+    tool: dict[str, Any] | None = None
 
     @property
     def message(self) -> Message:
         """The message as a backend takes it."""
-        return Message(self.role, self.content)  # type: ignore[arg-type]
+        name = str(self.tool.get("name")) if self.role == "tool" and self.tool and self.tool.get("name") else None
+        return Message(
+            self.role,  # type: ignore[arg-type]
+            self.content,
+            tool_calls=self.tool_calls,
+            tool_call_id=self.tool_call_id if self.role == "tool" else None,
+            name=name,
+        )
+
+    def copy(self) -> Entry:
+        """The same message, not yet stored (for a copy of a conversation)."""
+        return Entry(
+            self.role,
+            self.content,
+            self.model,
+            self.stats,
+            self.state,
+            created=self.created,
+            tool_calls=self.tool_calls,
+            tool_call_id=self.tool_call_id,
+            tool=dict(self.tool) if self.tool is not None else None,
+        )
 
 
 @dataclass
@@ -62,17 +90,27 @@ class Conversation:
         from ``context_from`` on (up to entry ``end``).
 
         A prompt whose answer never got any text (the backend failed, or it was cancelled before the first
-        token) is left out with that answer: sending it again would put two user turns in a row.
+        token) is left out with that answer: sending it again would put two user turns in a row. A step that
+        called tools is sent with its calls, and each call's result as a tool message.
         """
         out = [Message("system", self.system)] if self.system else []
         entries = self.entries[: len(self.entries) if end is None else end]
         for i, e in enumerate(entries):
             if i < self.context_from:
                 continue
-            if e.role not in ("user", "assistant") or not e.content:
+            if e.role == "tool":
+                if e.tool_call_id:
+                    out.append(e.message)
+                continue
+            if e.role not in ("user", "assistant") or not (e.content or e.tool_calls):
                 continue
             after = entries[i + 1] if i + 1 < len(entries) else None
-            if e.role == "user" and after is not None and after.role == "assistant" and not after.content:
+            if (
+                e.role == "user"
+                and after is not None
+                and after.role == "assistant"
+                and not (after.content or after.tool_calls)
+            ):
                 continue
             out.append(e.message)
         return out
@@ -83,11 +121,46 @@ class Conversation:
         if self.system:
             lines += ["", f"System: {self.system}"]
         for e in self.entries:
-            who = "You" if e.role == "user" else f"{e.model or self.model}"
-            lines += ["", f"## {who}", "", e.content]
+            if e.role == "tool":
+                lines += ["", f"> {tool_line(e)}"]
+                lines += ["> " + line if line else ">" for line in _fenced(e.content)]
+                continue
+            if e.role == "assistant" and not e.content and e.tool_calls:
+                lines += [""]
+            else:
+                who = "You" if e.role == "user" else f"{e.model or self.model}"
+                lines += ["", f"## {who}", "", e.content]
+            for call in e.tool_calls:
+                lines += ["", f"*called* `{call.name}({call.arguments_text})`"]
             if e.state != "done":
                 lines += ["", f"*({state_note(e.state)})*"]
         return "\n".join(lines) + "\n"
+
+
+def _fenced(text: str) -> list[str]:
+    """``text`` in a code fence longer than any run of backticks inside it."""
+    longest = max((len(m) for m in text.split("\n") if set(m) == {"`"}), default=0)
+    fence = "`" * max(3, longest + 1)
+    return [fence, *text.splitlines(), fence]
+
+
+def tool_line(entry: Entry) -> str:
+    """One line saying what a stored tool call came to, as every face shows it: name, outcome, time."""
+    info = entry.tool or {}
+    name = info.get("name") or "tool"
+    seconds = float(info.get("seconds") or 0.0)
+    if info.get("cancelled"):
+        how = "cancelled"
+    elif info.get("refused"):
+        how = "refused"
+    elif info.get("not_run"):
+        how = "not run"
+    elif info.get("ok", True):
+        how = "ok"
+    else:
+        how = f"failed: {info.get('error') or 'error'}"
+    timing = f" · {seconds:.2f} s" if seconds else ""
+    return f"tool {name}: {how}{timing}"
 
 
 def answer_state(stats: Stats | None, *, failed: bool = False) -> AnswerState:

@@ -115,8 +115,10 @@ _KNOWN: dict[str, set[str]] = {
         "arena",
         "endpoints",
         "mcp",
+        "tools",
     },
     "arena": {"pool", "hide_stats", "size"},
+    "tools": {"enabled", "allow", "max_steps", "root"},
     "llamacpp": {
         "threads",
         "gpu_layers",
@@ -163,6 +165,14 @@ class Config:
     endpoints: tuple[Endpoint, ...] = ()
     #: MCP servers whose tools models may call (``[mcp.servers.NAME]``)
     mcp_servers: tuple[McpServerConfig, ...] = ()
+    #: tools every face turns on at start (built-in names and MCP server names), as --tools does
+    tool_enabled: tuple[str, ...] = ()
+    #: side-effect tools that run without asking ("*": all of them); the others ask first
+    tool_allow: tuple[str, ...] = ()
+    #: model steps one turn may take with tools before it stops
+    tool_max_steps: int = 8
+    #: the folder the built-in file and shell tools are confined to (default: the current folder)
+    tool_root: Path | None = None
     path: Path | None = None
 
 
@@ -304,6 +314,24 @@ def load_config(path: Path | None = None) -> Config:
         cfg.arena_hide_stats = _typed(arena["hide_stats"], bool, "arena.hide_stats", path)
     if "size" in arena:
         cfg.arena_size = _ranged(arena["size"], int, "arena.size", path, 2, 4, "answers per round")
+    tools = _table(data, "tools", path)
+    _check_keys(tools, "tools", path)
+    for key, attr in (("enabled", "tool_enabled"), ("allow", "tool_allow")):
+        if key in tools:
+            names = _typed(tools[key], list, f"tools.{key}", path)
+            if not all(isinstance(n, str) and n.strip() for n in names):
+                raise ConfigError(
+                    f"{path}: tools.{key} must be a list of tool names",
+                    hint=f'e.g. {key} = ["read_file", "list_directory"]',
+                )
+            setattr(cfg, attr, tuple(n.strip() for n in names))
+    if "max_steps" in tools:
+        cfg.tool_max_steps = _ranged(tools["max_steps"], int, "tools.max_steps", path, 1, 100, "model steps")
+    if "root" in tools:
+        root = _typed(tools["root"], str, "tools.root", path)
+        if not root.strip():
+            raise ConfigError(f"{path}: tools.root is empty", hint='e.g. root = "~/projects/notes"')
+        cfg.tool_root = Path(root).expanduser()
     if "endpoints" in data:
         cfg.endpoints = parse_endpoints(data["endpoints"], path)
     if "mcp" in data:
@@ -381,6 +409,16 @@ CONFIG_TEMPLATE = """\
 # timeout = 30          # seconds to start, and for each call
 # side_effects = false  # read-only: its tools run without asking
 # allow = []            # tools (by the server's own names) that run without asking
+
+# Tools a model may call (function calling): the built-ins read_file, write_file, list_directory,
+# search_files, search_in_files, file_info, make_directory, run_shell, and MCP servers by name. Each is off
+# until enabled here or with --tools; write_file, make_directory, run_shell and MCP tools with side effects
+# ask before they run unless allowed.
+[tools]
+# enabled = []          # e.g. ["read_file", "list_directory", "time"]
+# allow = []            # e.g. ["write_file"]; "*" lets every tool run without asking
+# max_steps = 8         # model steps one turn may take (each step may call several tools)
+# root = "."            # the folder the file and shell tools are confined to (default: the current folder)
 
 # Blind rounds between models (the TUI's arena screen, /arena, %arena, `llmspell arena`).
 [arena]

@@ -29,6 +29,8 @@ from llmspell.types import ModelInfo, Options, Stats
 if TYPE_CHECKING:
     from llmspell.hub import Hub
     from llmspell.store import Store
+    from llmspell.tools.base import ConfirmCallback, ToolRegistry
+    from llmspell.tools.turn import EventCallback, ToolSettings
 
 __all__ = [
     "STATE_NOTES",
@@ -74,7 +76,9 @@ class TurnResult:
         answer = turn.answer or Entry("assistant", "", turn.conv.model, state="cancelled")
         error = error_text(turn.error) if turn.error is not None else None
         model = answer.model or turn.conv.model
-        return cls(answer.state, answer.content, answer.stats, error, model, turn.conv.id, turn.left_out)
+        # a tool turn's state is the turn's, not its last step's (cancelled while a tool ran, say)
+        state = turn.state if turn.answer is not None else answer.state
+        return cls(state, answer.content, answer.stats, error, model, turn.conv.id, turn.left_out)
 
 
 def context_note(left_out: int, model: str) -> str:
@@ -149,6 +153,8 @@ def conversation_json(conv: Conversation) -> dict[str, Any]:
                 "state": e.state,
                 "stats": e.stats.to_dict() if e.stats else None,
                 "created": e.created,
+                **({"tool_calls": [c.to_dict() for c in e.tool_calls]} if e.tool_calls else {}),
+                **({"tool_call_id": e.tool_call_id, "tool": e.tool} if e.role == "tool" else {}),
             }
             for e in conv.entries
         ],
@@ -187,6 +193,8 @@ class Session:
         self.last: TurnResult | None = None
         #: the conversations the last compare made, one per model in its order
         self.forks: list[Conversation] = []
+        #: the tools this session's turns may call (None: plain turns); set with ``use_tools``
+        self.tools: ToolSettings | None = None
 
     @property
     def model(self) -> str:
@@ -196,8 +204,36 @@ class Session:
     # ----- turns -----------------------------------------------------------------------------------------
 
     def send(self, text: str, options: Options | None = None) -> Turn:
-        """Start the next turn: iterate the result for its chunks, close it to cancel, then read ``result``."""
+        """Start the next turn: iterate the result for its chunks, close it to cancel, then read ``result``.
+
+        With tools in use (and at least one tool), the turn is a ToolTurn: the same chunks, every step's text
+        in order, and the tool events told to the face's ``on_event`` as they happen."""
+        if self.tools is not None and len(self.tools.registry):
+            from llmspell.tools.turn import ToolTurn
+
+            return ToolTurn(self.hub, self.conv, text, self.tools, self.store, options)
         return Turn(self.hub, self.conv, text, self.store, options)
+
+    def use_tools(
+        self,
+        registry: ToolRegistry | None,
+        *,
+        confirm: ConfirmCallback | None = None,
+        on_event: EventCallback | None = None,
+        tool_choice: str | dict[str, Any] | None = "auto",
+        max_steps: int | None = None,
+    ) -> ToolSettings | None:
+        """Let the next turns call ``registry``'s tools (None: no tools). ``confirm`` asks the user before a side
+        effect (without it, such a call is refused unless allowed); ``on_event`` draws each call, result and step;
+        ``tool_choice`` holds for each turn's first step; ``max_steps`` bounds a turn's model steps."""
+        if registry is None:
+            self.tools = None
+            return None
+        from llmspell.tools.turn import ToolSettings
+
+        steps = max_steps if max_steps is not None else self.hub.config.tool_max_steps
+        self.tools = ToolSettings(registry, tool_choice, steps, confirm, on_event)
+        return self.tools
 
     def result(self, turn: Turn) -> TurnResult:
         """How ``turn`` ended (call once its stream is closed); remembered as ``last``."""
@@ -236,9 +272,7 @@ class Session:
         this one's messages; the copy is stored with its first turn. This session keeps its own."""
         conv = Conversation(model or self.conv.model, self.conv.system, self.conv.options, title=title)
         if history:
-            conv.entries = [
-                Entry(e.role, e.content, e.model, e.stats, e.state, created=e.created) for e in self.conv.entries
-            ]
+            conv.entries = [e.copy() for e in self.conv.entries]
             conv.context_from = self.conv.context_from if conv.model == self.conv.model else 0
         return conv
 

@@ -17,11 +17,12 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from llmspell import config
 from llmspell.chat import Conversation, Entry
 from llmspell.errors import LLMSpellError
-from llmspell.types import Options, Stats
+from llmspell.types import Options, Stats, ToolCall
 from llmspell.votes import Answer, Vote
 
 #: the schema's history, in order: migration N brings a database from user_version N-1 to N. A database written
@@ -89,6 +90,13 @@ MIGRATIONS: tuple[str, ...] = (
     """
     ALTER TABLE conversations ADD COLUMN context_from INTEGER NOT NULL DEFAULT 0;
     """,
+    # 5: tool calls: an assistant step's calls (JSON, the OpenAI shape), and on a tool message the id of the call it
+    # answers and what the call came to (JSON: name, arguments, ok, error, seconds, refused, cancelled)
+    """
+    ALTER TABLE messages ADD COLUMN tool_calls TEXT;
+    ALTER TABLE messages ADD COLUMN tool_call_id TEXT;
+    ALTER TABLE messages ADD COLUMN tool TEXT;
+    """,
 )
 
 #: the schema version this llmspell writes
@@ -120,6 +128,18 @@ def _stats_json(stats: Stats | None) -> str | None:
 
 def _stats_from(text: str | None) -> Stats | None:
     return Stats(**json.loads(text)) if text else None
+
+
+def _calls_json(calls: tuple[ToolCall, ...]) -> str | None:
+    return json.dumps([c.to_dict() for c in calls], ensure_ascii=False) if calls else None
+
+
+def _calls_from(text: str | None) -> tuple[ToolCall, ...]:
+    return tuple(ToolCall.coerce(c) for c in json.loads(text)) if text else ()
+
+
+def _tool_json(tool: dict[str, Any] | None) -> str | None:
+    return json.dumps(tool, ensure_ascii=False, default=str) if tool is not None else None
 
 
 class Store:
@@ -252,9 +272,20 @@ class Store:
         with self._tx() as db:
             for e in new:
                 cur = db.execute(
-                    "INSERT INTO messages (conversation_id, role, content, model, stats, state, created) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?)",
-                    (conv.id, e.role, e.content, e.model, _stats_json(e.stats), e.state, e.created),
+                    "INSERT INTO messages (conversation_id, role, content, model, stats, state, created, tool_calls, "
+                    "tool_call_id, tool) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (
+                        conv.id,
+                        e.role,
+                        e.content,
+                        e.model,
+                        _stats_json(e.stats),
+                        e.state,
+                        e.created,
+                        _calls_json(e.tool_calls),
+                        e.tool_call_id,
+                        _tool_json(e.tool),
+                    ),
                 )
                 e.id = cur.lastrowid
 
@@ -269,15 +300,23 @@ class Store:
             db.execute("UPDATE messages SET content=? WHERE id=?", (text, entry.id))
 
     def finish_answer(
-        self, entry: Entry, text: str, stats: Stats | None, *, cancelled: bool = False, failed: bool = False
+        self,
+        entry: Entry,
+        text: str,
+        stats: Stats | None,
+        *,
+        cancelled: bool = False,
+        failed: bool = False,
+        tool_calls: tuple[ToolCall, ...] = (),
     ) -> None:
-        """Store the whole answer and its stats; a cancelled or failed one keeps its partial text, marked so."""
-        entry.content, entry.stats = text, stats
+        """Store the whole answer, its stats and the tools it called; a cancelled or failed one keeps its partial
+        text, marked so."""
+        entry.content, entry.stats, entry.tool_calls = text, stats, tool_calls
         entry.state = "failed" if failed else "cancelled" if cancelled else "done"
         with self._tx() as db:
             db.execute(
-                "UPDATE messages SET content=?, stats=?, state=? WHERE id=?",
-                (text, _stats_json(stats), entry.state, entry.id),
+                "UPDATE messages SET content=?, stats=?, state=?, tool_calls=? WHERE id=?",
+                (text, _stats_json(stats), entry.state, _calls_json(tool_calls), entry.id),
             )
 
     def list(self, limit: int = 100) -> list[ConversationRow]:
@@ -308,11 +347,25 @@ class Store:
                 )
             cid, title, model, system, options, created, updated, context_from = rows[0]
             msgs = db.execute(
-                "SELECT id, role, content, model, stats, state, created FROM messages "
+                "SELECT id, role, content, model, stats, state, created, tool_calls, tool_call_id, tool FROM messages "
                 "WHERE conversation_id=? ORDER BY id",
                 (cid,),
             ).fetchall()
-        entries = [Entry(r[1], r[2], r[3], _stats_from(r[4]), r[5], r[0], r[6]) for r in msgs]
+        entries = [
+            Entry(
+                r[1],
+                r[2],
+                r[3],
+                _stats_from(r[4]),
+                r[5],
+                r[0],
+                r[6],
+                tool_calls=_calls_from(r[7]),
+                tool_call_id=r[8],
+                tool=json.loads(r[9]) if r[9] else None,
+            )
+            for r in msgs
+        ]
         return Conversation(
             model, system, Options.from_dict(json.loads(options)), title, entries, cid, created, updated, context_from
         )

@@ -181,6 +181,8 @@ class ToolLoop:
         self.messages: list[Message] = [Message.coerce(m) for m in messages]
         #: every tool call's result, in order, cancelled ones included
         self.results: list[ToolResult] = []
+        #: each call's result by the call's id (calls the step limit stopped have none)
+        self.result_of: dict[str, ToolResult] = {}
         #: model steps taken so far
         self.steps = 0
         self._events = self._run()
@@ -301,6 +303,7 @@ class ToolLoop:
             for index, call in enumerate(calls):
                 result = got.get(index) or _never_started(call)
                 self.results.append(result)
+                self.result_of[call.id] = result
                 self.messages.append(Message("tool", result.content, tool_call_id=call.id, name=call.name))
 
     def _answer_open_calls(self) -> None:
@@ -314,6 +317,7 @@ class ToolLoop:
                 if call.id not in answered:
                     result = _never_started(call)
                     self.results.append(result)
+                    self.result_of[call.id] = result
                     self.messages.append(Message("tool", result.content, tool_call_id=call.id, name=call.name))
             return
 
