@@ -113,10 +113,15 @@ class ChatTemplate:
         self._template = _bounded_environment().from_string(template)
 
     def render(
-        self, messages: list[dict[str, Any]], *, seconds: float | None = None, max_chars: int | None = None
+        self,
+        messages: list[dict[str, Any]],
+        *,
+        tools: list[dict[str, Any]] | None = None,
+        seconds: float | None = None,
+        max_chars: int | None = None,
     ) -> str:
-        """The prompt for ``messages``; raises TemplateBudgetExceeded past ``seconds`` or ``max_chars`` (by default
-        RENDER_SECONDS and MAX_PROMPT_CHARS)."""
+        """The prompt for ``messages`` (and ``tools``, OpenAI shape, for a template that shows them); raises
+        TemplateBudgetExceeded past ``seconds`` or ``max_chars`` (by default RENDER_SECONDS and MAX_PROMPT_CHARS)."""
         from datetime import datetime
 
         seconds = RENDER_SECONDS if seconds is None else seconds
@@ -159,8 +164,8 @@ class ChatTemplate:
                 raise_exception=raise_exception,
                 add_generation_prompt=True,
                 strftime_now=lambda f: datetime.now().strftime(f),
-                # as llama-cpp-python passes them: templates test "tools is not none"
-                tools=None,
+                # None when there are none, as llama-cpp-python passes it: templates test "tools is not none"
+                tools=tools or None,
                 tool_choice=None,
                 functions=None,
                 function_call=None,

@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from llmspell.backends._llama_tools import LazyGrammar
 from llmspell.backends._threads import ThreadBudget
 from llmspell.errors import (
     Cancelled,
@@ -63,6 +64,11 @@ class Job:
     submitted: float = field(default_factory=time.perf_counter)
     #: texts to embed instead of a prompt to answer (a worker loaded for embeddings takes only these)
     embed: EmbedRequest | None = None
+    #: a grammar that applies only from a trigger on (a tool call's opening), for tool_choice "auto"
+    lazy: LazyGrammar | None = None
+    #: the text that opens a tool call: when it is one token (a control token, like Mistral's [TOOL_CALLS]) its
+    #: text is part of the answer, and writing it starts the lazy grammar
+    tool_opening: str = ""
 
 
 @dataclass(frozen=True)
@@ -592,6 +598,12 @@ class ModelWorker:
         reason: StopReason = "length"
         self._cancel_event = job.cancel
         self._set_abort_callback(True)
+        special_ids = set(self._stop_token_ids((job.tool_opening,))) if job.tool_opening else set()
+        if job.lazy is not None:
+            # Llama.generate only knows a grammar that applies from the first token: for a lazy one the chain is
+            # built here (the instance attribute shadows the method until the answer ends)
+            lazy = LazyGrammar(job.lazy.grammar, job.lazy.patterns, (*job.lazy.tokens, *special_ids))
+            llm._init_sampler = lambda **kw: _lazy_sampler(llm, lazy, kw)
         gen = llm.generate(
             prompt_tokens,
             temp=float(get("temperature")),
@@ -619,7 +631,7 @@ class ModelWorker:
                     reason = "stop"
                     break
                 generated += 1
-                piece = llm._model.detokenize([token], special=False)
+                piece = llm._model.detokenize([token], special=token in special_ids)
                 if want_logprobs:
                     held.append(_token_logprob(llm, token, piece, opts.logprobs or 0))
                 text = decoder.decode(piece)
@@ -655,6 +667,8 @@ class ModelWorker:
                 raise GenerationError(f"llama.cpp failed while generating: {exc}") from None
         finally:
             gen.close()
+            if job.lazy is not None:
+                del llm._init_sampler
             self._set_abort_callback(False)
             self._cancel_event = None
         end = time.perf_counter()
@@ -689,6 +703,35 @@ class ModelWorker:
             if len(toks) == 1:
                 ids.add(toks[0])
         return ids
+
+
+def _lazy_sampler(llm: Any, lazy: LazyGrammar, kw: dict[str, Any]) -> Any:
+    """The sampler chain ``Llama.generate`` builds (penalties, grammar, then greedy or top-k/typical/top-p/min-p/
+    temperature/dist), with a lazy grammar in the grammar's place."""
+    from llama_cpp import _internals
+
+    sampler = _internals.LlamaSampler()  # type: ignore[no-untyped-call]  # llama-cpp-python's wrapper is untyped
+    sampler.add_penalties(
+        n_vocab=llm._n_vocab,
+        penalty_last_n=llm.last_n_tokens_size,
+        penalty_repeat=kw["repeat_penalty"],
+        penalty_freq=kw["frequency_penalty"],
+        penalty_present=kw["presence_penalty"],
+    )
+    sampler.add_grammar_lazy_patterns(llm._model, lazy.grammar, list(lazy.patterns), list(lazy.tokens))
+    temp = kw["temp"]
+    if temp < 0.0:
+        sampler.add_dist(llm._seed)
+    elif temp == 0.0:
+        sampler.add_greedy()  # type: ignore[no-untyped-call]
+    else:
+        sampler.add_top_k(kw["top_k"])
+        sampler.add_typical(kw["typical_p"], 1)
+        sampler.add_top_p(kw["top_p"], 1)
+        sampler.add_min_p(kw["min_p"], 1)
+        sampler.add_temp(temp)
+        sampler.add_dist(llm._seed)
+    return sampler
 
 
 def _safe_prefix(text: str, stops: tuple[str, ...], hold: int) -> int:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import hashlib
 import importlib
 import importlib.util
@@ -12,6 +13,7 @@ import os
 import threading
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +27,16 @@ from llmspell.backends._llama_prompt import (
     _grammar_for,
     _shared_prefix,
     engine_uses_openmp,
+)
+from llmspell.backends._llama_tools import (
+    CallReader,
+    LazyGrammar,
+    ToolFormat,
+    call_grammar,
+    check_choice,
+    check_tools,
+    conversation,
+    detect_format,
 )
 from llmspell.backends._llama_worker import EmbedRequest, Job, ModelWorker
 from llmspell.backends._probe import check_loads
@@ -72,6 +84,12 @@ MAX_INSTANCES = 4
 DRAW_WAIT = 0.03
 
 
+@functools.lru_cache(maxsize=16)
+def _tool_format(template: str, eos: str, bos: str) -> ToolFormat:
+    """The tool-call format of a chat template (found once per template: it renders the template with a probe)."""
+    return detect_format(_formatter(template, eos, bos), template)
+
+
 def _disk_size(path: Path) -> int:
     """Bytes of a model file on disk, every part of a split model together."""
     from llmspell.hfrepo import split_parts
@@ -85,6 +103,8 @@ class LlamaCppBackend(Backend):
     kind = "llamacpp"
     IN_PROCESS = True
     IMPLEMENTS_EMBED = True
+    #: tools through the model's own template where it has them, a generic format where not (_llama_tools)
+    IMPLEMENTS_TOOLS = True
 
     @classmethod
     def from_config(cls, config: cfgmod.Config) -> LlamaCppBackend:
@@ -776,6 +796,17 @@ class LlamaCppBackend(Backend):
     ) -> tuple[str, bool, tuple[str, ...]]:
         """The prompt text for a conversation, whether to add BOS, and the template's stop strings (blocking: a
         face calls it through ``render_chat_async``, off its event loop)."""
+        return self._render(model, info, messages, [m.to_dict() for m in messages], None)
+
+    def _render(
+        self,
+        model: LocalModel,
+        info: GGUFInfo,
+        messages: Sequence[Message],
+        dicts: list[dict[str, Any]],
+        tools: list[dict[str, Any]] | None,
+    ) -> tuple[str, bool, tuple[str, ...]]:
+        """``dicts`` (the template's form of ``messages``) and ``tools`` through the model's template."""
         template, stops = self._template(model, info)
         bos, eos = info.bos_token or "", info.eos_token or ""
         given = sum(len(m.content) for m in messages)
@@ -788,7 +819,7 @@ class LlamaCppBackend(Backend):
                 limit=MAX_PROMPT_CHARS,
             )
         try:
-            prompt = _formatter(template, eos, bos).render([m.to_dict() for m in messages])
+            prompt = _formatter(template, eos, bos).render(dicts, tools=tools)
         except TemplateBudgetExceeded as exc:
             raise InvalidOptions(
                 f"the chat template of {model.name} was stopped: {exc} (a chat template renders in milliseconds)",
@@ -800,6 +831,25 @@ class LlamaCppBackend(Backend):
         if bos and prompt.startswith(bos):
             add_bos = False
         return prompt, add_bos, tuple(dict.fromkeys((*stops, *((eos,) if eos else ()))))
+
+    def tool_format(self, model: LocalModel, info: GGUFInfo) -> ToolFormat:
+        """How ``model`` writes tool calls: its template's own format, else the generic one (see _llama_tools)."""
+        template, _ = self._template(model, info)
+        return _tool_format(template, info.eos_token or "", info.bos_token or "")
+
+    def render_tools(
+        self,
+        model: LocalModel,
+        info: GGUFInfo,
+        messages: Sequence[Message],
+        tools: tuple[dict[str, Any], ...],
+        choice: str,
+    ) -> tuple[str, bool, tuple[str, ...], ToolFormat]:
+        """``render_chat`` for a conversation with tools (or tool turns), and the format calls are read in."""
+        fmt = self.tool_format(model, info)
+        dicts, shown = conversation(list(messages), fmt, tools if choice != "none" else (), choice)
+        prompt, add_bos, stops = self._render(model, info, messages, dicts, shown)
+        return prompt, add_bos, stops, fmt
 
     async def render_chat_async(
         self, model: LocalModel, info: GGUFInfo, messages: Sequence[Message]
@@ -1009,6 +1059,9 @@ class LlamaCppBackend(Backend):
         stop: tuple[str, ...],
         opts: Options,
         n_ctx: int,
+        grammar: Any = None,
+        lazy: LazyGrammar | None = None,
+        tool_opening: str = "",
     ) -> AsyncGenerator[Chunk, None]:
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[Any] = asyncio.Queue()
@@ -1022,11 +1075,13 @@ class LlamaCppBackend(Backend):
             add_bos=add_bos,
             options=opts,
             stop=tuple(dict.fromkeys((*stop, *opts.stop))),
-            grammar=self._grammar(opts.format),
+            grammar=grammar if grammar is not None else self._grammar(opts.format),
             emit=emit,
             model_name=model.name,
             num_ctx=n_ctx,
             threads=opts.num_threads,
+            lazy=lazy,
+            tool_opening=tool_opening,
         )
         for _ in range(3):
             if self._worker(model, n_ctx, prompt).submit(job):
@@ -1050,16 +1105,73 @@ class LlamaCppBackend(Backend):
         spec: ModelSpec,
         messages: Sequence[Message | dict[str, Any]],
         options: Options | None = None,
+        *,
+        tools: Sequence[dict[str, Any]] | None = None,
+        tool_choice: str | dict[str, Any] | None = None,
     ) -> AsyncGenerator[Chunk, None]:
-        """Stream a chat answer through the model's own template (or the catalog's, never a wrong one)."""
+        """Stream a chat answer through the model's own template (or the catalog's, never a wrong one).
+
+        With ``tools`` (OpenAI shape) the model may call them: text before a call streams, the calls come on the
+        last chunk's ``tool_calls``; ``tool_choice`` "required" or a named tool forces a call with a grammar, "auto"
+        (the default) constrains a call only once the model starts one, "none" shows no tools (_llama_tools)."""
         msgs = [Message.coerce(m) for m in messages]
         if not msgs:
             raise InvalidOptions("a chat needs at least one message")
+        checked = check_tools(list(tools) if tools is not None else None)
+        choice = check_choice(tool_choice, checked)
+        with_tools = bool(checked) or any(m.tool_calls or m.role == "tool" for m in msgs)
+        if not with_tools and tool_choice in (None, "auto", "none"):
+            model, info, opts, n_ctx = await self._prepare(spec, options)
+            self._refuse_encoder(model, info)
+            prompt, add_bos, stops = await self.render_chat_async(model, info, msgs)
+            stream = self._stream(model, prompt, chat=True, add_bos=add_bos, stop=stops, opts=opts, n_ctx=n_ctx)
+            async with contextlib.aclosing(stream) as chunks:
+                async for chunk in chunks:
+                    yield chunk
+            return
+        calling = bool(checked) and choice != "none"
+        if calling and (options.format if options else None) is not None:
+            raise InvalidOptions(
+                "format and tools cannot be used together on the embedded engine",
+                hint="leave format out (a call's arguments already follow its tool's schema), or send no tools",
+            )
         model, info, opts, n_ctx = await self._prepare(spec, options)
         self._refuse_encoder(model, info)
-        prompt, add_bos, stops = await self.render_chat_async(model, info, msgs)
-        async for chunk in self._stream(model, prompt, chat=True, add_bos=add_bos, stop=stops, opts=opts, n_ctx=n_ctx):
-            yield chunk
+        prompt, add_bos, stops, fmt = await asyncio.to_thread(self.render_tools, model, info, msgs, checked, choice)
+        grammar, lazy = None, None
+        if calling:
+            # built off the event loop: a large schema takes a moment to convert
+            forced = None if choice in ("auto", "required") else choice
+            built = await asyncio.to_thread(call_grammar, fmt, checked, forced)
+            if choice == "auto":
+                lazy = LazyGrammar(built, (fmt.trigger_pattern(),), ())
+            else:
+                grammar = built
+        stream = self._stream(
+            model,
+            prompt,
+            chat=True,
+            add_bos=add_bos,
+            stop=stops,
+            opts=opts,
+            n_ctx=n_ctx,
+            grammar=grammar,
+            lazy=lazy,
+            tool_opening=fmt.opening if calling else "",
+        )
+        reader = CallReader(fmt) if calling else None
+        async with contextlib.aclosing(stream) as chunks:
+            async for chunk in chunks:
+                if reader is None:
+                    yield chunk
+                elif not chunk.done:
+                    shown = reader.feed(chunk.text)
+                    if shown or not chunk.text:
+                        yield replace(chunk, text=shown, logprobs=chunk.logprobs if shown == chunk.text else ())
+                else:
+                    shown = reader.feed(chunk.text)
+                    rest, calls = reader.finish()
+                    yield replace(chunk, text=shown + rest, tool_calls=calls)
 
     async def complete(
         self, spec: ModelSpec, prompt: str, options: Options | None = None

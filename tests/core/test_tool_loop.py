@@ -114,7 +114,11 @@ def test_message_coercion_refuses_malformed_tool_fields_with_a_clear_error() -> 
 
 
 async def test_a_backend_without_tool_support_refuses_tools_clearly() -> None:
-    hub = Hub(load_config())
+    # every backend llmspell ships passes tools now; a backend from elsewhere (the registry takes any) may not, and
+    # only a stand-in can be one here: the scripted backend, which has no IMPLEMENTS_TOOLS
+    from scripted import ScriptedBackend
+
+    hub = Hub(load_config(), backends=[ScriptedBackend()])
     with pytest.raises(InvalidOptions, match="the llamacpp backend does not pass tools yet"):
         async with contextlib.aclosing(
             hub.chat("smollm2:135m@llamacpp", ASK, QUICK, tools=[WEATHER.openai_schema()])
