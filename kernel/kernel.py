@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 from ipykernel.kernelbase import Kernel
 
 from llmspell import __version__ as core_version
-from llmspell.chat import Conversation, Turn
+from llmspell.chat import Conversation, Turn, tool_line
 from llmspell.errors import InvalidOptions, LLMSpellError
 from llmspell.session import (
     Session,
@@ -36,12 +36,16 @@ from llmspell_kernel.magics import (
     help_markdown,
     is_complete,
     parse_cell,
+    parse_tools,
 )
 from llmspell_kernel.output import CellOutput
 
 if TYPE_CHECKING:
     from llmspell.arena import Arena, Round
     from llmspell.compare import StreamMetrics
+    from llmspell.tools.base import Tool
+    from llmspell.tools.loop import LoopEvent
+    from llmspell.tools.toolset import ToolSet
 
 #: the environment variable that sets the milliseconds between display updates (tests set 0: every token)
 UPDATE_MS_ENV = "LLMSPELL_KERNEL_UPDATE_MS"
@@ -53,6 +57,8 @@ _NAMES_TTL = 30.0
 _CURSOR = " ▌"
 #: seconds spent finding out which backend answered, for the stats line (see _ran_on)
 _RAN_ON_WAIT = 1.0
+#: lines of a tool's result shown under its call in the cell
+_RESULT_LINES = 5
 #: how to take part in the arena, for a leaderboard that has no votes yet
 _HOW_TO_VOTE = (
     "run a round (%arena on the first line of a cell, the prompt below it), then %arena vote a, b, tie or bad"
@@ -153,6 +159,13 @@ class LLMSpellKernel(CellOutput, Kernel):
         self._arena: Arena | None = None
         self._round: Round | None = None
         self._round_displays: list[str] = []
+        #: the tools %tools turned on (None: none), the %tools line that did it, and its choice and step bound
+        self._toolset: ToolSet | None = None
+        self._tools_line = ""
+        self._tool_choice = "auto"
+        self._max_steps: int | None = None
+        #: each shown call's block (its display content, grown in place when the result comes), by call id
+        self._tool_blocks: dict[str, dict[str, Any]] = {}
 
     # ----- the core, created on first use so a bad config.toml is an error in a cell, not a dead kernel ------
 
@@ -204,6 +217,8 @@ class LLMSpellKernel(CellOutput, Kernel):
         self._loop = asyncio.get_running_loop()
         self._silent = silent
         self._kept = []
+        # whether the frontend takes input_requests in this cell (a side effect is asked about there)
+        self._allow_stdin = allow_stdin
         task = self._loop.create_task(self._execute(code))
         self._cell_task = task
         # ipykernel turns SIGINT into KeyboardInterrupt wherever the main thread is; cancelling the cell's task
@@ -305,7 +320,16 @@ class LLMSpellKernel(CellOutput, Kernel):
     async def _prompt(self, text: str, options: Options | None = None) -> tuple[str, Stats | None, str]:
         conv = self.conversation
         _ = self.hub  # fills in the default model before the turn is recorded
-        stream = self._session().send(text, options)
+        session = self._session()
+        if self._toolset is not None and options is None:
+            session.use_tools(
+                self._toolset.registry,
+                confirm=self._confirm_tool,
+                on_event=self._tool_event,
+                tool_choice=self._tool_choice,
+                max_steps=self._max_steps,
+            )
+        stream = session.send(text, options)
         answer, stats, display_id, _i = await self._stream_into_display(stream)
         if stream.left_out:
             self._print(context_note(stream.left_out, conv.model))
@@ -332,6 +356,117 @@ class LLMSpellKernel(CellOutput, Kernel):
 
     async def _magic_help(self, arg: str) -> None:
         self._markdown(help_markdown(arg or None))
+
+    # ----- tools -----------------------------------------------------------------------------------------------
+
+    async def _magic_tools(self, arg: str) -> None:
+        from llmspell.tools.toolset import ToolSet
+
+        hub = self.hub
+        wanted = parse_tools(arg)
+        if not wanted.names:
+            if self._toolset is None or not len(self._toolset.registry):
+                self._print("no tools on; turn some on with %tools NAMES (e.g. %tools read_file,list_directory)")
+                return
+            self._print("\n".join(self._toolset.lines()))
+            return
+        if wanted.names in (("off",), ("none",)):
+            await self._close_tools()
+            self._print("tools off")
+            return
+        # opened before the old set closes: an unknown name leaves the tools as they were
+        toolset = await ToolSet.open(wanted.names, config=hub.config, root=wanted.root, yes=wanted.yes)
+        choice = wanted.tool_choice
+        if choice not in ("auto", "none", "required") and choice not in toolset.registry:
+            await toolset.close()
+            there = ", ".join(toolset.registry.names()) or "none"
+            raise MagicError(
+                f"--tool-choice names {choice!r}, which is not a tool here", hint=f"the tools are: {there}"
+            )
+        await self._close_tools()
+        self._toolset, self._tools_line = toolset, arg
+        self._tool_choice, self._max_steps = choice, wanted.max_steps
+        self._print(f"tools on: {', '.join(toolset.registry.names()) or 'none'}")
+        for status in toolset.statuses():
+            if not status.ok:
+                self._warn(f"MCP {status}")
+
+    async def _close_tools(self) -> None:
+        toolset, self._toolset = self._toolset, None
+        if toolset is not None:
+            await toolset.close()
+
+    def _tool_event(self, event: LoopEvent) -> None:
+        """Show each call in the cell as it happens: a block with the call, grown with its outcome and the first
+        lines of what it returned; the step limit as a note."""
+        from llmspell.tools.loop import StepLimitReached, ToolCallEvent, ToolResultEvent
+        from llmspell.tools.toolset import call_line, result_line
+
+        if isinstance(event, ToolCallEvent):
+            line = f"→ {call_line(event.call)}"
+            self._tool_blocks[event.call.id] = self._block(f"`{line}` · *running…*", f"{line}\n  running…")
+        elif isinstance(event, ToolResultEvent):
+            line = f"→ {call_line(event.call)}"
+            outcome = result_line(event.result)
+            lines = event.result.content.splitlines()
+            shown = "\n".join(lines[:_RESULT_LINES]) + (
+                f"\n… ({len(lines)} lines)" if len(lines) > _RESULT_LINES else ""
+            )
+            md = f"`{line}` · {outcome}" + (f"\n\n```\n{shown}\n```" if shown.strip() else "")
+            plain = f"{line}\n  {outcome}" + ("\n" + "\n".join("    " + x for x in shown.splitlines()) if shown else "")
+            block = self._tool_blocks.pop(event.call.id, None)
+            if block is None:
+                self._block(md, plain)
+            else:
+                self._regrow(block, md, plain)
+        elif isinstance(event, StepLimitReached):
+            self._warn(event.text)
+
+    async def _confirm_tool(self, tool: Tool, arguments: dict[str, Any]) -> bool:
+        """Before a tool changes something: the user's y/N through the frontend's input box; a frontend without
+        one refuses, with a note saying how to allow it."""
+        from llmspell.tools.toolset import call_line
+        from llmspell.types import ToolCall
+
+        shown = call_line(ToolCall("", tool.name, arguments))
+        if not self._allow_stdin:
+            self._warn(
+                f"{tool.name} changes things and this frontend cannot ask (no input box): not run; "
+                f"%tools {self._tools_line} --yes lets it run"
+            )
+            return False
+        answer = await self._ask(f"Allow {shown}? [y/N] ")
+        return answer.strip().lower() in ("y", "yes")
+
+    async def _ask(self, prompt: str) -> str:
+        """One input_request to the frontend, its reply awaited without blocking the loop (the stop button still
+        cancels the cell)."""
+        import zmq
+
+        socket, session = self.stdin_socket, self.session
+        assert session is not None  # set once the kernel runs
+        while True:  # replies left from an earlier question would answer this one
+            try:
+                socket.recv_multipart(zmq.NOBLOCK)
+            except zmq.ZMQError as exc:
+                if exc.errno == zmq.EAGAIN:
+                    break
+                raise
+        if hasattr(self, "_get_shell_context_var"):
+            ident = self._get_shell_context_var(self._shell_parent_ident)
+        else:  # ipykernel 6
+            ident = self._parent_ident["shell"]
+        session.send(
+            socket, "input_request", {"prompt": prompt, "password": False}, self.get_parent("shell"), ident=ident
+        )
+        while True:
+            readable, _, _ = zmq.select([socket], [], [], 0)
+            if readable:
+                _ident, reply = session.recv(socket)
+                if reply is not None:
+                    value = reply.get("content", {}).get("value", "")
+                    return value if isinstance(value, str) else ""
+            await asyncio.sleep(0.02)
 
     async def _magic_echo(self, arg: str) -> None:
         self._print(arg)
@@ -469,9 +604,17 @@ class LLMSpellKernel(CellOutput, Kernel):
         if conv.system:
             md += f"\n\n**system:** {conv.system}"
         for e in conv.entries:
+            if e.role == "tool":
+                md += f"\n\n*{tool_line(e)}*"
+                continue
             who = "you" if e.role == "user" else (e.model or conv.model)
             mark = f" *({state_note(e.state)})*" if e.state != "done" else ""
-            md += f"\n\n**{who}:** {e.content}{mark}"
+            if e.content or not e.tool_calls:
+                md += f"\n\n**{who}:** {e.content}{mark}"
+            if e.tool_calls:
+                from llmspell.tools.toolset import call_line
+
+                md += "".join(f"\n\n`→ {call_line(call)}`" for call in e.tool_calls)
         plain = f"conversation {conv.id} ({conv.model}, {len(conv.entries)} messages)"
         self._markdown(md, plain)
 
@@ -940,7 +1083,8 @@ class LLMSpellKernel(CellOutput, Kernel):
         return {"status": status, "indent": ""} if status == "incomplete" else {"status": status}
 
     async def do_shutdown(self, restart: bool) -> dict[str, Any]:  # type: ignore[override]
-        """Unload models and close the store."""
+        """Stop the tools' MCP servers, unload models and close the store."""
+        await self._close_tools()
         if self._hub is not None:
             await self._hub.close()
         if self._store is not None:

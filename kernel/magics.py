@@ -82,6 +82,65 @@ def check_embed(arg: str, prompt: str) -> None:
         )
 
 
+TOOLS_USAGE = "%tools [NAMES [--root DIR] [--yes] [--tool-choice CHOICE] [--max-steps N] | off]"
+
+
+@dataclass(frozen=True)
+class ToolsArgs:
+    """What a %tools line asks for."""
+
+    names: tuple[str, ...]
+    root: str | None = None
+    yes: bool = False
+    tool_choice: str = "auto"
+    max_steps: int | None = None
+
+
+def parse_tools(arg: str) -> ToolsArgs:
+    """Read a %tools argument (names, then flags); a flag without its value, or an unknown one, is a MagicError."""
+    import shlex
+
+    try:
+        words = shlex.split(arg)
+    except ValueError as exc:
+        raise MagicError(f"%tools cannot read {arg!r}: {exc}", hint=f"usage: {TOOLS_USAGE}") from None
+    names: list[str] = []
+    found: dict[str, str] = {}
+    yes = False
+    i = 0
+    while i < len(words):
+        word = words[i]
+        if word == "--yes":
+            yes = True
+        elif word in ("--root", "--tool-choice", "--max-steps"):
+            if i + 1 >= len(words):
+                raise MagicError(f"%tools {word} needs a value", hint=f"usage: {TOOLS_USAGE}")
+            found[word] = words[i + 1]
+            i += 1
+        elif word.startswith("-"):
+            raise MagicError(f"%tools does not know {word!r}", hint=f"usage: {TOOLS_USAGE}")
+        else:
+            names.extend(n for n in re.split(r"[,\s]+", word) if n)
+        i += 1
+    steps = found.get("--max-steps")
+    if steps is not None and (not steps.isdigit() or int(steps) < 1):
+        raise MagicError(f"%tools --max-steps takes a whole number of at least 1, not {steps!r}")
+    if (found or yes) and not names:
+        raise MagicError("%tools flags go with tool names", hint="e.g. %tools read_file --root notes")
+    return ToolsArgs(
+        tuple(dict.fromkeys(names)),
+        found.get("--root"),
+        yes,
+        found.get("--tool-choice", "auto"),
+        int(steps) if steps is not None else None,
+    )
+
+
+def check_tools(arg: str, prompt: str) -> None:
+    """Refuse a %tools line whose flags do not read, before anything of the cell runs."""
+    parse_tools(arg)
+
+
 MAGICS: dict[str, MagicSpec] = {
     m.name: m
     for m in [
@@ -149,6 +208,17 @@ MAGICS: dict[str, MagicSpec] = {
         ),
         MagicSpec(
             "save", "%save FILE", "write the conversation to FILE (.json: JSON, otherwise Markdown)", args="required"
+        ),
+        MagicSpec(
+            "tools",
+            TOOLS_USAGE,
+            "tools the model may call in the next prompts: built-in names (read_file, write_file, list_directory,"
+            " search_files, search_in_files, file_info, make_directory, run_shell) and MCP server names, comma or"
+            " space separated; `--root DIR` confines the file tools (default: tools.root or the kernel's folder);"
+            " `--yes` lets tools that change things run without asking (otherwise the notebook asks, or refuses"
+            " where it cannot ask); `--tool-choice auto|none|required|NAME` for the first step; `--max-steps N`."
+            " No argument: list them; `off`: none",
+            check=check_tools,
         ),
         MagicSpec("echo", "%echo TEXT", "print TEXT to the cell's standard output (handy in notebooks and tests)"),
         MagicSpec("help", "%help [MAGIC]", "this list, or the help of one magic"),

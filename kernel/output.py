@@ -52,6 +52,23 @@ class CellOutput:
             content["transient"] = {"display_id": display_id}
         self._send("update_display_data" if update else "display_data", content, keep=keep and not update)
 
+    def _block(self, md: str, plain: str) -> dict[str, Any]:
+        """A display that stays in the cell and can grow (see ``_regrow``); its content, kept for that."""
+        import uuid
+
+        content: dict[str, Any] = {
+            "data": {"text/markdown": md, "text/plain": plain},
+            "metadata": {},
+            "transient": {"display_id": uuid.uuid4().hex},
+        }
+        self._send("display_data", content)
+        return content
+
+    def _regrow(self, content: dict[str, Any], md: str, plain: str) -> None:
+        """Replace a ``_block``'s text: on the screen now, and in what is sent again when the answer is replaced."""
+        content["data"] = {"text/markdown": md, "text/plain": plain}
+        self._send("update_display_data", content, keep=False)
+
     def _display(self, data: dict[str, Any], metadata: dict[str, Any] | None = None) -> None:
         """One display_data with several representations (e.g. text/html and its text/plain fallback)."""
         self._send("display_data", {"data": data, "metadata": metadata or {}, "transient": {}})

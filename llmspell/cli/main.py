@@ -14,9 +14,9 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from llmspell import __version__
-from llmspell.cli.flags import add_option_flags, options_from_args
+from llmspell.cli.flags import add_option_flags, add_tool_flags, open_tools, options_from_args
 from llmspell.cli.formatting import format_stats
-from llmspell.errors import LLMSpellError
+from llmspell.errors import LLMSpellError, ToolError
 from llmspell.spec import parse_spec
 from llmspell.types import PullProgress, human_bytes
 
@@ -295,6 +295,19 @@ async def cmd_run(args: argparse.Namespace) -> int:
         return 2
     opts = options_from_args(args)
     hub = _hub()
+    try:
+        toolset = await open_tools(args, hub.config, lambda line: print(line, file=sys.stderr))
+    except ToolError as exc:
+        print(f"error: {exc.message}" + (f" ({exc.hint})" if exc.hint else ""), file=sys.stderr)
+        return 2
+    if toolset is not None:
+        try:
+            if args.raw:
+                print("error: --raw continues text and cannot call tools; leave out --raw or --tools", file=sys.stderr)
+                return 2
+            return await _run_with_tools(args, hub, prompt, opts, toolset)
+        finally:
+            await toolset.close()  # MCP servers stop on every way out, Ctrl-C included
     if args.raw:
         stream = hub.complete(args.model, prompt, opts)
     else:
@@ -324,6 +337,113 @@ async def cmd_run(args: argparse.Namespace) -> int:
     if args.verbose and stats:
         print("\n" + format_stats(stats), file=sys.stderr)
     return 0
+
+
+class _ToolLines:
+    """Shows a tool turn on stderr as it happens (each call, what it came to, the step limit); stdout keeps the
+    model's text alone."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+        #: the model's text so far ends a line (a call line on stderr must not be glued to it on a shared terminal)
+        self.text_ended = True
+
+    def text(self, piece: str) -> None:
+        if piece:
+            sys.stdout.write(piece)
+            sys.stdout.flush()
+            self.text_ended = piece.endswith("\n")
+
+    def __call__(self, event: Any) -> None:
+        from llmspell.tools.loop import StepLimitReached, ToolCallEvent, ToolResultEvent
+        from llmspell.tools.toolset import call_line, result_line
+
+        if isinstance(event, ToolCallEvent):
+            if not self.text_ended:
+                self.text("\n")
+            self.calls += 1
+            print(f"→ {call_line(event.call)}", file=sys.stderr, flush=True)
+        elif isinstance(event, ToolResultEvent):
+            print(f"  {result_line(event.result)}", file=sys.stderr, flush=True)
+        elif isinstance(event, StepLimitReached):
+            print(event.text, file=sys.stderr, flush=True)
+
+
+async def _read_line() -> str:
+    """One line from the terminal, waited for on the event loop (a Ctrl-C meanwhile cancels it at once)."""
+    loop = asyncio.get_running_loop()
+    ready: asyncio.Future[None] = loop.create_future()
+
+    def readable() -> None:
+        if not ready.done():
+            ready.set_result(None)
+
+    try:
+        loop.add_reader(sys.stdin.fileno(), readable)
+    except (NotImplementedError, ValueError, OSError):
+        return await asyncio.to_thread(sys.stdin.readline)  # no reader for this stdin here: a thread waits
+    try:
+        await ready
+    finally:
+        loop.remove_reader(sys.stdin.fileno())
+    return sys.stdin.readline()
+
+
+def _confirmer(terminal: bool) -> Any:
+    """How ``run`` asks before a tool changes something: y/N on the terminal, or (piped) a refusal with a note."""
+    from llmspell.tools.toolset import call_line
+    from llmspell.types import ToolCall
+
+    async def confirm(tool: Any, arguments: dict[str, Any]) -> bool:
+        shown = call_line(ToolCall("", tool.name, arguments))
+        if not terminal:
+            print(
+                f"  not asked: standard input is not a terminal, so {tool.name} does not run (--yes allows it)",
+                file=sys.stderr,
+                flush=True,
+            )
+            return False
+        sys.stderr.write(f"Allow {shown}? [y/N] ")
+        sys.stderr.flush()
+        answer = await _read_line()
+        if not answer.endswith("\n"):
+            sys.stderr.write("\n")  # end of input: the question's line still ends
+        return answer.strip().lower() in ("y", "yes")
+
+    return confirm
+
+
+async def _run_with_tools(args: argparse.Namespace, hub: Any, prompt: str, opts: Any, toolset: Any) -> int:
+    """``run --tools``: the tool loop on one prompt; calls and results on stderr, the model's text on stdout;
+    exit 1 when the step limit stopped it before an answer."""
+    from llmspell.chat import Conversation
+    from llmspell.session import Session
+
+    warning = await hub.chat_warning(args.model)
+    if warning:
+        print(f"warning: {warning}", file=sys.stderr)
+    session = Session(hub, None, Conversation(args.model, system=args.system, options=opts))
+    lines = _ToolLines()
+    session.use_tools(
+        toolset.registry,
+        confirm=_confirmer(sys.stdin.isatty()),
+        on_event=lines,
+        tool_choice=args.tool_choice or "auto",
+        max_steps=args.max_steps,
+    )
+    turn = session.send(prompt)
+    try:
+        async for chunk in turn:
+            lines.text(chunk.text)
+    finally:
+        await turn.aclose()
+        if not lines.text_ended:
+            lines.text("\n")
+    result = session.result(turn)
+    if args.verbose and result.stats:
+        print("\n" + format_stats(result.stats), file=sys.stderr)
+        print(f"{lines.calls} tool calls in {turn.steps} model steps", file=sys.stderr)  # type: ignore[attr-defined]
+    return 1 if getattr(turn, "limit", None) is not None else 0
 
 
 async def cmd_init_config(args: argparse.Namespace) -> int:
@@ -391,6 +511,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--raw", action="store_true", help="plain completion of the prompt, no chat template")
     r.add_argument("--system", help="system prompt")
     add_option_flags(r)
+    add_tool_flags(r)
     r.set_defaults(func=cmd_run)
 
     from llmspell.cli.embed import add_embed_parser

@@ -10,7 +10,7 @@ import argparse
 import sys
 from typing import Any
 
-from llmspell.cli.flags import add_option_flags, options_from_args
+from llmspell.cli.flags import add_option_flags, add_tool_flags, open_tools, options_from_args
 from llmspell.types import Options
 
 
@@ -33,6 +33,7 @@ def add_chat_parser(sub: Any) -> None:
         help="continue the latest conversation, or the one with this id (or title)",
     )
     add_option_flags(c)
+    add_tool_flags(c)
     c.set_defaults(func=cmd_chat)
 
 
@@ -45,17 +46,28 @@ async def cmd_chat(args: argparse.Namespace) -> int:
     """Open the REPL on a terminal, or answer standard input once when it is piped."""
     from llmspell.api import get_hub
     from llmspell.cli.repl_session import Repl
+    from llmspell.errors import ToolError
     from llmspell.store import Store
 
     options = chat_options(args)
     interactive = sys.stdin.isatty()
-    store = Store()
+    hub = get_hub()
     try:
-        repl = Repl(get_hub(), store, quiet=args.quiet, raw=args.raw, interactive=interactive)
+        toolset = await open_tools(args, hub.config, lambda line: print(line, file=sys.stderr))
+    except ToolError as exc:
+        print(f"error: {exc.message}" + (f" ({exc.hint})" if exc.hint else ""), file=sys.stderr)
+        return 2
+    store = Store()
+    repl = Repl(hub, store, quiet=args.quiet, raw=args.raw, interactive=interactive)
+    try:
+        repl.tool_root, repl.tool_yes = args.root, args.yes
+        repl.tool_choice, repl.max_steps = args.tool_choice or "auto", args.max_steps
+        repl.use_toolset(toolset)
         if not await repl.open(args.model, system=args.system, options=options, resume=args.resume):
             return 1
         if interactive:
             return await repl.run()
         return await repl.run_piped(sys.stdin.read())
     finally:
+        await repl.close_tools()  # MCP servers stop however the session ends
         store.close()

@@ -310,6 +310,35 @@ async def _cmd_export(repl: Repl, arg: str) -> bool:
     return True
 
 
+async def _cmd_tools(repl: Repl, arg: str) -> bool:
+    from llmspell.tools.builtin import BUILTIN_NAMES
+    from llmspell.tools.toolset import ToolSet, parse_tool_names
+
+    names = parse_tool_names(arg)
+    if not names:
+        if repl.toolset is None or not len(repl.toolset.registry):
+            repl.say("no tools on")
+            repl.dim(f"turn some on with /tools NAMES (built-ins: {', '.join(BUILTIN_NAMES)}; MCP server names too)")
+            return True
+        for line in repl.toolset.lines():
+            repl.say(f"  {line}")
+        repl.dim("/tools NAMES turns on those instead · /tools off turns them off")
+        return True
+    if names in (["off"], ["none"]):
+        await repl.close_tools()
+        repl.say("tools off")
+        return True
+    # opened before the old set closes: an unknown name leaves the tools as they were
+    toolset = await ToolSet.open(names, config=repl.hub.config, root=repl.tool_root, yes=repl.tool_yes)
+    await repl.close_tools()
+    repl.use_toolset(toolset)
+    repl.say(f"tools on: {', '.join(toolset.registry.names()) or 'none'}")
+    for status in toolset.statuses():
+        if not status.ok:
+            repl.error(f"MCP {status}")
+    return True
+
+
 async def _cmd_compare(repl: Repl, arg: str) -> bool:
     specs = arg.split()
     if not specs:
@@ -348,6 +377,7 @@ _COMMANDS = (
     Command(
         "/vote", "/vote a|b|tie|bad", "vote the waiting arena round (typing the choice alone does it too)", cmd_vote
     ),
+    Command("/tools", "/tools [NAMES|off]", "list the tools the model may call, turn on NAMES, or off", _cmd_tools),
     Command("/json", "/json [SCHEMA|off]", "make answers JSON (matching SCHEMA, or @file.json)", _cmd_json),
     Command("/help", "/help", "this list", _cmd_help, ("/?",)),
     Command("/bye", "/bye", "leave", _cmd_bye, ("/exit", "/quit")),

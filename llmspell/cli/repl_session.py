@@ -15,10 +15,10 @@ import os
 import signal
 from collections.abc import AsyncGenerator, Awaitable, Callable, Coroutine, Iterable, Iterator
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from prompt_toolkit import PromptSession
-from prompt_toolkit.application import run_in_terminal
+from prompt_toolkit.application import Application, run_in_terminal
 from prompt_toolkit.completion import CompleteEvent, Completer, Completion
 from prompt_toolkit.document import Document
 from prompt_toolkit.enums import DEFAULT_BUFFER
@@ -27,24 +27,31 @@ from prompt_toolkit.formatted_text import FormattedText
 from prompt_toolkit.history import FileHistory, History
 from prompt_toolkit.input import Input
 from prompt_toolkit.key_binding import KeyBindings, KeyPressEvent
+from prompt_toolkit.layout import FormattedTextControl, Layout, Window
 from prompt_toolkit.output import Output
 from rich.console import Console
 from rich.text import Text
 
 from llmspell import config as cfgmod
 from llmspell.arena import Arena, Round
-from llmspell.chat import Conversation, Turn
+from llmspell.chat import Conversation, Turn, tool_line
 from llmspell.cli.repl_arena import VOTE_PROMPT
 from llmspell.cli.repl_arena import play as arena_play
 from llmspell.cli.repl_arena import vote as arena_vote
 from llmspell.cli.repl_arena import waiting as arena_waiting
 from llmspell.cli.repl_commands import _COMMANDS, DISPLAY_SETTINGS, Command
-from llmspell.cli.repl_render import make_view
+from llmspell.cli.repl_render import AnswerView, make_view
 from llmspell.errors import LLMSpellError
 from llmspell.hub import Hub
 from llmspell.session import Session, error_text, model_names, state_note, where_it_runs
 from llmspell.store import Store
-from llmspell.types import Options, Stats
+from llmspell.tools.loop import LoopEvent, StepLimitReached, ToolCallEvent, ToolResultEvent
+from llmspell.tools.toolset import call_line, result_line
+from llmspell.types import Options, Stats, ToolCall
+
+if TYPE_CHECKING:
+    from llmspell.tools.base import Tool
+    from llmspell.tools.toolset import ToolSet
 
 T = TypeVar("T")
 
@@ -135,6 +142,10 @@ class ReplCompleter(Completer):
             choices = self.repl.saved_titles()
         elif cmd.name == "/json" and " " not in arg:
             choices = ["off"]
+        elif cmd.name == "/tools":
+            from llmspell.tools.builtin import BUILTIN_NAMES
+
+            choices = ["off", *BUILTIN_NAMES, *(s.name for s in self.repl.hub.config.mcp_servers)]
         for choice in choices:
             if choice.startswith(word) and choice != word:
                 yield Completion(choice, -len(word))
@@ -191,6 +202,18 @@ class Repl:
         self.interrupts = 0
         self.session: PromptSession[str] | None = None
         self._warning: Awaitable[None] | None = None
+        #: the tools the model may call (None: none), and how /tools opens new ones: root, --yes, first choice, steps
+        self.toolset: ToolSet | None = None
+        self.tool_root: str | None = None
+        self.tool_yes = False
+        self.tool_choice = "auto"
+        self.max_steps: int | None = None
+        #: the y/N question before a side effect, while it is on the screen
+        self.asking: Application[str] | None = None
+        #: the action ``guarded`` runs now (a Ctrl-C typed at a question cancels it, as the signal would)
+        self._action: asyncio.Future[Any] | None = None
+        #: where the model step being streamed is shown (made at its first text; a tool call ends it)
+        self._view: AnswerView | None = None
 
     @property
     def conv(self) -> Conversation:
@@ -245,6 +268,91 @@ class Repl:
             self._replay(self.conv)
         await self._check_current_model()
         return not (self.model_error and not self.interactive)
+
+    # ----- tools ---------------------------------------------------------------------------------------
+
+    def use_toolset(self, toolset: ToolSet | None) -> None:
+        """Let the next turns call ``toolset``'s tools (None: no tools); the caller closes the one it replaces."""
+        self.toolset = toolset
+        if toolset is None:
+            self.chat.use_tools(None)
+            return
+        self.chat.use_tools(
+            toolset.registry,
+            confirm=self._confirm,
+            on_event=self._tool_event,
+            tool_choice=self.tool_choice,
+            max_steps=self.max_steps,
+        )
+
+    async def close_tools(self) -> None:
+        """Turn tools off and stop the MCP servers they started."""
+        toolset, self.toolset = self.toolset, None
+        self.chat.use_tools(None)
+        if toolset is not None:
+            await toolset.close()
+
+    async def ask_key(self, question: str) -> str:
+        """Ask a y/N question and wait for one key: "y", "n" (n, Enter, Ctrl-D) or "interrupt" (Ctrl-C)."""
+        kb = KeyBindings()
+        answers = {"y": "y", "Y": "y", "n": "n", "N": "n", "enter": "n", "c-d": "n", "c-c": "interrupt"}
+        for key, answer in answers.items():
+            kb.add(key)(lambda event, answer=answer: event.app.exit(result=answer))
+        kb.add("<any>")(lambda event: None)  # other keys do nothing: the question waits for an answer
+        app: Application[str] = Application(
+            layout=Layout(Window(FormattedTextControl(question), height=1)),
+            key_bindings=kb,
+            erase_when_done=True,
+            input=self.input,
+            output=self.output,
+        )
+        self.asking = app
+        try:
+            # Ctrl-C is a key while the question is up (raw mode); the turn's own SIGINT handler must stay
+            return await app.run_async(handle_sigint=False)
+        finally:
+            self.asking = None
+
+    async def _confirm(self, tool: Tool, arguments: dict[str, Any]) -> bool:
+        """Before a tool changes something: the user's y/N; piped, a refusal with a note (--yes allows it).
+        Ctrl-C at the question refuses and stops the turn, as it does while an answer streams."""
+        shown = call_line(ToolCall("", tool.name, arguments))
+        if not self.interactive:
+            self.dim(f"  not asked: no terminal to ask on, so {tool.name} does not run (--yes allows it)")
+            return False
+        self._end_view()
+        question = f"Allow {shown}? [y/N] "
+        answer = await self.ask_key(question)
+        self.say(question + {"y": "yes", "n": "no"}.get(answer, "no (Ctrl-C)"), "yellow")
+        if answer == "interrupt" and self._action is not None:
+            self.interrupted = True
+            self.interrupts += 1
+            self._action.cancel()
+        return answer == "y"
+
+    def _tool_event(self, event: LoopEvent) -> None:
+        """Draw a tool turn's events as they happen: each call, then what it came to, dim; the step limit."""
+        if isinstance(event, ToolCallEvent):
+            self._end_view()
+            self.dim(f"→ {call_line(event.call)}")
+        elif isinstance(event, ToolResultEvent):
+            self.dim(f"  {result_line(event.result)}")
+        elif isinstance(event, StepLimitReached):
+            self._end_view()
+            self.dim(event.text)
+
+    def _feed(self, text: str) -> None:
+        if not text:
+            return
+        if self._view is None:
+            self._view = make_view(self.console, markdown=self.markdown and self.conv.options.format is None)
+        self._view.feed(text)
+
+    def _end_view(self) -> None:
+        """The step being shown is over (a call comes next, or the turn ended): leave it on the screen."""
+        if self._view is not None:
+            self._view.close()
+            self._view = None
 
     async def _check_current_model(self) -> None:
         try:
@@ -324,6 +432,8 @@ class Repl:
     def banner(self) -> None:
         """The first lines of a session: the model, and how to get help and leave."""
         self.dim(f"llmspell chat · {self.conv.model} · /help for commands, Ctrl-D or /bye to leave")
+        if self.toolset is not None:
+            self.dim(f"tools: {', '.join(self.toolset.registry.names())} (/tools lists them, /tools off stops them)")
 
     async def run(self) -> int:
         """The interactive loop, until Ctrl-D or /bye."""
@@ -383,6 +493,7 @@ class Repl:
         """Run one action so that Ctrl-C cancels it (not the session) and no failure shows a traceback."""
         self.interrupted = False
         task = asyncio.ensure_future(coro)
+        self._action = task
         with self._sigint_cancels(task):
             try:
                 return await task
@@ -451,11 +562,11 @@ class Repl:
 
     async def stream_turn(self, text: str) -> str:
         """Stream one answer of this conversation to the screen and record it; 'done', 'interrupted' or 'error'."""
-        view = make_view(self.console, markdown=self.markdown and self.conv.options.format is None)
+        self._view = None
         turn = self.chat.send(text)
         try:
             async for chunk in turn:
-                view.feed(chunk.text)
+                self._feed(chunk.text)
                 # a stream with tokens already queued never suspends, so a Ctrl-C would wait for the whole
                 # backlog to be printed (a slow terminal falls behind the engine): let it in after each token
                 await asyncio.sleep(0)
@@ -466,13 +577,16 @@ class Repl:
             pass  # recorded by the turn; reported below, once, after the partial answer
         finally:
             await self._close_stream(turn)
-            view.close()
+            self._end_view()
         result = self.chat.result(turn)
         if result.context_note:
             self.dim(f"[{result.context_note}]")
         shown = result.stats is not None and result.state == "done" and not self.quiet
         where = await self.ran_on(result.model) if shown else ""
-        return self._report(result.state, result.stats, result.error, where)
+        steps = getattr(turn, "steps", 0)
+        calls = len(getattr(turn, "results", ()))
+        tools = f"{calls} tool call{'s' * (calls != 1)} in {steps} steps" if calls or steps > 1 else ""
+        return self._report(result.state, result.stats, result.error, where, tools)
 
     def _take_back_interrupt(self) -> bool:
         """After a cancellation: True, with the cancel undone, when it was Ctrl-C ending only the running answer
@@ -488,7 +602,7 @@ class Repl:
         """The backend or endpoint that answers ``spec``; "" when it cannot be told."""
         return (await where_it_runs(self.hub, spec, _RAN_ON_WAIT))[0]
 
-    def _report(self, state: str, stats: Stats | None, error: str | None, where: str = "") -> str:
+    def _report(self, state: str, stats: Stats | None, error: str | None, where: str = "", tools: str = "") -> str:
         """The line under an answer: its error, its state note, or its numbers and where it ran; the outcome as a
         word."""
         if error is not None:
@@ -499,7 +613,8 @@ class Repl:
             return "interrupted"
         if not self.quiet and stats is not None:
             # Stats.summary says when the counts were made here (a server that sent no usage)
-            self.dim(f"{stats.summary()} · ran on {where}" if where else stats.summary())
+            line = f"{stats.summary()} · ran on {where}" if where else stats.summary()
+            self.dim(f"{line} · {tools}" if tools else line)
         return "done"
 
     async def _close_stream(self, stream: Turn | AsyncGenerator[Any, None]) -> None:
@@ -583,9 +698,14 @@ class Repl:
         for e in conv.entries:
             if e.role == "user":
                 self.console.print(Text(PROMPT + e.content, style="bold"), soft_wrap=True)
-            elif e.role == "assistant" and (e.content or e.state != "done"):
-                view = make_view(self.console, markdown=self.markdown)
-                view.feed(e.content)
-                view.close()
-                if e.state != "done":
-                    self.dim(f"[{state_note(e.state)}]")  # a failed answer is not an interrupted one
+            elif e.role == "assistant":
+                if e.content or e.state != "done":
+                    view = make_view(self.console, markdown=self.markdown)
+                    view.feed(e.content)
+                    view.close()
+                    if e.state != "done":
+                        self.dim(f"[{state_note(e.state)}]")  # a failed answer is not an interrupted one
+                for call in e.tool_calls:
+                    self.dim(f"→ {call_line(call)}")
+            elif e.role == "tool":
+                self.dim(f"  {tool_line(e)}")
