@@ -206,7 +206,7 @@ class Hub:
         backend, parsed = await self.resolve(spec)
         msgs = [Message.coerce(m) for m in messages]
         if tools or tool_choice not in (None, "none") or any(m.tool_calls or m.role == "tool" for m in msgs):
-            stream = self._chat_tools(backend, parsed, msgs, options, list(tools or ()), tool_choice)
+            stream = self.chat_with_tools(backend, parsed, msgs, options, list(tools or ()), tool_choice)
         else:
             stream = backend.chat(parsed, msgs, options)
         try:
@@ -216,7 +216,7 @@ class Hub:
             await stream.aclose()
 
     @staticmethod
-    def _chat_tools(
+    def chat_with_tools(
         backend: Backend,
         spec: ModelSpec,
         messages: list[Message],
@@ -224,14 +224,15 @@ class Hub:
         tools: list[dict[str, Any]],
         tool_choice: str | dict[str, Any] | None,
     ) -> AsyncGenerator[Chunk, None]:
-        """The backend's chat with tools, or InvalidOptions when it cannot pass them."""
+        """``backend``'s chat with tools (for a caller that resolved the backend itself, as the server does), or
+        InvalidOptions when the backend cannot pass them."""
         from llmspell.aliases import AliasedBackend
 
         inner = backend.inner if isinstance(backend, AliasedBackend) else backend
         if not inner.IMPLEMENTS_TOOLS:
             raise InvalidOptions(
                 f"the {backend.name} backend does not pass tools yet, so {spec.tag} cannot call them",
-                hint="use a model behind an OpenAI-compatible endpoint (kind openai) for tools, or chat without them",
+                hint="use a model of the embedded engine (@llamacpp), Ollama or an endpoint, or chat without tools",
             )
         if isinstance(backend, AliasedBackend):
             # the alias's system prompt and options still apply; the inner backend is the one that takes tools

@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import json
 import os
+import uuid
 from collections.abc import AsyncGenerator, Sequence
 from contextlib import aclosing
 from typing import Any
@@ -28,6 +30,7 @@ from llmspell.types import (
     PullProgress,
     Stats,
     TokenLogprob,
+    ToolCall,
 )
 
 _NS = 1e9
@@ -77,6 +80,92 @@ def _logprobs(part: Any) -> tuple[TokenLogprob, ...]:
     return tuple(out)
 
 
+def _wire_message(m: Message) -> dict[str, Any]:
+    """One message as Ollama's chat takes it: an assistant's calls with their arguments as objects, a tool message
+    naming its tool (Ollama matches a result to its call by the tool's name and the order, not by an id)."""
+    out: dict[str, Any] = {"role": m.role, "content": m.content}
+    if m.tool_calls:
+        out["tool_calls"] = [{"function": {"name": c.name, "arguments": _arguments(c)}} for c in m.tool_calls]
+    if m.role == "tool" and m.name:
+        out["tool_name"] = m.name
+    return out
+
+
+def _arguments(call: ToolCall) -> dict[str, Any]:
+    """A call's arguments as the object Ollama carries (a model's text that was not one is kept under ``raw``)."""
+    return {"raw": call.raw} if call.raw else dict(call.arguments)
+
+
+def _tool_name(choice: str | dict[str, Any] | None, tools: Sequence[dict[str, Any]]) -> str | None:
+    """The tool a named ``tool_choice`` forces, checked against the tools sent; None for the other choices."""
+    if choice is None or choice in ("auto", "none", "required"):
+        return None
+    function = choice.get("function") if isinstance(choice, dict) else None
+    name = function.get("name") if isinstance(function, dict) else None
+    if not isinstance(choice, dict) or choice.get("type") != "function" or not isinstance(name, str):
+        raise InvalidOptions(
+            f"tool_choice {choice!r:.80} is not one a model takes",
+            hint='use "auto", "none", "required" or {"type": "function", "function": {"name": ...}}',
+        )
+    names = [t.get("function", {}).get("name") for t in tools]
+    if name not in names:
+        raise InvalidOptions(
+            f"tool_choice names {name!r}, which is not among the tools sent",
+            hint=f"the tools are: {', '.join(map(str, names)) or 'none'}",
+        )
+    return name
+
+
+def _forced(tools: Sequence[dict[str, Any]], name: str | None) -> tuple[str, dict[str, Any]]:
+    """What forces a call where Ollama's API has no tool_choice: a system line naming the tool(s), and ``format``
+    (Ollama's structured output) holding the answer to the call's JSON: the arguments of the named tool, or
+    ``{"name", "arguments"}`` of any of them for "required"."""
+    functions = [t["function"] for t in tools if name is None or t["function"]["name"] == name]
+
+    def about(f: dict[str, Any]) -> str:
+        return f"{f['name']}: {f.get('description') or 'no description'}"
+
+    params = [f.get("parameters") or {"type": "object", "properties": {}} for f in functions]
+    if name is not None:
+        line = f"Call the tool {about(functions[0])}. Answer with its arguments as a JSON object."
+        return line, params[0]
+    line = "Call one of these tools, answering with a JSON object holding its name and arguments:\n" + "\n".join(
+        about(f) for f in functions
+    )
+    choices = [
+        {
+            "type": "object",
+            "properties": {"name": {"const": f["name"]}, "arguments": p},
+            "required": ["name", "arguments"],
+        }
+        for f, p in zip(functions, params, strict=True)
+    ]
+    return line, choices[0] if len(choices) == 1 else {"anyOf": choices}
+
+
+def _forced_call(text: str, name: str | None) -> ToolCall:
+    """The call a forced answer (JSON under ``format``) stands for."""
+    call_id = f"call_{uuid.uuid4().hex[:24]}"
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError:
+        value = None
+    if name is not None:
+        return ToolCall.parse(call_id, name, value if isinstance(value, dict) else text)
+    if isinstance(value, dict) and isinstance(value.get("name"), str):
+        return ToolCall.parse(call_id, value["name"], value.get("arguments") or {})
+    raise GenerationError(f"the model's forced tool call is not the JSON its format asked for: {text[:200]!r}")
+
+
+def _calls(message: Any) -> tuple[ToolCall, ...]:
+    """The tool calls on one line of Ollama's answer, with ids (the official client keeps none)."""
+    out = []
+    for call in getattr(message, "tool_calls", None) or ():
+        function = call.function
+        out.append(ToolCall.parse(f"call_{uuid.uuid4().hex[:24]}", function.name, dict(function.arguments or {})))
+    return tuple(out)
+
+
 def _error_text(resp: httpx.Response) -> str:
     """The ``error`` of an Ollama error body, else the body itself."""
     try:
@@ -92,6 +181,7 @@ class OllamaBackend(Backend):
 
     kind = "ollama"
     IMPLEMENTS_EMBED = True
+    IMPLEMENTS_TOOLS = True
 
     @classmethod
     def from_config(cls, config: cfgmod.Config) -> OllamaBackend:
@@ -429,17 +519,30 @@ class OllamaBackend(Backend):
             raise self._error(exc, "unloading", spec) from None
         return was
 
-    async def _stream(self, spec: ModelSpec, client: Any, call: Any) -> AsyncGenerator[Chunk, None]:
+    async def _stream(
+        self, spec: ModelSpec, client: Any, call: Any, forced: str | bool | None = False
+    ) -> AsyncGenerator[Chunk, None]:
+        """The answer's chunks; tool calls (which Ollama sends on a line of their own) on the last. ``forced`` (a
+        tool's name, or None for any tool) reads the whole answer as that forced call's JSON instead of text."""
         stream = None
+        calls: list[ToolCall] = []
+        held: list[str] = []
         try:
             stream = await call
             async for part in stream:
                 message = getattr(part, "message", None)
                 text = message.content if message is not None else getattr(part, "response", "")
+                calls.extend(_calls(message))
+                if forced is not False:
+                    held.append(text or "")
+                    text = ""
+                    if part.done:
+                        calls.append(_forced_call("".join(held), forced if isinstance(forced, str) else None))
                 if part.done:
                     yield Chunk(
                         text=text or "",
                         done=True,
+                        tool_calls=tuple(calls),
                         model=spec.tag,
                         logprobs=_logprobs(part),
                         stats=Stats(
@@ -474,25 +577,51 @@ class OllamaBackend(Backend):
         spec: ModelSpec,
         messages: Sequence[Message],
         options: Options | None = None,
+        *,
+        tools: Sequence[dict[str, Any]] | None = None,
+        tool_choice: str | dict[str, Any] | None = None,
     ) -> AsyncGenerator[Chunk, None]:
-        """``/api/chat`` streaming; closing this stream closes the HTTP response, which cancels on the server."""
+        """``/api/chat`` streaming; closing this stream closes the HTTP response, which cancels on the server.
+
+        ``tools`` (the OpenAI shape, which is Ollama's) go to the server as they are with ``tool_choice`` None or
+        "auto", and not at all with "none"; the calls the model makes arrive on the last chunk. Ollama's API has no
+        tool_choice, so "required" or a named tool is asked for with Ollama's own ``format``: the answer is held
+        to the call's JSON (the tool's arguments, or a name and arguments), and read back as the call."""
         self._require(spec)
+        tools = list(tools or ())
+        name = _tool_name(tool_choice, tools)
         # the config's [options] under the request's, as the embedded engine takes them: a comparison of the two
         # backends is on equal terms (max_tokens = 4 stopped one at 4 tokens and let the other write 25)
         opts = self.config.options.merged(options)
+        wire = [_wire_message(Message.coerce(m)) for m in messages]
+        fmt: Any = opts.format
+        forced: str | bool | None = False
+        if tool_choice not in (None, "auto", "none"):
+            if not tools:
+                raise InvalidOptions(f"tool_choice {tool_choice!r:.80} was given without any tools", hint="send tools")
+            if fmt is not None:
+                raise InvalidOptions(
+                    "a forced tool call and a format cannot go together over Ollama's API (the call is its format)",
+                    hint='use tool_choice "auto", or leave format out',
+                )
+            line, fmt = _forced(tools, name)
+            wire.append({"role": "system", "content": line})
+            forced = name
         client = self._client()
+        extra: dict[str, Any] = {"tools": tools} if tools and forced is False and tool_choice != "none" else {}
         call = client.chat(
             self._tag(spec),
-            messages=[Message.coerce(m).to_dict() for m in messages],
+            messages=wire,
             stream=True,
             options=_ollama_options(opts),
-            format=opts.format,
+            format=fmt,
             keep_alive=self.config.keep_alive,
             **_logprob_args(opts),
+            **extra,
         )
         # leaving ``async for`` does not close the inner generator; without aclosing the HTTP response would stay
         # open (the server generating on) until garbage collection closed it from another task
-        async with aclosing(self._stream(spec, client, call)) as stream:
+        async with aclosing(self._stream(spec, client, call, forced)) as stream:
             async for chunk in stream:
                 yield chunk
 

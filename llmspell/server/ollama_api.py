@@ -40,8 +40,10 @@ from llmspell.server.openapi import (
     ndjson_answer,
     nullable,
     ollama_options_schema,
+    tools_schema,
 )
 from llmspell.server.state import Generation, GenerationResponse, ServerState, state_of
+from llmspell.server.toolwire import call_id, chat_start, check_tools, collect_answer
 from llmspell.server.wire import (
     Whole,
     check_format,
@@ -54,7 +56,7 @@ from llmspell.server.wire import (
     whole_options,
 )
 from llmspell.spec import ModelSpec
-from llmspell.types import Chunk, Message, ModelInfo, Options, TokenLogprob
+from llmspell.types import Chunk, Message, ModelInfo, Options, TokenLogprob, ToolCall
 
 router = APIRouter()
 
@@ -146,19 +148,48 @@ class _Body(BaseModel):
         return self
 
 
+#: an assistant's tool call sent back, as Ollama writes it: the function with its arguments as an object (the id
+#: and index newer servers add are optional)
+_OLLAMA_CALL_IN: dict[str, Any] = {
+    "type": "object",
+    "required": ["function"],
+    "properties": {
+        "id": nullable({"type": "string"}),
+        "type": {"const": "function"},
+        "function": {
+            "type": "object",
+            "required": ["name"],
+            "properties": {
+                "index": nullable({"type": "integer"}),
+                "name": {"type": "string", "minLength": 1},
+                "arguments": nullable({"type": "object"}),
+            },
+        },
+    },
+}
+#: only an assistant message carries tool calls
+_CALLS_ON_ASSISTANT: dict[str, Any] = {
+    "anyOf": [
+        {"properties": {"role": {"const": "assistant"}}},
+        {"properties": {"tool_calls": {"anyOf": [{"type": "null"}, {"type": "array", "maxItems": 0}]}}},
+    ]
+}
+
+
 class ChatMessage(BaseModel):
     """One message of ``/api/chat``."""
 
-    model_config = ConfigDict(extra="ignore", strict=True)
+    model_config = ConfigDict(extra="ignore", strict=True, json_schema_extra=_CALLS_ON_ASSISTANT)
 
-    # "tool" is taken so that its refusal names tool calls rather than the role
-    role: Annotated[
-        Literal["system", "user", "assistant", "tool"], WithJsonSchema({"enum": ["system", "user", "assistant"]})
-    ]
+    role: Literal["system", "user", "assistant", "tool"]
     content: str = ""
     images: Annotated[list[Any] | None, WithJsonSchema(NONE_GIVEN)] = None
-    tool_calls: Annotated[list[Any] | None, WithJsonSchema(NONE_GIVEN)] = None
+    tool_calls: Annotated[list[Any] | None, WithJsonSchema(nullable({"type": "array", "items": _OLLAMA_CALL_IN}))] = (
+        None
+    )
+    #: the tool a tool message answers for (Ollama's clients send this), or the call's id (newer servers')
     tool_name: str | None = None
+    tool_call_id: str | None = None
     thinking: str | None = None
 
 
@@ -180,8 +211,23 @@ class _GenBody(_Body):
 class ChatBody(_GenBody):
     """``POST /api/chat``."""
 
+    # a call's arguments follow its tool's schema: a format beside tools is a 400
+    model_config = ConfigDict(
+        json_schema_extra={
+            **_MODEL_OR_NAME,
+            "allOf": [
+                {
+                    "anyOf": [
+                        {"properties": {"tools": {"anyOf": [{"type": "null"}, {"type": "array", "maxItems": 0}]}}},
+                        {"properties": {"format": {"enum": ["", None]}}},
+                    ]
+                }
+            ],
+        }
+    )
+
     messages: list[ChatMessage] = []
-    tools: Annotated[list[Any] | None, WithJsonSchema(NONE_GIVEN)] = None
+    tools: Annotated[list[Any] | None, WithJsonSchema(tools_schema(need_type=False))] = None
 
 
 class GenerateBody(_GenBody):
@@ -515,15 +561,77 @@ async def ps(request: Request) -> dict[str, Any]:
     return {"models": out}
 
 
+def _call_in(value: Any, where: str) -> ToolCall:
+    """One tool call of an assistant message sent back, as Ollama writes it (arguments as an object, the id
+    optional: one is made up, and the tool message answering it is matched by name or order)."""
+    function = value.get("function") if isinstance(value, dict) else None
+    if not isinstance(function, dict) or not isinstance(function.get("name"), str) or not function["name"]:
+        raise E.InvalidOptions(f'{where} needs "function": {{"name": ..., "arguments": {{...}}}}')
+    index = function.get("index")
+    if (
+        value.get("type", "function") != "function"
+        or isinstance(index, bool)
+        or not isinstance(index, (int, type(None)))
+    ):
+        raise E.InvalidOptions(f"{where}: type must be 'function' and function.index a whole number")
+    arguments = function.get("arguments")
+    if arguments is not None and not isinstance(arguments, dict):
+        raise E.InvalidOptions(f"{where}.function.arguments must be an object, as Ollama writes them")
+    given = value.get("id")
+    if given is not None and not isinstance(given, str):
+        raise E.InvalidOptions(f"{where}.id must be a text")
+    return ToolCall(given or call_id(), function["name"], dict(arguments or {}))
+
+
 def _chat_messages(body: ChatBody) -> list[Message]:
-    out = []
-    for m in body.messages:
+    """The conversation as the core's messages. Ollama's tool message names its tool (``tool_name``) rather than
+    the call it answers: it is matched to the earliest unanswered call of that name, else of any name; by its
+    ``tool_call_id`` when it has one."""
+    out: list[Message] = []
+    open_calls: list[ToolCall] = []
+    for i, m in enumerate(body.messages):
         if m.images:
             raise _unsupported("images")
-        if m.tool_calls or m.role == "tool":
-            raise _unsupported("tool calls")
-        out.append(Message(m.role, m.content))
+        if m.tool_calls and m.role != "assistant":
+            raise E.InvalidOptions(f"messages[{i}]: only an assistant message has tool_calls")
+        if m.role == "tool":
+            call = _answered(open_calls, m.tool_call_id, m.tool_name)
+            if call is not None:
+                open_calls.remove(call)
+            name = call.name if call is not None else m.tool_name
+            out.append(Message("tool", m.content, tool_call_id=call.id if call else m.tool_call_id or call_id(),
+                               name=name))  # fmt: skip
+            continue
+        calls = tuple(_call_in(c, f"messages[{i}].tool_calls[{j}]") for j, c in enumerate(m.tool_calls or ()))
+        if calls:
+            open_calls = list(calls)
+        out.append(Message(m.role, m.content, tool_calls=calls))
     return out
+
+
+def _answered(calls: list[ToolCall], call_id: str | None, name: str | None) -> ToolCall | None:
+    """The unanswered call a tool message answers: by id; else the first of its tool's name, else the first open
+    one (Ollama's clients send the tool's name, and models sometimes misspell it)."""
+    for call in calls:
+        if call_id and call.id == call_id:
+            return call
+    for call in calls:
+        if name and call.name == name:
+            return call
+    return calls[0] if calls and not call_id else None
+
+
+def _call_out(n: int, call: ToolCall) -> dict[str, Any]:
+    """A tool call as Ollama writes it: an id, and the function with its place and its arguments as an object."""
+    return {"id": call.id, "function": {"index": n, "name": call.name, "arguments": call.arguments}}
+
+
+def _calls_out(calls: Sequence[ToolCall]) -> tuple[list[dict[str, Any]], str]:
+    """The calls Ollama can write, and the text of those it cannot: arguments that are not a JSON object are the
+    model's text, as Ollama itself returns a call it cannot parse."""
+    good = [c for c in calls if not c.raw]
+    text = "".join(f'{{"name": "{c.name}", "arguments": {c.raw}}}' for c in calls if c.raw)
+    return [_call_out(n, c) for n, c in enumerate(good)], text
 
 
 async def _load_or_unload(
@@ -606,10 +714,9 @@ def _with_logprobs(opts: Options, body: _GenBody) -> Options:
 async def chat(body: ChatBody, request: Request) -> Any:
     """A chat turn, streamed as NDJSON (or one object with ``stream: false``)."""
     state = state_of(request)
-    if body.tools:
-        raise _unsupported("tools")
     warn_extra(request, body)
     _think(request, body)
+    tools = check_tools(body.tools, need_type=False)
     messages = _chat_messages(body)
     opts = _with_logprobs(ollama_options(request, body.options, body.format), body)
     keep_alive = parse_keep_alive(body.keep_alive)
@@ -619,8 +726,40 @@ async def chat(body: ChatBody, request: Request) -> Any:
 
     if not messages:
         return await _load_or_unload(state, body, keep_alive, piece(""))
-    gen = await state.open(body.model, lambda b, s: b.chat(s, messages, opts), keep_alive, request)
-    return await _respond(gen, body.model, body.stream, request, piece)
+    start = chat_start(messages, opts, tools, None, "tools" if tools else "messages")
+    gen = await state.open(body.model, start, keep_alive, request)
+    if body.stream:
+        return _respond_chat_stream(gen, body.model)
+    text, stats, logprobs, calls = await collect_answer(gen, request)
+    wire_calls, unparsed = _calls_out(calls)
+    message: dict[str, Any] = {"role": "assistant", "content": text + unparsed}
+    if wire_calls:
+        message["tool_calls"] = wire_calls
+    out = {"model": body.model, "created_at": now_iso(), "message": message, "done": True, **stats_ns(stats)}
+    if logprobs:
+        out["logprobs"] = wire_logprobs(logprobs)
+    return JSONResponse(out)
+
+
+def _respond_chat_stream(gen: Generation, model: str | None) -> Response:
+    """/api/chat's NDJSON lines: the text as it comes; tool calls on a line of their own before the last, as Ollama
+    sends them."""
+
+    def piece(text: str) -> dict[str, Any]:
+        return {"message": {"role": "assistant", "content": text}}
+
+    async def items() -> AsyncIterator[dict[str, Any]]:
+        async for chunk in gen.chunks():
+            if chunk.done and chunk.tool_calls:
+                wire_calls, unparsed = _calls_out(chunk.tool_calls)
+                message: dict[str, Any] = {"role": "assistant", "content": unparsed}
+                if wire_calls:
+                    message["tool_calls"] = wire_calls
+                yield {"model": model, "created_at": now_iso(), "message": message, "done": False}
+            if chunk.text or chunk.done:
+                yield _line(model, chunk, piece)
+
+    return GenerationResponse(ndjson(items()), gen.close, media_type="application/x-ndjson")
 
 
 @router.post(

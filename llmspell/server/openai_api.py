@@ -25,6 +25,7 @@ from llmspell.server.openapi import (
     MODEL_SCHEMA,
     NONE_GIVEN,
     STOP_SCHEMA,
+    TOOL_CHOICE,
     ChatCompletion,
     ChatCompletionChunk,
     Completion,
@@ -33,12 +34,14 @@ from llmspell.server.openapi import (
     errors,
     nullable,
     sse_answer,
+    tools_schema,
     top_level_option,
 )
 from llmspell.server.state import Generation, GenerationResponse, ServerState, state_of
+from llmspell.server.toolwire import chat_start, check_tool_choice, check_tools, collect_answer, with_ids
 from llmspell.server.wire import Whole, check_format, check_stop
 from llmspell.spec import ModelSpec
-from llmspell.types import Chunk, Message, ModelInfo, Options, Stats, TokenLogprob
+from llmspell.types import Chunk, Message, ModelInfo, Options, Stats, TokenLogprob, ToolCall
 
 router = APIRouter(prefix="/v1")
 
@@ -143,17 +146,60 @@ _RESPONSE_FORMAT: dict[str, Any] = {
 }
 
 
+#: an assistant's tool call sent back: its id, and its function with the arguments as JSON text
+_TOOL_CALL_IN: dict[str, Any] = {
+    "type": "object",
+    "required": ["id", "type", "function"],
+    "properties": {
+        "id": {"type": "string", "minLength": 1},
+        "type": {"const": "function"},
+        "index": {"type": "integer"},
+        "function": {
+            "type": "object",
+            "required": ["name"],
+            "properties": {"name": {"type": "string", "minLength": 1}, "arguments": nullable({"type": "string"})},
+            "additionalProperties": False,
+        },
+    },
+    "additionalProperties": False,
+}
+#: a tool message answers a call by its id; only an assistant message carries calls
+_MESSAGE_RULES: dict[str, Any] = {
+    "allOf": [
+        {
+            "anyOf": [
+                {"properties": {"role": {"enum": ["system", "developer", "user", "assistant"]}}},
+                {"required": ["tool_call_id"], "properties": {"tool_call_id": {"type": "string", "minLength": 1}}},
+            ]
+        },
+        {
+            "anyOf": [
+                {"properties": {"role": {"const": "assistant"}}},
+                {"properties": {"tool_calls": {"anyOf": [{"type": "null"}, {"type": "array", "maxItems": 0}]}}},
+            ]
+        },
+    ]
+}
+_LEGACY = "functions and function_call are OpenAI's deprecated form of tools: send tools and tool_choice instead"
+
+
 class ChatMessageIn(BaseModel):
     """One message of a chat completion request."""
 
     # an answer sent back as the client got it carries refusal, annotations, audio... (the SDK's own message
     # objects): taken and ignored; what would change the conversation (tool calls) is checked below
-    model_config = ConfigDict(extra="ignore", strict=True)
+    model_config = ConfigDict(extra="ignore", strict=True, json_schema_extra=_MESSAGE_RULES)
 
-    role: Literal["system", "developer", "user", "assistant"]
+    # "function" (the deprecated role) is taken so that its refusal can say what to send instead
+    role: Annotated[
+        Literal["system", "developer", "user", "assistant", "tool", "function"],
+        WithJsonSchema({"enum": ["system", "developer", "user", "assistant", "tool"]}),
+    ]
     content: Annotated[str | list[dict[str, Any]] | None, WithJsonSchema(_CONTENT)] = None
     name: str | None = None
-    tool_calls: Annotated[list[Any] | None, WithJsonSchema(NONE_GIVEN)] = None
+    tool_calls: Annotated[list[Any] | None, WithJsonSchema(nullable({"type": "array", "items": _TOOL_CALL_IN}))] = None
+    tool_call_id: str | None = None
+    function_call: Annotated[Any, WithJsonSchema({"type": "null", "description": _LEGACY})] = None
 
 
 class ResponseFormat(BaseModel):
@@ -167,10 +213,11 @@ class ResponseFormat(BaseModel):
     schema_: dict[str, Any] | None = Field(default=None, alias="schema")
 
 
-_NO_TOOLS: dict[str, Any] = {
+_NO_FUNCTIONS: dict[str, Any] = {
     "anyOf": [{"enum": ["none", "auto"]}, {"type": "null"}],
-    "description": "none or auto: llmspell serve has no function calling yet (anything else is a 400)",
+    "description": f"{_LEGACY} (none or auto are taken and mean nothing)",
 }
+_NO_FUNCTION_LIST: dict[str, Any] = {**NONE_GIVEN, "description": f"{_LEGACY} (a non-empty list is a 400)"}
 
 
 class ChatCompletionBody(_Body):
@@ -182,7 +229,29 @@ class ChatCompletionBody(_Body):
             "anyOf": [
                 {"properties": {"top_logprobs": {"enum": [0, None]}}},
                 {"required": ["logprobs"], "properties": {"logprobs": {"const": True}}},
-            ]
+            ],
+            "allOf": [
+                # tool_choice required or a name needs tools to choose from
+                {
+                    "anyOf": [
+                        {"properties": {"tool_choice": {"enum": ["none", "auto", None]}}},
+                        {"required": ["tools"], "properties": {"tools": {"type": "array", "minItems": 1}}},
+                    ]
+                },
+                # a call's arguments follow its tool's schema: a response_format beside tools is a 400
+                {
+                    "anyOf": [
+                        {"properties": {"tools": {"anyOf": [{"type": "null"}, {"type": "array", "maxItems": 0}]}}},
+                        {
+                            "properties": {
+                                "response_format": {
+                                    "anyOf": [{"type": "null"}, {"properties": {"type": {"const": "text"}}}]
+                                }
+                            }
+                        },
+                    ]
+                },
+            ],
         }
     )
 
@@ -193,11 +262,11 @@ class ChatCompletionBody(_Body):
     top_logprobs: Annotated[
         Whole | None, WithJsonSchema(nullable({"type": "integer", "minimum": 0, "maximum": 20}))
     ] = None
-    tools: Annotated[list[dict[str, Any]] | None, WithJsonSchema(NONE_GIVEN)] = None
-    tool_choice: Annotated[str | dict[str, Any] | None, WithJsonSchema(_NO_TOOLS)] = None
+    tools: Annotated[list[Any] | None, WithJsonSchema(tools_schema(need_type=True))] = None
+    tool_choice: Annotated[str | dict[str, Any] | None, WithJsonSchema(TOOL_CHOICE)] = None
     parallel_tool_calls: bool | None = None
-    functions: Annotated[list[dict[str, Any]] | None, WithJsonSchema(NONE_GIVEN)] = None
-    function_call: Annotated[str | dict[str, Any] | None, WithJsonSchema(_NO_TOOLS)] = None
+    functions: Annotated[list[dict[str, Any]] | None, WithJsonSchema(_NO_FUNCTION_LIST)] = None
+    function_call: Annotated[str | dict[str, Any] | None, WithJsonSchema(_NO_FUNCTIONS)] = None
     modalities: Annotated[list[str] | None, WithJsonSchema(nullable({"type": "array", "items": {"const": "text"}}))] = (
         None
     )
@@ -322,15 +391,10 @@ class _Opened:
 
 def _check_chat_extras(body: ChatCompletionBody) -> int | None:
     """Refuse what the chat body asks for and cannot be done, by name; return the logprobs to ask for."""
-    if any(m.tool_calls for m in body.messages):
-        raise unsupported("messages with tool_calls need tools, which llmspell serve does not support yet", "messages")
-    if body.tools or body.functions:
-        param = "tools" if body.tools else "functions"
-        raise unsupported(f"{param} (function calling) are not supported by llmspell serve yet", param=param)
-    for param in ("tool_choice", "function_call"):
-        choice = getattr(body, param)
-        if choice not in (None, "none", "auto"):
-            raise unsupported(f"{param}={choice!r} needs tools, which llmspell serve does not support yet", param=param)
+    if body.functions:
+        raise unsupported(_LEGACY, param="functions")
+    if body.function_call not in (None, "none", "auto"):
+        raise unsupported(_LEGACY, param="function_call")
     if body.modalities and set(body.modalities) != {"text"}:
         raise unsupported("only text output is supported (modalities: ['text'])", param="modalities")
     if body.top_logprobs is not None and not 0 <= body.top_logprobs <= 20:
@@ -338,6 +402,51 @@ def _check_chat_extras(body: ChatCompletionBody) -> int | None:
     if body.top_logprobs and not body.logprobs:
         raise ApiError("top_logprobs needs logprobs: true", param="top_logprobs")
     return (body.top_logprobs or 0) if body.logprobs else None
+
+
+def _call_in(value: Any, where: str) -> ToolCall:
+    """One tool call of an assistant message sent back, in OpenAI's shape (arguments as JSON text)."""
+    if not isinstance(value, dict):
+        raise ApiError(f"{where} must be an object with id, type and function", param=where)
+    function = value.get("function")
+    index = value.get("index", 0)
+    if not isinstance(index, int) or isinstance(index, bool):
+        raise ApiError(f"{where}.index must be a whole number", param=f"{where}.index")
+    if value.get("type") != "function":
+        raise ApiError(f"{where}.type must be 'function', not {value.get('type')!r:.40}", param=f"{where}.type")
+    if isinstance(function, dict) and not isinstance(function.get("arguments", ""), (str, type(None))):
+        raise ApiError(
+            f"{where}.function.arguments must be the arguments as JSON text, as the API returned them",
+            param=f"{where}.function.arguments",
+        )
+    try:
+        return ToolCall.coerce(value)
+    except E.InvalidOptions as exc:
+        raise ApiError(f"{where}: {exc.message}", param=where) from None
+
+
+def _messages(body: ChatCompletionBody) -> list[Message]:
+    """The conversation as the core's messages: an assistant's tool calls, and each tool message with the name of
+    the call it answers (a chat template names the tool; OpenAI's tool message names only the call)."""
+    names: dict[str, str] = {}
+    out = []
+    for i, m in enumerate(body.messages):
+        where = f"messages[{i}]"
+        if m.role == "function" or m.function_call is not None:
+            raise unsupported(_LEGACY, param=where)
+        if m.tool_calls and m.role != "assistant":
+            raise ApiError(f"{where}: only an assistant message has tool_calls", param=f"{where}.tool_calls")
+        if m.role == "tool":
+            if not m.tool_call_id:
+                raise ApiError(f"{where}: a tool message needs the tool_call_id of the call it answers",
+                               param=f"{where}.tool_call_id")  # fmt: skip
+            out.append(Message("tool", _text(m.content), tool_call_id=m.tool_call_id, name=names.get(m.tool_call_id)))
+            continue
+        calls = tuple(_call_in(c, f"{where}.tool_calls[{j}]") for j, c in enumerate(m.tool_calls or ()))
+        names.update((c.id, c.name) for c in calls)
+        role = "system" if m.role == "developer" else m.role
+        out.append(Message(role, _text(m.content), tool_calls=calls))
+    return out
 
 
 def _text(content: str | list[dict[str, Any]] | None) -> str:
@@ -353,7 +462,9 @@ def _text(content: str | list[dict[str, Any]] | None) -> str:
     return "".join(parts)
 
 
-def _finish(stats: Stats | None) -> str:
+def _finish(stats: Stats | None, calls: Sequence[ToolCall] = ()) -> str:
+    if calls:
+        return "tool_calls"
     return "length" if stats is not None and stats.stop_reason == "length" else "stop"
 
 
@@ -443,21 +554,27 @@ async def chat_completions(body: ChatCompletionBody, request: Request) -> Respon
     """A chat completion (``n`` choices, one after the other), streamed as SSE chunks when ``stream`` is set."""
     state = state_of(request)
     warn_extra(request, body)
-    messages = []
-    for m in body.messages:
-        role = "system" if m.role == "developer" else m.role
-        messages.append(Message(role, _text(m.content)))
     logprobs = _check_chat_extras(body)
+    messages = _messages(body)
+    tools = check_tools(body.tools)
+    tool_choice = check_tool_choice(body.tool_choice, tools)
     if body.max_tokens is not None:
         Options.from_dict({"max_tokens": body.max_tokens})  # checked even where max_completion_tokens wins
     limit = body.max_tokens if body.max_completion_tokens is None else body.max_completion_tokens
     opts = _options(body, limit, _format(body.response_format), logprobs)
     choices = _seeds(opts, body.n)
+    # a conversation holding calls needs a backend that passes tools even when this request sends none
+    param = "tools" if tools else "tool_choice" if tool_choice not in (None, "none") else "messages"
+
+    def calls_of(chunk: Chunk) -> tuple[ToolCall, ...]:
+        # one call at most when the client asks for calls one at a time
+        calls = with_ids(chunk.tool_calls)
+        return calls[:1] if body.parallel_tool_calls is False else calls
 
     opened = _Opened(state, body.model, request)
 
     async def open_choice(o: Options) -> Generation:
-        return await opened.open(lambda b, s: b.chat(s, messages, o))
+        return await opened.open(chat_start(messages, o, tools, tool_choice, param))
 
     first = await open_choice(choices[0])
     cid, created = f"chatcmpl-{uuid.uuid4().hex[:24]}", int(time.time())
@@ -481,7 +598,11 @@ async def chat_completions(body: ChatCompletionBody, request: Request) -> Respon
                         yield event(index, {"content": chunk.text}, None, lps)
                     if chunk.done:
                         stats.append(chunk.stats)
-                        yield event(index, {}, _finish(chunk.stats))
+                        calls = calls_of(chunk)
+                        # each call whole in one delta: the first (and only) piece has its id, type and name
+                        for n, call in enumerate(calls):
+                            yield event(index, {"tool_calls": [{"index": n, **call.to_dict()}]}, None)
+                        yield event(index, {}, _finish(chunk.stats, calls))
             if include_usage:
                 yield {**obj, "choices": [], "usage": _usage(stats)}
 
@@ -489,7 +610,8 @@ async def chat_completions(body: ChatCompletionBody, request: Request) -> Respon
     results = []
     for index, o in enumerate(choices):
         gen = first if index == 0 else await open_choice(o)
-        results.append(await gen.collect_all(request))
+        text, stats, lps, calls = await collect_answer(gen, request)
+        results.append((text, stats, lps, calls[:1] if body.parallel_tool_calls is False else calls))
     return JSONResponse(
         {
             **base,
@@ -497,15 +619,23 @@ async def chat_completions(body: ChatCompletionBody, request: Request) -> Respon
             "choices": [
                 {
                     "index": index,
-                    "message": {"role": "assistant", "content": text, "refusal": None},
-                    "finish_reason": _finish(stats),
+                    "message": _message_out(text, calls),
+                    "finish_reason": _finish(stats, calls),
                     "logprobs": _chat_logprobs(lps) if logprobs is not None else None,
                 }
-                for index, (text, stats, lps) in enumerate(results)
+                for index, (text, stats, lps, calls) in enumerate(results)
             ],
-            "usage": _usage([stats for _, stats, _ in results]),
+            "usage": _usage([stats for _, stats, _, _ in results]),
         }
     )
+
+
+def _message_out(text: str, calls: Sequence[ToolCall]) -> dict[str, Any]:
+    """A choice's message: the text, and the tool calls with their arguments as JSON text (content null when the
+    model only called tools, as OpenAI writes it)."""
+    if not calls:
+        return {"role": "assistant", "content": text, "refusal": None}
+    return {"role": "assistant", "content": text or None, "refusal": None, "tool_calls": [c.to_dict() for c in calls]}
 
 
 @router.post(

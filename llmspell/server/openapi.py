@@ -102,6 +102,69 @@ FORMAT_SCHEMA: dict[str, Any] = {
 }
 
 
+#: a function's parameters: a JSON schema of type object ({} or null: no parameters); one that is not a valid JSON
+#: schema, or that no value can match, is a 400 naming the function
+TOOL_PARAMETERS: dict[str, Any] = {
+    "type": "object",
+    "anyOf": [
+        {"maxProperties": 0},
+        {
+            "required": ["type"],
+            "properties": {
+                "type": {"const": "object"},
+                "properties": {"type": "object", "additionalProperties": {"type": "object"}},
+                "required": {"type": "array", "items": {"type": "string"}},
+            },
+        },
+    ],
+    "description": "a JSON schema of type object for the function's arguments",
+}
+#: OpenAI's rule for a function's name
+FUNCTION_NAME: dict[str, Any] = {"type": "string", "pattern": "^[A-Za-z0-9_-]{1,64}$", "examples": ["get_weather"]}
+
+
+def tools_schema(*, need_type: bool) -> dict[str, Any]:
+    """The ``tools`` of a chat request: functions the model may call (OpenAI's shape; Ollama's may leave out type)."""
+    function = {
+        "type": "object",
+        "required": ["name"],
+        "properties": {
+            "name": FUNCTION_NAME,
+            "description": nullable({"type": "string"}),
+            "parameters": nullable(TOOL_PARAMETERS),
+            "strict": nullable({"type": "boolean"}),
+        },
+    }
+    tool = {
+        "type": "object",
+        "required": ["type", "function"] if need_type else ["function"],
+        "properties": {"type": {"const": "function"}, "function": function},
+    }
+    return {
+        "anyOf": [{"type": "array", "maxItems": 128, "items": tool}, {"type": "null"}],
+        "description": "functions the model may call; the server returns the calls and never runs them",
+    }
+
+
+#: ``tool_choice``: none, auto, required, or one of the tools by name (the last two need tools)
+TOOL_CHOICE: dict[str, Any] = {
+    "anyOf": [
+        {"enum": ["none", "auto", "required"]},
+        {
+            "type": "object",
+            "required": ["type", "function"],
+            "properties": {
+                "type": {"const": "function"},
+                "function": {"type": "object", "required": ["name"], "properties": {"name": {"type": "string"}}},
+            },
+        },
+        {"type": "null"},
+    ],
+    "description": "none, auto, required, or a function of tools by name (required and a name need tools; a name "
+    "must be one of theirs)",
+}
+
+
 def option_schema(o: OptionSpec, *, negative_means_unset: bool = False) -> dict[str, Any]:
     """The JSON schema of one option's value, from the option table (null means "the default")."""
     if o.kind == "stop":
@@ -376,11 +439,27 @@ class _Timings(_Out):
     logprobs: list[Logprob] | None = None
 
 
+class OllamaFunctionCall(_Out):
+    """The function a call names, with its arguments as an object."""
+
+    index: int
+    name: str
+    arguments: dict[str, Any]
+
+
+class OllamaToolCall(_Out):
+    """A tool call as Ollama writes it."""
+
+    id: str
+    function: OllamaFunctionCall
+
+
 class AssistantMessage(_Out):
-    """The model's turn (or a piece of it, in a stream)."""
+    """The model's turn (or a piece of it, in a stream); its tool calls come on a line of their own."""
 
     role: Literal["assistant"]
     content: str
+    tool_calls: list[OllamaToolCall] | None = None
 
 
 class ChatResponse(_Timings):
@@ -458,12 +537,28 @@ class ChatLogprobs(_Out):
     refusal: None = None
 
 
+class FunctionCall(_Out):
+    """The function a call names, with its arguments as JSON text."""
+
+    name: str
+    arguments: str
+
+
+class ToolCallOut(_Out):
+    """A tool call the model made."""
+
+    id: str
+    type: Literal["function"]
+    function: FunctionCall
+
+
 class ChatMessageOut(_Out):
-    """The message of a chat completion choice."""
+    """The message of a chat completion choice (content null when the model only called tools)."""
 
     role: Literal["assistant"]
-    content: str
+    content: str | None
     refusal: None = None
+    tool_calls: list[ToolCallOut] | None = None
 
 
 class ChatChoice(_Out):
@@ -471,7 +566,7 @@ class ChatChoice(_Out):
 
     index: int
     message: ChatMessageOut
-    finish_reason: Literal["stop", "length"]
+    finish_reason: Literal["stop", "length", "tool_calls"]
     logprobs: ChatLogprobs | None
 
 
@@ -486,11 +581,28 @@ class ChatCompletion(_Out):
     usage: Usage
 
 
+class FunctionDelta(_Out):
+    """A piece of a call's function: the name on its first piece, the arguments' JSON text in pieces."""
+
+    name: str | None = None
+    arguments: str | None = None
+
+
+class ToolCallDelta(_Out):
+    """A piece of one tool call, by its index; the first piece carries the id, type and name."""
+
+    index: int
+    id: str | None = None
+    type: Literal["function"] | None = None
+    function: FunctionDelta | None = None
+
+
 class ChatDelta(_Out):
     """What a chunk adds to a choice's message."""
 
     role: Literal["assistant"] | None = None
     content: str | None = None
+    tool_calls: list[ToolCallDelta] | None = None
 
 
 class ChatChunkChoice(_Out):
@@ -499,7 +611,7 @@ class ChatChunkChoice(_Out):
     index: int
     delta: ChatDelta
     logprobs: ChatLogprobs | None
-    finish_reason: Literal["stop", "length"] | None
+    finish_reason: Literal["stop", "length", "tool_calls"] | None
 
 
 class ChatCompletionChunk(_Out):

@@ -152,8 +152,13 @@ def test_fields_clients_send_by_default_are_taken(client: openai.OpenAI) -> None
     ("extra", "param", "code", "needle"),
     [
         ({"logit_bias": {"1": 5}}, "logit_bias", "unsupported_parameter", "token ids differ"),
-        ({"tools": [{"type": "function", "function": {"name": "f"}}]}, "tools", "unsupported_parameter", "tools"),
-        ({"tool_choice": "required"}, "tool_choice", "unsupported_parameter", "needs tools"),
+        (
+            {"tools": [{"type": "function", "function": {"name": "f g"}}]},
+            "tools[0].function.name",
+            "invalid_value",
+            "f g",
+        ),
+        ({"tool_choice": "required"}, "tool_choice", "invalid_value", "needs tools"),
         ({"top_logprobs": 2}, "top_logprobs", "invalid_value", "logprobs: true"),
         ({"temperature": "hot"}, "temperature", "invalid_value", "temperature"),
     ],
@@ -236,10 +241,12 @@ def test_the_clients_own_answer_sent_back_keeps_the_conversation_going(client: o
     assert second.choices[0].message.content
     assert second.usage is not None and first.usage is not None
     assert second.usage.prompt_tokens > first.usage.prompt_tokens  # the first turn was read again
-    calls = [{"id": "c1", "type": "function", "function": {"name": "f", "arguments": "{}"}}]
+    # a call sent back keeps OpenAI's shape: its arguments are JSON text, not an object
+    calls = [{"id": "c1", "type": "function", "function": {"name": "f", "arguments": {}}}]
     with pytest.raises(openai.BadRequestError) as err:
         client.chat.completions.create(
             model="smollm2:135m",
             messages=[*history[:1], {"role": "assistant", "content": None, "tool_calls": calls}],
         )
-    assert err.value.body["param"] == "messages" and "tool_calls" in err.value.message  # type: ignore[index]
+    param = "messages[1].tool_calls[0].function.arguments"
+    assert err.value.body["param"] == param and "JSON text" in err.value.message  # type: ignore[index]
