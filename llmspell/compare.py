@@ -1,7 +1,8 @@
 """One prompt to several conversations at once: parallel or one after another, with live per-stream metrics.
 
 Each target is a :class:`~llmspell.chat.Conversation` (its own model, system prompt and options); every turn
-goes through :func:`llmspell.chat.ask`, so it is recorded in the store while it streams. The embedded
+goes through :func:`llmspell.chat.ask` (or a :class:`~llmspell.tools.turn.ToolTurn` when the target has tools), so
+it is recorded in the store while it streams. The embedded
 backend splits the cores among the models generating at the same moment (and runs a second instance of a
 model when two conversations ask it at once), so parallel streams share the machine instead of fighting
 over it. Closing the stream returned by :func:`compare` cancels every answer still in flight.
@@ -20,8 +21,10 @@ from llmspell.errors import LLMSpellError
 from llmspell.types import Options, Stats
 
 if TYPE_CHECKING:
+    from llmspell.chat import Turn
     from llmspell.hub import Hub
     from llmspell.store import Store
+    from llmspell.tools.turn import ToolSettings
 
 StreamStatus = Literal["waiting", "streaming", "done", "cancelled", "error"]
 EventKind = Literal["start", "chunk", "done", "error"]
@@ -35,6 +38,8 @@ class Target:
     options: Options | None = None
     #: run before the answer starts (a model check, say); what it raises becomes this target's error event
     prepare: Callable[[], Awaitable[object]] | None = None
+    #: tools this answer may call (the events go to its ``on_event``); None or no tools: a plain answer
+    tools: ToolSettings | None = None
 
 
 @dataclass
@@ -124,6 +129,16 @@ def error_text(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
 
 
+def _turn(hub: Hub, target: Target, text: str, store: Store | None) -> Turn:
+    """The turn that answers one target: with its tools when it has any."""
+    if target.tools is not None and len(target.tools.registry):
+        # imported only then: the tools load jsonschema, which a plain comparison never needs
+        from llmspell.tools.turn import ToolTurn
+
+        return ToolTurn(hub, target.conv, text, target.tools, store, target.options)
+    return ask(hub, target.conv, text, store, target.options)
+
+
 async def compare(
     hub: Hub,
     targets: Sequence[Target | Conversation],
@@ -146,7 +161,7 @@ async def compare(
         m, target = metrics[i], items[i]
         m.status, m.started = "streaming", time.perf_counter()
         queue.put_nowait(CompareEvent(i, "start", m))
-        stream = ask(hub, target.conv, text, store, target.options)
+        stream = _turn(hub, target, text, store)
         try:
             if target.prepare is not None:
                 await target.prepare()

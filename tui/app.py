@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import contextlib
 import dataclasses
 import sys
-from collections.abc import Awaitable, Callable, Iterable, Iterator
-from typing import TYPE_CHECKING, ClassVar
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from textual import work
 from textual.app import App, SystemCommand
@@ -17,6 +19,7 @@ from textual.reactive import reactive
 from textual.screen import Screen
 
 from llmspell import __version__ as core_version
+from llmspell.compare import error_text
 from llmspell.errors import LLMSpellError
 from llmspell.hub import Hub
 from llmspell.store import Store
@@ -27,6 +30,9 @@ from llmspell_tui.screens.models import ModelsScreen
 if TYPE_CHECKING:
     from textual.timer import Timer
     from textual.worker import Worker
+
+    from llmspell.tools.base import Tool
+    from llmspell.tools.toolset import ToolSet
 
 #: the themes the theme key switches between
 DARK_THEME = "textual-dark"
@@ -49,6 +55,26 @@ def _chat_screen() -> Screen[None]:
     from llmspell_tui.screens.chat import ChatScreen
 
     return ChatScreen()
+
+
+@dataclasses.dataclass(frozen=True)
+class ToolOptions:
+    """The tools the chat panes may call, as ``--tools``, ``--root``, ``--allow``, ``--yes``, ``--tool-choice`` and
+    ``--max-steps`` give them (the config's [tools] fills in what is not given)."""
+
+    #: built-in and MCP server names; empty: the config's [tools] enabled
+    names: tuple[str, ...] = ()
+    root: Path | None = None
+    #: side-effect tools that run without asking (beside the config's allow-list)
+    allow: tuple[str, ...] = ()
+    #: every side-effect tool runs without asking
+    yes: bool = False
+    #: the first step's tool_choice: auto, none, required or a tool's name
+    tool_choice: str = "auto"
+    #: model steps one answer may take (None: the config's)
+    max_steps: int | None = None
+    #: plain functions (or Tools) offered beside the named tools, for a script that embeds the app
+    functions: Sequence[Tool | Callable[..., Any]] = ()
 
 
 class LLMSpellApp(App[None]):
@@ -75,12 +101,25 @@ class LLMSpellApp(App[None]):
     #: the latest status of every backend; None until the first check answers
     backend_statuses: reactive[tuple[BackendStatus, ...] | None] = reactive(None, init=False)
 
-    def __init__(self, hub: Hub | None = None, store: Store | None = None, *, mode: str = "chat") -> None:
+    def __init__(
+        self,
+        hub: Hub | None = None,
+        store: Store | None = None,
+        *,
+        mode: str = "chat",
+        tools: ToolOptions | None = None,
+    ) -> None:
         # the first screen shown; tests of one screen start there directly
         self.DEFAULT_MODE = mode  # type: ignore[misc]
         super().__init__()
         self.hub = hub or Hub()
         self.store = store or Store()
+        self.tool_options = tools or ToolOptions()
+        #: the tools the panes may call (opened at start; None without any)
+        self.toolset: ToolSet | None = None
+        #: whether the panes use the tools now (the tools screen switches it)
+        self.tools_on = False
+        self._tools_ready = asyncio.Event()
         #: seconds between two status checks
         self.status_interval = 5.0
         #: seconds a backend has to answer a status check before it is shown as not answering
@@ -96,6 +135,39 @@ class LLMSpellApp(App[None]):
         self.sub_title = f"default model: {self.hub.config.default_model}"
         self.refresh_status()
         self._status_timer = self.set_interval(self.status_interval, self.refresh_status)
+        self._open_tools()
+
+    @work(group="tools", exit_on_error=False)
+    async def _open_tools(self) -> None:
+        # a worker: MCP servers may take a moment to start, and the screen shows meanwhile
+        opts = self.tool_options
+        names = opts.names or self.hub.config.tool_enabled
+        try:
+            if names or opts.functions:
+                from llmspell.tools.toolset import ToolSet
+
+                toolset = await ToolSet.open(
+                    names,
+                    config=self.hub.config,
+                    root=opts.root,
+                    allow=opts.allow,
+                    yes=opts.yes,
+                    functions=opts.functions,
+                )
+                self.toolset = toolset
+                self.tools_on = len(toolset.registry) > 0
+                failed = [line for line in toolset.lines() if line.startswith("MCP ")]
+                for line in failed:
+                    self.notify(line, severity="warning", title="tools")
+        except LLMSpellError as exc:
+            self.notify(error_text(exc), severity="error", title="tools are off")
+        finally:
+            self._tools_ready.set()
+
+    async def tools_ready(self) -> ToolSet | None:
+        """The tools, once opened (at once when they are): what the panes may call, or None."""
+        await self._tools_ready.wait()
+        return self.toolset
 
     def refresh_status(self) -> None:
         """Check every backend now, unless a check is still running (a slow backend is never asked twice at once)
@@ -184,13 +256,29 @@ class LLMSpellApp(App[None]):
         super().notify(message, title=title, severity=severity, timeout=timeout, markup=False)
 
     async def on_unmount(self) -> None:
+        if self.toolset is not None:
+            # the MCP servers this app started stop with it
+            await self.toolset.close()
         await self.hub.close()
         self.store.close()
 
 
-def create_app(hub: Hub | None = None, store: Store | None = None, *, mode: str = "chat") -> LLMSpellApp:
-    """The app factory shared by the script and the tests; ``mode`` is the first screen shown."""
-    return LLMSpellApp(hub, store, mode=mode)
+def create_app(
+    hub: Hub | None = None, store: Store | None = None, *, mode: str = "chat", tools: ToolOptions | None = None
+) -> LLMSpellApp:
+    """The app factory shared by the script and the tests; ``mode`` is the first screen shown, ``tools`` what the
+    panes may call (default: the config's [tools] enabled)."""
+    return LLMSpellApp(hub, store, mode=mode, tools=tools)
+
+
+def _check_tools(hub: Hub, tools: ToolOptions) -> None:
+    """Refuse unknown tool names and a bad root before the screen opens (the MCP servers start in the app)."""
+    from llmspell.tools.toolset import ToolSet, parse_tool_names
+
+    servers = {s.name for s in hub.config.mcp_servers}
+    builtins = [n for n in parse_tool_names(tools.names or hub.config.tool_enabled) if n not in servers]
+    # built-ins only: nothing is started, so nothing needs stopping
+    asyncio.run(ToolSet.open(builtins, config=hub.config, root=tools.root))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -201,13 +289,45 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("model", nargs="?", help="the first chat pane's model (default: the config's default_model)")
     parser.add_argument("--version", action="version", version=f"llmspell-tui {core_version}")
-    model = parser.parse_args(sys.argv[1:] if argv is None else argv).model
+    parser.add_argument(
+        "--tools",
+        metavar="NAMES",
+        action="append",
+        default=[],
+        help="tools the models may call: built-in names "
+        "and MCP server names, comma-separated (default: the config's [tools] enabled)",
+    )
+    parser.add_argument("--root", metavar="DIR", type=Path, help="the folder the file tools are confined to")
+    parser.add_argument(
+        "--allow", metavar="NAMES", action="append", default=[], help="side-effect tools that run without asking"
+    )
+    parser.add_argument("--yes", action="store_true", help="let every side-effect tool run without asking")
+    parser.add_argument(
+        "--tool-choice", default="auto", metavar="CHOICE", help="auto (default), none, required, or a tool's name"
+    )
+    parser.add_argument("--max-steps", type=int, metavar="N", help="model steps one answer may take with tools")
+    args = parser.parse_args(sys.argv[1:] if argv is None else argv)
+    if args.max_steps is not None and args.max_steps < 1:
+        parser.error("--max-steps must be 1 or more (one model step answers without running any tool)")
+    model = args.model
     try:
+        from llmspell.tools.toolset import parse_tool_names
+
+        tools = ToolOptions(
+            names=tuple(parse_tool_names(args.tools)),
+            root=args.root,
+            allow=tuple(parse_tool_names(args.allow)),
+            yes=args.yes,
+            tool_choice=args.tool_choice,
+            max_steps=args.max_steps,
+        )
         hub = Hub()
         if model:
             spec = hub.spec(model)  # a bad spec is refused here, with its message, before the screen opens
             hub.config = dataclasses.replace(hub.config, default_model=str(spec))
-        app = create_app(hub)
+        if tools.names or hub.config.tool_enabled:
+            _check_tools(hub, tools)
+        app = create_app(hub, tools=tools)
     except LLMSpellError as exc:
         print(f"llmspell-tui: {exc}", file=sys.stderr)
         return 2

@@ -247,7 +247,8 @@ def test_help_and_version_answer_instead_of_being_taken_for_a_model(capsys: pyte
             main([flag])
         assert done.value.code == 0
     out = capsys.readouterr().out
-    assert "usage: llmspell-tui [-h] [--version] [model]" in out and "llmspell-tui 0." in out
+    assert "usage: llmspell-tui [-h] [--version] [--tools NAMES]" in out and "[model]" in out
+    assert "llmspell-tui 0." in out
     with pytest.raises(SystemExit) as done:  # an unknown flag is argparse's one-line error, not a model name
         main(["--frobnicate"])
     assert done.value.code == 2 and "unrecognized arguments: --frobnicate" in capsys.readouterr().err

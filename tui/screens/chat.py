@@ -7,7 +7,7 @@ import contextlib
 import dataclasses
 import random
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from textual import events, on, work
 from textual.app import ComposeResult, SystemCommand
@@ -26,10 +26,15 @@ from llmspell_tui.widgets.pane import ChatPane
 from llmspell_tui.widgets.prompt import PromptArea, SendsPrompts
 from llmspell_tui.widgets.settings import PaneSettings, SettingsScreen
 from llmspell_tui.widgets.status import BackendStatusBar, hold_status_checks
+from llmspell_tui.widgets.tools_modals import ToolConfirmScreen, ToolsScreen
 
 if TYPE_CHECKING:
     from llmspell.hub import Hub
     from llmspell.store import Store
+    from llmspell.tools.base import Tool
+    from llmspell.tools.loop import LoopEvent
+    from llmspell.tools.toolset import ToolSet
+    from llmspell.tools.turn import ToolSettings
 
 MAX_PANES = 4
 
@@ -63,6 +68,8 @@ class ChatScreen(SendsPrompts, Screen[None]):
         Binding("ctrl+o", "settings", "Settings"),
         Binding("ctrl+l", "pick_model", "Model", show=False),
         Binding("ctrl+r", "new_conversation", "New chat", show=False),
+        # priority: the prompt's text area takes the function keys it does not know
+        Binding("f6", "tools", "Tools", show=False, priority=True),
         Binding("alt+right", "focus_pane(1)", "Next pane", show=False),
         Binding("alt+left", "focus_pane(-1)", "Previous pane", show=False),
     ]
@@ -84,6 +91,8 @@ class ChatScreen(SendsPrompts, Screen[None]):
         self._pane_seq = 0
         #: the metrics of the last prompt's streams, in pane order (live while they run)
         self.last_metrics: list[StreamMetrics] = []
+        #: one tool question on screen at a time, whichever pane asks
+        self._asking = asyncio.Lock()
 
     # ----- wiring ------------------------------------------------------------------------
 
@@ -335,10 +344,76 @@ class ChatScreen(SendsPrompts, Screen[None]):
             master = dataclasses.replace(master, seed=random.getrandbits(31))
         return [Target(p.conv, master) for p in panes]
 
+    # ----- tools -------------------------------------------------------------------------
+
+    def _tool_settings(self, pane: ChatPane, toolset: ToolSet) -> ToolSettings:
+        """How ``pane``'s answer uses the tools: the app's choice and step bound, this screen's question, the pane's
+        blocks."""
+        from llmspell.tools.turn import ToolSettings
+
+        opts = getattr(self.app, "tool_options", None)
+        max_steps = opts.max_steps if opts is not None and opts.max_steps else self.hub.config.tool_max_steps
+        choice = opts.tool_choice if opts is not None else "auto"
+
+        async def confirm(tool: Tool, arguments: dict[str, Any]) -> bool:
+            return await self._confirm_tool(pane, tool, arguments, toolset)
+
+        async def on_event(event: LoopEvent) -> None:
+            # the text the model wrote before this event reaches the pane first, so the block lands where it
+            # happened
+            await pane.caught_up()
+            await pane.tool_event(event)
+
+        return ToolSettings(
+            toolset.registry, tool_choice=choice, max_steps=max_steps, confirm=confirm, on_event=on_event
+        )
+
+    async def _confirm_tool(self, pane: ChatPane, tool: Tool, arguments: dict[str, Any], toolset: ToolSet) -> bool:
+        """Ask whether a side-effect tool may run; the answer waits meanwhile. A cancelled answer closes the dialog."""
+        async with self._asking:
+            answered: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+
+            def answer(allowed: bool | None) -> None:
+                if not answered.done():
+                    answered.set_result(bool(allowed))
+
+            dialog = ToolConfirmScreen(tool.name, arguments, toolset.root, model=pane.conv.model)
+            await self.app.push_screen(dialog, answer)
+            try:
+                return await answered
+            finally:
+                if not answered.done() and dialog.is_current:
+                    dialog.dismiss(False)
+
+    async def action_tools(self) -> None:
+        """See the tools the panes may call, and switch them on or off."""
+        ready = getattr(self.app, "tools_ready", None)
+        toolset: ToolSet | None = await ready() if ready is not None else None
+        lines = toolset.lines() if toolset is not None else []
+        available = toolset is not None and len(toolset.registry) > 0
+        enabled = bool(getattr(self.app, "tools_on", False))
+        self.app.push_screen(ToolsScreen(lines, enabled=enabled, available=available), self._apply_tools)
+
+    def _apply_tools(self, on: bool | None) -> None:
+        if on is None:
+            return
+        self.app.tools_on = on  # type: ignore[attr-defined]
+        self.notify("the panes use tools" if on else "the panes answer without tools", title="tools")
+
+    async def _with_tools(self, panes: list[ChatPane], targets: list[Target]) -> list[Target]:
+        """The targets with the app's tools, when they are on."""
+        ready = getattr(self.app, "tools_ready", None)
+        toolset: ToolSet | None = await ready() if ready is not None else None
+        if toolset is None or not getattr(self.app, "tools_on", False) or not len(toolset.registry):
+            return targets
+        return [
+            dataclasses.replace(t, tools=self._tool_settings(p, toolset)) for p, t in zip(panes, targets, strict=True)
+        ]
+
     @work(group="generation", exit_on_error=False)
     async def _run(self, panes: list[ChatPane], text: str) -> None:
+        targets = await self._with_tools(panes, self._targets(panes))
         self._unstarted_prompt = None  # from here on, the finally below cleans up however the run ends
-        targets = self._targets(panes)
         self.last_metrics = [StreamMetrics(i, p.conv.model) for i, p in enumerate(panes)]
         stream = compare(self.hub, targets, text, store=self.store, parallel=self.parallel)
         failed = False
@@ -423,6 +498,7 @@ class ChatScreen(SendsPrompts, Screen[None]):
         )
         yield SystemCommand("New conversation in the focused pane (Ctrl+R)", "Start over", self.action_new_conversation)
         yield SystemCommand("Cancel the answers (Escape)", "Stop every answer in flight", self.action_cancel)
+        yield SystemCommand("Tools (F6)", "The tools the models may call; switch them on or off", self.action_tools)
 
 
 def _describe(s: PaneSettings) -> str:

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
+from typing import TYPE_CHECKING
 
 from textual import on
 from textual.app import ComposeResult
@@ -18,7 +19,15 @@ from textual.widgets import Input, Static
 from llmspell.chat import Conversation, Entry, state_note
 from llmspell.compare import StreamMetrics
 from llmspell.session import context_note
+from llmspell.types import ToolCall
 from llmspell_tui.widgets.chat_answer import AnswerView
+
+if TYPE_CHECKING:
+    from llmspell.tools.loop import LoopEvent
+    from llmspell_tui.widgets.tool_block import ToolBlock
+
+#: seconds a tool event waits for the text before it to reach the pane (it comes through another queue)
+CATCH_UP_WITHIN = 30.0
 
 #: how often streamed text is handed to the Markdown widget (batched: never a re-render per token). Each flush
 #: costs a screen update on the cores the engine shares; 100 ms is the slowest that still reads as live.
@@ -112,6 +121,11 @@ class ChatPane(Vertical):
         self._stats_rows = 0
         #: where the answer streaming now (or the last one) runs, "@llamacpp" or "@gpubox"; "" when not known
         self.where = ""
+        #: characters of the answer fed so far, and a signal each time more arrive (see caught_up)
+        self._received = 0
+        self._fed = asyncio.Event()
+        #: the tool calls of the answer streaming now, by call id
+        self._blocks: dict[str, ToolBlock] = {}
 
     def compose(self) -> ComposeResult:
         yield Input(
@@ -189,6 +203,7 @@ class ChatPane(Vertical):
     async def _show_entries(self) -> None:
         widgets = []
         last: Entry | None = None
+        calls: dict[str, ToolCall] = {}
         for i, e in enumerate(self.conv.entries):
             if i == self.conv.context_from and i > 0:
                 # what is above was left out when the conversation outgrew the model's context
@@ -196,10 +211,16 @@ class ChatPane(Vertical):
             if e.role == "user":
                 widgets.append(Static(e.content, classes="user", markup=False))
             elif e.role == "assistant":
-                widgets.append(AnswerView(e.content))
+                if e.content or not e.tool_calls:  # a step that only called tools shows only its calls
+                    widgets.append(AnswerView(e.content))
                 if e.state != "done":
                     widgets.append(Static(f"({state_note(e.state)})", classes="note"))
+                calls.update((c.id, c) for c in e.tool_calls)
                 last = e
+            elif e.role == "tool":
+                from llmspell_tui.widgets.tool_block import ToolBlock
+
+                widgets.append(ToolBlock.from_entry(e, calls.get(e.tool_call_id or "")))
         if widgets:
             await self.log_view.mount_all(widgets)
             self.call_after_refresh(self._follow)
@@ -226,6 +247,8 @@ class ChatPane(Vertical):
         """Show the prompt and an empty answer that text will stream into."""
         self._parts, self._pending = [], []
         self._metrics = metrics
+        self._received = 0
+        self._blocks = {}
         self.streaming = True
         self._answer = AnswerView()
         await self.log_view.mount_all([Static(prompt, classes="user", markup=False), self._answer])
@@ -240,6 +263,57 @@ class ChatPane(Vertical):
         if text:
             self._parts.append(text)
             self._pending.append(text)
+            self._received += len(text)
+        self._fed.set()
+
+    async def caught_up(self, within: float = CATCH_UP_WITHIN) -> None:
+        """Wait until every character the answer produced so far has been fed to this pane (the runner's events
+        come through a queue; a tool event does not), bounded so a lost event never stalls the answer."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + within
+        while True:
+            metrics = self._metrics
+            if metrics is not None and self._received >= len(metrics.text):
+                return
+            left = deadline - loop.time()
+            if left <= 0:
+                return
+            self._fed.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._fed.wait(), left)
+
+    async def tool_event(self, event: LoopEvent) -> None:
+        """Show a tool event where it happened: a call ends the text so far and opens a block, whose title says how
+        the call ended once it did; the model's next text goes below it."""
+        from llmspell.tools.loop import StepLimitReached, ToolCallEvent, ToolResultEvent
+        from llmspell_tui.widgets.tool_block import ToolBlock
+
+        if isinstance(event, ToolCallEvent):
+            async with self._write_lock:
+                answer = self._answer
+                if answer is not None:
+                    await answer.finish("".join(self._pending))
+                    self._pending.clear()
+                    if not answer.text:
+                        await answer.remove()
+                block = ToolBlock(event.call)
+                self._blocks[event.call.id] = block
+                self._answer = AnswerView()
+                await self.log_view.mount_all([block, self._answer])
+            self._follow()
+        elif isinstance(event, ToolResultEvent):
+            shown = self._blocks.get(event.call.id)
+            if shown is not None:
+                shown.finish(event.result)
+        elif isinstance(event, StepLimitReached):
+            await self.log_view.mount(Static(f"({event.text})", classes="note", markup=False), before=self._answer)
+
+    @property
+    def tool_blocks(self) -> list[ToolBlock]:
+        """The tool call blocks shown in this pane, top to bottom."""
+        from llmspell_tui.widgets.tool_block import ToolBlock
+
+        return list(self.log_view.query(ToolBlock))
 
     def _follow(self) -> None:
         # anchored only once the messages overflow: an anchored log aligns short content to the bottom
@@ -300,6 +374,9 @@ class ChatPane(Vertical):
             if self._answer is not None:
                 await self._answer.finish("".join(self._pending))
             self._pending.clear()
+        for block in self._blocks.values():
+            block.cancel()  # a call still running when the answer ended was cut by it
+        self._blocks = {}
         metrics = metrics or self._metrics
         text = self.answer_text
         status = metrics.status if metrics is not None else "cancelled"
