@@ -155,6 +155,8 @@ def tool_line(entry: Entry) -> str:
         how = "refused"
     elif info.get("not_run"):
         how = "not run"
+    elif info.get("repeated"):
+        how = "asked again: not run twice"
     elif info.get("ok", True):
         how = "ok"
     else:

@@ -123,6 +123,9 @@ class ToolResult:
     refused: bool = False
     #: the call was cancelled (by the user or the caller); only ever delivered through ``on_result``
     cancelled: bool = False
+    #: the same call (name and arguments) was already answered in this turn: it was not run again, and the model
+    #: was told the earlier result
+    repeated: bool = False
 
 
 def _is_async_callable(fn: Callable[..., Any]) -> bool:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import inspect
+import json
 from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -183,6 +184,8 @@ class ToolLoop:
         self.results: list[ToolResult] = []
         #: each call's result by the call's id (calls the step limit stopped have none)
         self.result_of: dict[str, ToolResult] = {}
+        #: what each distinct call (name and arguments) came to the first time, so a repeat is told, not run
+        self._told: dict[tuple[str, str], ToolResult] = {}
         #: model steps taken so far
         self.steps = 0
         self._events = self._run()
@@ -266,26 +269,49 @@ class ToolLoop:
                 return
             for call in calls:
                 yield ToolCallEvent(call, step)
+            repeats = {i: self._told[_call_key(c)] for i, c in enumerate(calls) if _call_key(c) in self._told}
             # closed: so that leaving the loop at a result cancels the calls still running at once
-            async with contextlib.aclosing(self._call_all(calls, step, confirm)) as results:
+            async with contextlib.aclosing(self._call_all(calls, step, confirm, repeats)) as results:
                 async for event in results:
                     yield event
+            for call in calls:
+                if call.id in self.result_of:
+                    self._told.setdefault(_call_key(call), self.result_of[call.id])
             if choice not in (None, "none"):
                 # a forced choice holds for the first step only: forced on, the model could never stop calling
                 choice = "auto"
+            if len(repeats) == len(calls):
+                # the model only asked again for what it was already told (small models do, until the step
+                # limit): the next step answers without tools, from the results it has
+                choice = "none"
+            elif self._choice != "none" and schemas and choice == "none":
+                choice = "auto"
 
     async def _call_all(
-        self, calls: tuple[ToolCall, ...], step: int, confirm: ConfirmCallback | None
+        self,
+        calls: tuple[ToolCall, ...],
+        step: int,
+        confirm: ConfirmCallback | None,
+        repeats: dict[int, ToolResult] | None = None,
     ) -> AsyncGenerator[ToolResultEvent, None]:
-        """Run the calls of one step at once; yield their results in call order; record every one, even cut."""
+        """Run the calls of one step at once; yield their results in call order; record every one, even cut. A
+        call in ``repeats`` (by index) is not run again: the model is told what it came to before."""
         got: dict[int, ToolResult] = {}
+        repeats = repeats or {}
 
         def keep(index: int) -> Callable[[ToolResult], None]:
             return lambda result: got.__setitem__(index, result)
 
+        async def told_again(index: int, call: ToolCall, before: ToolResult) -> ToolResult:
+            result = _repeated(call, before)
+            got[index] = result
+            return result
+
         tasks = [
             asyncio.create_task(
-                self.registry.call(call.name, call.raw or call.arguments, confirm=confirm, on_result=keep(index)),
+                told_again(index, call, repeats[index])
+                if index in repeats
+                else self.registry.call(call.name, call.raw or call.arguments, confirm=confirm, on_result=keep(index)),
                 name=f"tool {call.name}",
             )
             for index, call in enumerate(calls)
@@ -324,6 +350,28 @@ class ToolLoop:
     def _keep_partial(self, parts: list[str]) -> None:
         if parts:
             self.messages.append(Message("assistant", "".join(parts)))
+
+
+def _call_key(call: ToolCall) -> tuple[str, str]:
+    """A call's name and arguments, the same for the same call whatever order its arguments came in."""
+    return call.name, call.raw or json.dumps(call.arguments, sort_keys=True, ensure_ascii=False, default=str)
+
+
+def _repeated(call: ToolCall, before: ToolResult) -> ToolResult:
+    """The result of a call the model already made in this turn: not run again, the earlier outcome told."""
+    content = (
+        f"not run again: {call.name} was already called with these arguments in this turn, and its result was: "
+        f"{before.content}\nAnswer the user with it."
+    )
+    return ToolResult(
+        name=call.name,
+        arguments=call.raw or call.arguments,
+        content=content,
+        ok=before.ok,
+        error=before.error,
+        refused=before.refused,
+        repeated=True,
+    )
 
 
 def _never_started(call: ToolCall) -> ToolResult:

@@ -48,6 +48,8 @@ def result_line(result: ToolResult) -> str:
     """What a call came to, in a few words every face shows: ok and its time, refused, cancelled, or the error."""
     if result.cancelled:
         return "cancelled"
+    if result.repeated:
+        return "asked again: not run twice, the earlier result told again"
     if result.refused:
         return f"refused: {result.error or 'not confirmed'}"
     if not result.ok:

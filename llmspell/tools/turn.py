@@ -67,6 +67,7 @@ def result_record(result: ToolResult) -> dict[str, Any]:
         "seconds": round(result.seconds, 4),
         "refused": result.refused,
         "cancelled": result.cancelled,
+        "repeated": result.repeated,
     }
 
 

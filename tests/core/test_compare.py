@@ -33,6 +33,8 @@ def _first(events: list[CompareEvent], index: int, kind: str) -> int:
 
 async def test_parallel_two_models_both_answer_with_stats_and_overlap(backend: LlamaCppBackend, tmp_path: Path) -> None:
     hub, store = _hub(backend), Store(tmp_path / "h.db")
+    # both loaded first: otherwise smollm2 may finish its answer while gemma3 still loads, and nothing overlaps
+    await _run(hub, [Conversation(SMOL, options=SHORT), Conversation(GEMMA, options=SHORT)], "Hi", parallel=False)
     convs = [Conversation(SMOL, options=SHORT), Conversation(GEMMA, options=SHORT)]
     events = await _run(hub, convs, "What is the capital of France?", store=store)
     for i, conv in enumerate(convs):

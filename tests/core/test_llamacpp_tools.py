@@ -357,3 +357,27 @@ def get_weather_schema(registry: ToolRegistry) -> dict[str, Any]:
     (schema,) = registry.schemas()
     parameters: dict[str, Any] = schema["function"]["parameters"]
     return parameters
+
+
+async def test_a_call_asked_again_is_not_run_twice_and_the_model_then_answers(backend: LlamaCppBackend) -> None:
+    # gemma3:270m asks for the same call again after its result, every time: without the guard the loop went on
+    # to the step limit; with it the repeat is told the earlier result and the next step answers without tools
+    cities: list[str] = []
+
+    def get_weather(city: str) -> str:
+        """The weather now in a city."""
+        cities.append(city)
+        return f"sunny and 21 C in {city}"
+
+    hub = Hub(backend.config, backends=[backend])
+    registry = ToolRegistry([tool_from_function(get_weather)])
+    loop = run_tools(hub, GEMMA, ASK, registry, options=QUICK, tool_choice="get_weather", max_steps=4)
+    async with contextlib.aclosing(loop) as stream:
+        events: list[LoopEvent] = [e async for e in stream]
+    results = [e.result for e in events if isinstance(e, ToolResultEvent)]
+    assert len(results) == 2 and len(cities) == 1, "the handler ran once"
+    assert not results[0].repeated and results[1].repeated and results[1].ok
+    assert results[1].content.startswith("not run again") and "sunny and 21 C" in results[1].content
+    final = events[-1]
+    assert isinstance(final, FinalAnswer) and final.steps == 3
+    assert [m.role for m in loop.messages] == ["user", "assistant", "tool", "assistant", "tool", "assistant"]
