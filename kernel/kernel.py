@@ -165,7 +165,9 @@ class LLMSpellKernel(CellOutput, Kernel):
         self._tool_choice = "auto"
         self._max_steps: int | None = None
         #: each shown call's block (its display content, grown in place when the result comes), by call id
-        self._tool_blocks: dict[str, dict[str, Any]] = {}
+        self._tool_blocks: dict[str, tuple[dict[str, Any], str]] = {}
+        #: whether the tools were chosen yet (the config's [tools] enabled at the first prompt, or %tools)
+        self._tools_chosen = False
 
     # ----- the core, created on first use so a bad config.toml is an error in a cell, not a dead kernel ------
 
@@ -321,6 +323,12 @@ class LLMSpellKernel(CellOutput, Kernel):
         conv = self.conversation
         _ = self.hub  # fills in the default model before the turn is recorded
         session = self._session()
+        if not self._tools_chosen:
+            # the config's [tools] enabled, opened at the first prompt (as every face turns them on at start)
+            self._tools_chosen = True
+            if self.hub.config.tool_enabled:
+                await self._magic_tools(" ".join(self.hub.config.tool_enabled))
+        self._tool_blocks = {}
         if self._toolset is not None and options is None:
             session.use_tools(
                 self._toolset.registry,
@@ -330,7 +338,13 @@ class LLMSpellKernel(CellOutput, Kernel):
                 max_steps=self._max_steps,
             )
         stream = session.send(text, options)
-        answer, stats, display_id, _i = await self._stream_into_display(stream)
+        try:
+            answer, stats, display_id, _i = await self._stream_into_display(stream)
+        finally:
+            # a call cut by an interrupt has no result event: its block says so, not "running…" for good
+            for block, line in self._tool_blocks.values():
+                self._regrow(block, f"`{line}` · cancelled", f"{line}\n  cancelled")
+            self._tool_blocks = {}
         if stream.left_out:
             self._print(context_note(stream.left_out, conv.model))
         if options is None or options.format is None:
@@ -362,6 +376,7 @@ class LLMSpellKernel(CellOutput, Kernel):
     async def _magic_tools(self, arg: str) -> None:
         from llmspell.tools.toolset import ToolSet
 
+        self._tools_chosen = True
         hub = self.hub
         wanted = parse_tools(arg)
         if not wanted.names:
@@ -404,7 +419,7 @@ class LLMSpellKernel(CellOutput, Kernel):
 
         if isinstance(event, ToolCallEvent):
             line = f"→ {call_line(event.call)}"
-            self._tool_blocks[event.call.id] = self._block(f"`{line}` · *running…*", f"{line}\n  running…")
+            self._tool_blocks[event.call.id] = (self._block(f"`{line}` · *running…*", f"{line}\n  running…"), line)
         elif isinstance(event, ToolResultEvent):
             line = f"→ {call_line(event.call)}"
             outcome = result_line(event.result)
@@ -414,11 +429,11 @@ class LLMSpellKernel(CellOutput, Kernel):
             )
             md = f"`{line}` · {outcome}" + (f"\n\n```\n{shown}\n```" if shown.strip() else "")
             plain = f"{line}\n  {outcome}" + ("\n" + "\n".join("    " + x for x in shown.splitlines()) if shown else "")
-            block = self._tool_blocks.pop(event.call.id, None)
-            if block is None:
+            held = self._tool_blocks.pop(event.call.id, None)
+            if held is None:
                 self._block(md, plain)
             else:
-                self._regrow(block, md, plain)
+                self._regrow(held[0], md, plain)
         elif isinstance(event, StepLimitReached):
             self._warn(event.text)
 

@@ -184,6 +184,7 @@ class Agent:
         conv = Conversation(model or hub.config.default_model, system=system_prompt, options=Options.from_dict(options))
         #: the Session under it: ``save=True`` keeps the conversation in the history the faces open
         self.session = Session(hub, Store() if save else None, conv)
+        self._turn: Any = None
         if tools:
             from llmspell.tools.toolset import ToolSet
 
@@ -207,7 +208,7 @@ class Agent:
 
     def stream(self, text: str, **options: Any) -> AsyncGenerator[Chunk, None]:
         """The next turn's answer as chunks (``async for``); closing it cancels, and what came is kept."""
-        turn = self.session.send(text, Options.from_dict(options) if options else None)
+        turn = self._turn = self.session.send(text, Options.from_dict(options) if options else None)
 
         async def chunks() -> AsyncGenerator[Chunk, None]:
             try:
@@ -223,8 +224,16 @@ class Agent:
         """The next turn's whole answer; the error that stopped it is raised (the turn stays, marked failed)."""
         parts = [chunk.text async for chunk in self.stream(text, **options)]
         last = self.session.last
+        if self.session.tools is None or last is None:
+            return "".join(parts)
+        limit = getattr(self._turn, "limit", None)
+        if limit is not None:
+            from llmspell.errors import ToolError
+
+            # as llmspell.complete: the model never answered, so there is no answer to return
+            raise ToolError(limit.text, hint="pass a larger max_steps, or fewer tools")
         # with tools, the answer is the last step's: the earlier steps' words led to the calls
-        return last.text if self.session.tools is not None and last is not None else "".join(parts)
+        return last.text
 
     def complete(self, text: str, **options: Any) -> str:
         """``acomplete`` from synchronous code."""

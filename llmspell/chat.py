@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -144,25 +144,27 @@ def _fenced(text: str) -> list[str]:
     return [fence, *text.splitlines(), fence]
 
 
-def tool_line(entry: Entry) -> str:
-    """One line saying what a stored tool call came to, as every face shows it: name, outcome, time."""
-    info = entry.tool or {}
-    name = info.get("name") or "tool"
+def tool_outcome(info: Mapping[str, Any], *, cancelled: bool = False) -> str:
+    """What one tool call came to, in the words every face shows, live or reopened: ok and its time, refused (why),
+    failed (the error), cancelled, not run (the step limit), or asked again. ``info`` is a tool entry's record."""
+    if cancelled or info.get("cancelled"):
+        return "cancelled"
+    if info.get("repeated"):
+        return "asked again: not run twice, the earlier result told again"
+    if info.get("not_run"):
+        return "not run: the step limit came first"
+    if info.get("refused"):
+        return f"refused: {info.get('error') or 'not confirmed'}"
+    if not info.get("ok", True):
+        return f"failed: {info.get('error') or 'error'}"
     seconds = float(info.get("seconds") or 0.0)
-    if info.get("cancelled"):
-        how = "cancelled"
-    elif info.get("refused"):
-        how = "refused"
-    elif info.get("not_run"):
-        how = "not run"
-    elif info.get("repeated"):
-        how = "asked again: not run twice"
-    elif info.get("ok", True):
-        how = "ok"
-    else:
-        how = f"failed: {info.get('error') or 'error'}"
-    timing = f" · {seconds:.2f} s" if seconds else ""
-    return f"tool {name}: {how}{timing}"
+    return f"ok · {seconds:.2f} s" if seconds >= 0.01 else "ok"
+
+
+def tool_line(entry: Entry) -> str:
+    """One line saying what a stored tool call came to: its name and :func:`tool_outcome`."""
+    info = entry.tool or {}
+    return f"tool {info.get('name') or 'tool'}: {tool_outcome(info, cancelled=entry.state == 'cancelled')}"
 
 
 def answer_state(stats: Stats | None, *, failed: bool = False) -> AnswerState:

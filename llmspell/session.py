@@ -207,8 +207,12 @@ class Session:
         """Start the next turn: iterate the result for its chunks, close it to cancel, then read ``result``.
 
         With tools in use (and at least one tool), the turn is a ToolTurn: the same chunks, every step's text
-        in order, and the tool events told to the face's ``on_event`` as they happen."""
-        if self.tools is not None and len(self.tools.registry):
+        in order, and the tool events told to the face's ``on_event`` as they happen; a turn with a ``format``
+        is a plain one."""
+        # an answer held to a format (JSON, a schema) is one answer, not calls: its turn takes no tools (no engine
+        # here holds an answer to a format and to the tools' grammar at once)
+        held = self.conv.options.merged(options).format is not None
+        if self.tools is not None and len(self.tools.registry) and not held:
             from llmspell.tools.turn import ToolTurn
 
             return ToolTurn(self.hub, self.conv, text, self.tools, self.store, options)

@@ -62,8 +62,8 @@ class ToolOptions:
     """The tools the chat panes may call, as ``--tools``, ``--root``, ``--allow``, ``--yes``, ``--tool-choice`` and
     ``--max-steps`` give them (the config's [tools] fills in what is not given)."""
 
-    #: built-in and MCP server names; empty: the config's [tools] enabled
-    names: tuple[str, ...] = ()
+    #: built-in and MCP server names (empty: none at all); None: the config's [tools] enabled
+    names: tuple[str, ...] | None = None
     root: Path | None = None
     #: side-effect tools that run without asking (beside the config's allow-list)
     allow: tuple[str, ...] = ()
@@ -141,7 +141,7 @@ class LLMSpellApp(App[None]):
     async def _open_tools(self) -> None:
         # a worker: MCP servers may take a moment to start, and the screen shows meanwhile
         opts = self.tool_options
-        names = opts.names or self.hub.config.tool_enabled
+        names = opts.names if opts.names is not None else self.hub.config.tool_enabled
         try:
             if names or opts.functions:
                 from llmspell.tools.toolset import ToolSet
@@ -276,7 +276,8 @@ def _check_tools(hub: Hub, tools: ToolOptions) -> None:
     from llmspell.tools.toolset import ToolSet, parse_tool_names
 
     servers = {s.name for s in hub.config.mcp_servers}
-    builtins = [n for n in parse_tool_names(tools.names or hub.config.tool_enabled) if n not in servers]
+    given = tools.names if tools.names is not None else hub.config.tool_enabled
+    builtins = [n for n in parse_tool_names(given) if n not in servers]
     # built-ins only: nothing is started, so nothing needs stopping
     asyncio.run(ToolSet.open(builtins, config=hub.config, root=tools.root))
 
@@ -311,21 +312,22 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--max-steps must be 1 or more (one model step answers without running any tool)")
     model = args.model
     try:
-        from llmspell.tools.toolset import parse_tool_names
+        from llmspell.tools.toolset import chosen_tool_names, parse_tool_names
 
+        hub = Hub()
         tools = ToolOptions(
-            names=tuple(parse_tool_names(args.tools)),
+            # --tools off (or none) turns the config's tools off too
+            names=tuple(chosen_tool_names(args.tools, hub.config)) if args.tools else None,
             root=args.root,
             allow=tuple(parse_tool_names(args.allow)),
             yes=args.yes,
             tool_choice=args.tool_choice,
             max_steps=args.max_steps,
         )
-        hub = Hub()
         if model:
             spec = hub.spec(model)  # a bad spec is refused here, with its message, before the screen opens
             hub.config = dataclasses.replace(hub.config, default_model=str(spec))
-        if tools.names or hub.config.tool_enabled:
+        if tools.names if tools.names is not None else hub.config.tool_enabled:
             _check_tools(hub, tools)
         app = create_app(hub, tools=tools)
     except LLMSpellError as exc:

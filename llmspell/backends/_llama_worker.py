@@ -598,7 +598,7 @@ class ModelWorker:
         reason: StopReason = "length"
         self._cancel_event = job.cancel
         self._set_abort_callback(True)
-        special_ids = set(self._stop_token_ids((job.tool_opening,))) if job.tool_opening else set()
+        special_ids = self._control_token_ids(job.tool_opening) if job.tool_opening else set()
         if job.lazy is not None:
             # Llama.generate only knows a grammar that applies from the first token: for a lazy one the chain is
             # built here (the instance attribute shadows the method until the answer ends)
@@ -694,6 +694,13 @@ class ModelWorker:
         self._send(
             job, Chunk(text=tail, done=True, stats=stats, model=job.model_name, logprobs=tuple(held) if tail else ())
         )
+
+    def _control_token_ids(self, text: str) -> set[int]:
+        """The id of ``text`` when it is one control token (Mistral's [TOOL_CALLS], Qwen's <tool_call>), else none:
+        a plain one-token text such as llama3's "{" would trigger the lazy grammar anywhere in an answer."""
+        special = self.llama.tokenize(text.encode("utf-8"), add_bos=False, special=True)
+        plain = self.llama.tokenize(text.encode("utf-8"), add_bos=False, special=False)
+        return {special[0]} if len(special) == 1 and len(plain) > 1 else set()
 
     def _stop_token_ids(self, stops: tuple[str, ...]) -> set[int]:
         """Stop strings that are single special tokens (e.g. <end_of_turn>) are matched by id."""

@@ -85,13 +85,12 @@ def _positive(text: str) -> int:
 
 def tool_names_from_args(args: argparse.Namespace, config: Config) -> list[str]:
     """The tools asked for: ``--tools`` (``--tools off`` or ``none``: no tools), else the config's enabled ones."""
-    from llmspell.tools.toolset import parse_tool_names
+    from llmspell.tools.toolset import chosen_tool_names
 
     given = getattr(args, "tools", None)
-    if given is None:
-        return list(config.tool_enabled)
-    names = parse_tool_names(given)
-    return [] if names in (["off"], ["none"]) else names
+    if given is None and (getattr(args, "raw", False) or getattr(args, "format", None) is not None):
+        return []  # the config's tools are for chats: a plain completion or an answer held to a format takes none
+    return chosen_tool_names(given, config)
 
 
 async def open_tools(args: argparse.Namespace, config: Config, warn: Callable[[str], None]) -> ToolSet | None:

@@ -57,8 +57,13 @@ async def cmd_chat(args: argparse.Namespace) -> int:
     except ToolError as exc:
         print(f"error: {exc.message}" + (f" ({exc.hint})" if exc.hint else ""), file=sys.stderr)
         return 2
-    store = Store()
-    repl = Repl(hub, store, quiet=args.quiet, raw=args.raw, interactive=interactive)
+    try:
+        store = Store()
+        repl = Repl(hub, store, quiet=args.quiet, raw=args.raw, interactive=interactive)
+    except BaseException:
+        if toolset is not None:
+            await toolset.close()  # its MCP servers were started: they stop with this error too
+        raise
     try:
         repl.tool_root, repl.tool_yes = args.root, args.yes
         repl.tool_choice, repl.max_steps = args.tool_choice or "auto", args.max_steps

@@ -184,7 +184,7 @@ class ToolLoop:
         self.results: list[ToolResult] = []
         #: each call's result by the call's id (calls the step limit stopped have none)
         self.result_of: dict[str, ToolResult] = {}
-        #: what each distinct call (name and arguments) came to the first time, so a repeat is told, not run
+        #: what each call of the last step (by name and arguments) came to, so asking again at once is told, not run
         self._told: dict[tuple[str, str], ToolResult] = {}
         #: model steps taken so far
         self.steps = 0
@@ -274,9 +274,9 @@ class ToolLoop:
             async with contextlib.aclosing(self._call_all(calls, step, confirm, repeats)) as results:
                 async for event in results:
                     yield event
-            for call in calls:
-                if call.id in self.result_of:
-                    self._told.setdefault(_call_key(call), self.result_of[call.id])
+            # only the step just before counts: the same call later in a turn (a listing after a write, the time
+            # again) may well have another answer, and runs again
+            self._told = {_call_key(c): self.result_of[c.id] for c in calls if c.id in self.result_of}
             if choice not in (None, "none"):
                 # a forced choice holds for the first step only: forced on, the model could never stop calling
                 choice = "auto"

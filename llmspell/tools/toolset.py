@@ -26,7 +26,7 @@ if TYPE_CHECKING:
     from llmspell.config import Config
     from llmspell.tools.mcp import McpStatus, McpTools
 
-__all__ = ["ToolSet", "call_line", "parse_tool_names", "result_line"]
+__all__ = ["ToolSet", "call_line", "chosen_tool_names", "parse_tool_names", "result_line"]
 
 
 def parse_tool_names(text: str | Iterable[str]) -> list[str]:
@@ -34,6 +34,15 @@ def parse_tool_names(text: str | Iterable[str]) -> list[str]:
     parts = [text] if isinstance(text, str) else list(text)
     names = [n for part in parts for n in re.split(r"[,\s]+", part) if n]
     return list(dict.fromkeys(names))
+
+
+def chosen_tool_names(given: str | Sequence[str] | None, config: Config) -> list[str]:
+    """The tools a face starts with: those given (``off`` or ``none``: no tools at all), else the config's
+    ``[tools] enabled``."""
+    if given is None or (not isinstance(given, str) and not given):
+        return list(config.tool_enabled)
+    names = parse_tool_names(given)
+    return [] if names in (["off"], ["none"]) else names
 
 
 def call_line(call: ToolCall, limit: int = 160) -> str:
@@ -45,16 +54,11 @@ def call_line(call: ToolCall, limit: int = 160) -> str:
 
 
 def result_line(result: ToolResult) -> str:
-    """What a call came to, in a few words every face shows: ok and its time, refused, cancelled, or the error."""
-    if result.cancelled:
-        return "cancelled"
-    if result.repeated:
-        return "asked again: not run twice, the earlier result told again"
-    if result.refused:
-        return f"refused: {result.error or 'not confirmed'}"
-    if not result.ok:
-        return f"failed: {result.error or 'error'}"
-    return f"ok · {result.seconds:.2f} s" if result.seconds >= 0.01 else "ok"
+    """What a call came to, in a few words every face shows (the same words a reopened conversation shows)."""
+    from llmspell.chat import tool_outcome
+    from llmspell.tools.turn import result_record
+
+    return tool_outcome(result_record(result))
 
 
 class ToolSet:

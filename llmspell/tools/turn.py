@@ -95,6 +95,10 @@ class ToolTurn(Turn):
         self._open: Entry | None = None
         self._parts: list[str] = []
         self._saved_at = 0.0
+        #: the ids of the calls this turn recorded
+        self._recorded: set[str] = set()
+        #: how many messages the loop was sent (what it adds comes after)
+        self._sent = 0
         super().__init__(hub, conv, text, store, options)
 
     @property
@@ -130,6 +134,7 @@ class ToolTurn(Turn):
         try:
             while True:
                 sent = conv.messages(len(conv.entries) - 1)
+                self._sent = len(sent)
                 loop = run_tools(
                     hub,
                     conv.model,
@@ -141,8 +146,8 @@ class ToolTurn(Turn):
                     confirm=self.settings.confirm,
                 )
                 retry = False
-                async with contextlib.aclosing(loop):
-                    try:
+                try:
+                    async with contextlib.aclosing(loop):
                         async for event in loop:
                             if isinstance(event, TextChunk):
                                 answered = True
@@ -182,9 +187,10 @@ class ToolTurn(Turn):
                                 raise error
                             elif isinstance(event, FinalAnswer):
                                 stats = event.stats
-                    finally:
-                        # calls cut by a cancel have results only now (recorded as cancelled)
-                        self._record_rest(store, loop)
+                finally:
+                    # calls cut by a cancel have results only once the loop is closed (recorded as cancelled); a
+                    # cancel may also land in a face's on_event, outside the loop
+                    self._record_rest(store, loop)
                 if not retry:
                     break
             if store is not None and conv.context_from != start:
@@ -251,12 +257,11 @@ class ToolTurn(Turn):
         else:
             self.conv.entries.append(entry)
 
-    def _recorded(self) -> set[str]:
-        return {e.tool_call_id for e in self.conv.entries if e.role == "tool" and e.tool_call_id}
-
     def _record(self, store: Store | None, call: ToolCall, result: ToolResult) -> None:
-        if call.id in self._recorded():
+        # ids this turn recorded, not the conversation's: a server may use call_0 again in every answer
+        if call.id in self._recorded:
             return
+        self._recorded.add(call.id)
         self.results.append(result)
         state = "cancelled" if result.cancelled else "done"
         entry = Entry(
@@ -265,18 +270,17 @@ class ToolTurn(Turn):
         self._add(store, entry)
 
     def _record_limit(self, store: Store | None, messages: list[Message], limit: StepLimitReached) -> None:
-        done = self._recorded()
-        for message in messages:
-            if message.role == "tool" and message.tool_call_id and message.tool_call_id not in done:
+        for message in messages[self._sent :]:
+            if message.role == "tool" and message.tool_call_id and message.tool_call_id not in self._recorded:
+                self._recorded.add(message.tool_call_id)
                 record = {"name": message.name, "ok": False, "error": limit.text, "not_run": True}
                 entry = Entry("tool", message.content, self.conv.model, tool_call_id=message.tool_call_id, tool=record)
                 self._add(store, entry)
 
     def _record_rest(self, store: Store | None, loop: Any) -> None:
         """Each call the loop answered that has no tool entry yet (cut by a cancel): recorded as it ended."""
-        done = self._recorded()
-        for message in loop.messages:
-            if message.role != "tool" or not message.tool_call_id or message.tool_call_id in done:
+        for message in loop.messages[self._sent :]:
+            if message.role != "tool" or not message.tool_call_id or message.tool_call_id in self._recorded:
                 continue
             result = loop.result_of.get(message.tool_call_id)
             if result is None:

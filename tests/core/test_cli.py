@@ -246,6 +246,14 @@ def test_interrupted_pull_leaves_no_file_where_the_model_belongs(cli, local_hub,
     assert any("bytes=" in h for h in local_hub.range_headers)
 
 
+def _ctrl_c_reaches_it() -> None:
+    """In the child: Ctrl-C as a terminal gives it. A shell that runs the suite in the background hands its
+    children SIGINT ignored, and Python then installs no handler of its own, so the signal would be lost."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _interrupt_after(proc: subprocess.Popen, stream: str, needle: str, ready=lambda: True) -> tuple[str, str]:
     """Send Ctrl-C (SIGINT) once ``needle`` shows on stdout or stderr and ``ready()`` holds; return both outputs."""
     import selectors
@@ -291,6 +299,7 @@ def test_ctrl_c_during_an_answer_stops_it_with_one_line(shared_models: Path) -> 
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         env=env,
+        preexec_fn=_ctrl_c_reaches_it,
     )
     out, err = _interrupt_after(proc, "stdout", " ")
     assert proc.returncode == 130
@@ -308,6 +317,7 @@ def test_ctrl_c_during_a_pull_keeps_the_partial_for_resume(local_hub, tmp_path: 
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         env=env,
+        preexec_fn=_ctrl_c_reaches_it,
     )
     folder = tmp_path / "models" / "hf" / "QuantFactory" / "SmolLM2-135M-Instruct-GGUF"
     partial = folder / ".SmolLM2-135M-Instruct.Q8_0.gguf.partial"

@@ -305,7 +305,10 @@ def test_one_event_loop_per_call_leaves_no_connections_open() -> None:
         server.stop()
 
 
-@pytest.mark.parametrize(("start", "end"), [("# [[endpoints]]", "# Tools from"), ("# [mcp.servers.time]", "# Blind")])
+@pytest.mark.parametrize(
+    ("start", "end"),
+    [("# [[endpoints]]", "# Tools from"), ("# [mcp.servers.time]", "# Tools a model"), ("[tools]", "# Blind")],
+)
 def test_the_commented_examples_of_init_config_load_when_uncommented(tmp_path: Path, start: str, end: str) -> None:
     from llmspell.config import CONFIG_TEMPLATE
 
@@ -313,7 +316,7 @@ def test_the_commented_examples_of_init_config_load_when_uncommented(tmp_path: P
     path = tmp_path / "config.toml"
     path.write_text("\n".join(line[2:] if line.startswith("# ") else line for line in block.splitlines()))
     config = load_config(path)
-    assert config.endpoints or config.mcp_servers
+    assert config.endpoints or config.mcp_servers or (config.tool_max_steps == 8 and config.tool_root is not None)
 
 
 def test_a_client_left_by_a_finished_loop_troubles_no_later_loop() -> None:

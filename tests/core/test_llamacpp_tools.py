@@ -381,3 +381,12 @@ async def test_a_call_asked_again_is_not_run_twice_and_the_model_then_answers(ba
     final = events[-1]
     assert isinstance(final, FinalAnswer) and final.steps == 3
     assert [m.role for m in loop.messages] == ["user", "assistant", "tool", "assistant", "tool", "assistant"]
+
+
+async def test_only_a_control_token_opening_triggers_the_lazy_grammar_by_id(backend: LlamaCppBackend) -> None:
+    # llama3's call opens with "{", one ordinary token: as a trigger id it would force a call at any brace in prose
+    await answer(backend, SMOL, ASK, [WEATHER], "none")
+    worker = backend.worker_for(SMOL)
+    assert worker is not None
+    assert worker._control_token_ids("{") == set()
+    assert len(worker._control_token_ids("<|im_end|>")) == 1

@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import json
 import os
+import re
 import sqlite3
 import sys
 from collections.abc import Iterator
@@ -170,6 +171,36 @@ async def test_cancel_while_a_tool_runs_records_it_cancelled_and_the_conversatio
     assert after.state == "done"  # type: ignore[attr-defined]
 
 
+async def test_a_cancel_while_the_face_draws_a_call_still_records_it_cancelled(hub: Hub) -> None:
+    # the TUI's on_event awaits its widgets: a cancel lands there, outside the loop, before the call's result exists
+    drawing = asyncio.Event()
+
+    async def slow_face(event: LoopEvent) -> None:
+        if isinstance(event, ToolCallEvent):
+            drawing.set()
+            await asyncio.Event().wait()
+
+    session = Session(hub, Store(), Conversation(PEER, options=QUICK))
+    session.use_tools(ToolRegistry([tool_from_function(get_weather)]), on_event=slow_face, tool_choice="get_weather")
+    turn = session.send("Weather in Paris?")
+
+    async def consume() -> None:
+        async for _ in turn:
+            pass
+
+    task = asyncio.create_task(consume())
+    await asyncio.wait_for(drawing.wait(), 120)
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    await turn.aclose()
+    assert session.result(turn).state == "cancelled"
+    stored = Store().load(session.conv.id)
+    assert [e.role for e in stored.entries] == ["user", "assistant", "tool"]
+    assert stored.entries[2].tool_call_id == stored.entries[1].tool_calls[0].id
+    assert stored.entries[2].state == "cancelled" and stored.messages()[-1].role == "tool"
+
+
 async def test_a_step_limit_is_told_and_the_unrun_calls_are_recorded(hub: Hub) -> None:
     events: list[LoopEvent] = []
     session = session_with(hub, [tool_from_function(get_weather)], events, tool_choice="get_weather", max_steps=1)
@@ -228,6 +259,9 @@ def test_the_scripting_api_takes_plain_functions_as_tools(hub: Hub) -> None:
         reply = agent.complete("Weather in Rome?")
         assert len(cities) == 2 and reply.strip()
         assert [m.role for m in agent.history] == ["user", "assistant", "tool", "assistant"]
+        agent.session.tools.max_steps = 1  # type: ignore[union-attr]
+        with pytest.raises(ToolError, match="stopped after 1 model step"):
+            agent.complete("Weather in Oslo?")  # the model only called: there is no answer to return
         with pytest.raises(TypeError, match="tools need a chat"):
             llmspell.complete(PEER, "x", raw=True, tools=[get_weather])
     finally:
@@ -295,3 +329,28 @@ async def test_an_mcp_server_named_in_tools_is_started_listed_and_stopped(tmp_pa
     finally:
         await tools.close()
     assert tools.statuses() == []
+
+
+def test_the_tools_section_of_the_config_is_read_and_bad_values_name_the_key(tmp_path: Path) -> None:
+    from llmspell.errors import ConfigError
+    from llmspell.tools.toolset import chosen_tool_names
+
+    path = tmp_path / "config.toml"
+    path.write_text(
+        f'[tools]\nenabled = ["read_file", "time"]\nallow = ["write_file"]\nmax_steps = 3\nroot = "{tmp_path}"\n'
+    )
+    config = load_config(path)
+    assert config.tool_enabled == ("read_file", "time") and config.tool_allow == ("write_file",)
+    assert config.tool_max_steps == 3 and config.tool_root == tmp_path
+    assert chosen_tool_names(None, config) == ["read_file", "time"]
+    assert chosen_tool_names(["off"], config) == []
+    assert chosen_tool_names("list_directory", config) == ["list_directory"]
+    for text, needle in [
+        ("[tools]\nenabled = [1]\n", "tools.enabled must be a list of tool names"),
+        ("[tools]\nmax_steps = 0\n", "tools.max_steps"),
+        ('[tools]\nroot = ""\n', "tools.root is empty"),
+        ("[tools]\nallowed = []\n", "unknown key(s) allowed in [tools]"),
+    ]:
+        path.write_text(text)
+        with pytest.raises(ConfigError, match=re.escape(needle)):
+            load_config(path)

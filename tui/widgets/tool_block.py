@@ -10,7 +10,7 @@ from textual.content import Content
 from textual.timer import Timer
 from textual.widgets import Collapsible, Static
 
-from llmspell.chat import Entry
+from llmspell.chat import Entry, tool_outcome
 from llmspell.tools.base import ToolResult
 from llmspell.tools.toolset import call_line, result_line
 from llmspell.types import ToolCall
@@ -48,6 +48,7 @@ def stored_result(entry: Entry) -> ToolResult:
         seconds=float(info.get("seconds") or 0.0),
         refused=bool(info.get("refused")),
         cancelled=bool(info.get("cancelled")) or entry.state == "cancelled",
+        repeated=bool(info.get("repeated")),
     )
 
 
@@ -99,8 +100,7 @@ class ToolBlock(Collapsible):
         if call is None:
             args = result.arguments
             call = ToolCall(entry.tool_call_id or "", result.name, args if isinstance(args, dict) else {})
-        outcome = f"not run: {info.get('error') or 'the step limit'}" if info.get("not_run") else None
-        return cls(call, result, outcome=outcome)
+        return cls(call, result, outcome=tool_outcome(info, cancelled=entry.state == "cancelled"))
 
     # the title is literal text: arguments hold brackets that Textual would read as markup
     def _watch_title(self, title: str) -> None:
