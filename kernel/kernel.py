@@ -440,18 +440,13 @@ class LLMSpellKernel(CellOutput, Kernel):
     async def _confirm_tool(self, tool: Tool, arguments: dict[str, Any]) -> bool:
         """Before a tool changes something: the user's y/N through the frontend's input box; a frontend without
         one refuses, with a note saying how to allow it."""
-        from llmspell.tools.toolset import call_line
-        from llmspell.types import ToolCall
+        from llmspell.tools.toolset import confirm_question, is_yes, not_asked_note
 
-        shown = call_line(ToolCall("", tool.name, arguments))
         if not self._allow_stdin:
-            self._warn(
-                f"{tool.name} changes things and this frontend cannot ask (no input box): not run; "
-                f"%tools {self._tools_line} --yes lets it run"
-            )
+            why = "this frontend has no input box to ask in"
+            self._warn(not_asked_note(tool.name, why, f"%tools {self._tools_line} --yes"))
             return False
-        answer = await self._ask(f"Allow {shown}? [y/N] ")
-        return answer.strip().lower() in ("y", "yes")
+        return is_yes(await self._ask(confirm_question(tool.name, arguments)))
 
     async def _ask(self, prompt: str) -> str:
         """One input_request to the frontend, its reply awaited without blocking the loop (the stop button still

@@ -391,24 +391,19 @@ async def _read_line() -> str:
 
 def _confirmer(terminal: bool) -> Any:
     """How ``run`` asks before a tool changes something: y/N on the terminal, or (piped) a refusal with a note."""
-    from llmspell.tools.toolset import call_line
-    from llmspell.types import ToolCall
+    from llmspell.tools.toolset import confirm_question, is_yes, not_asked_note
 
     async def confirm(tool: Any, arguments: dict[str, Any]) -> bool:
-        shown = call_line(ToolCall("", tool.name, arguments))
         if not terminal:
-            print(
-                f"  not asked: standard input is not a terminal, so {tool.name} does not run (--yes allows it)",
-                file=sys.stderr,
-                flush=True,
-            )
+            note = not_asked_note(tool.name, "standard input is not a terminal")
+            print(f"  {note}", file=sys.stderr, flush=True)
             return False
-        sys.stderr.write(f"Allow {shown}? [y/N] ")
+        sys.stderr.write(confirm_question(tool.name, arguments))
         sys.stderr.flush()
         answer = await _read_line()
         if not answer.endswith("\n"):
             sys.stderr.write("\n")  # end of input: the question's line still ends
-        return answer.strip().lower() in ("y", "yes")
+        return is_yes(answer)
 
     return confirm
 

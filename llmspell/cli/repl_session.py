@@ -46,8 +46,8 @@ from llmspell.hub import Hub
 from llmspell.session import Session, error_text, model_names, state_note, where_it_runs
 from llmspell.store import Store
 from llmspell.tools.loop import LoopEvent, StepLimitReached, ToolCallEvent, ToolResultEvent
-from llmspell.tools.toolset import call_line, result_line
-from llmspell.types import Options, Stats, ToolCall
+from llmspell.tools.toolset import call_line, confirm_question, not_asked_note, result_line
+from llmspell.types import Options, Stats
 
 if TYPE_CHECKING:
     from llmspell.tools.base import Tool
@@ -316,12 +316,11 @@ class Repl:
     async def _confirm(self, tool: Tool, arguments: dict[str, Any]) -> bool:
         """Before a tool changes something: the user's y/N; piped, a refusal with a note (--yes allows it).
         Ctrl-C at the question refuses and stops the turn, as it does while an answer streams."""
-        shown = call_line(ToolCall("", tool.name, arguments))
         if not self.interactive:
-            self.dim(f"  not asked: no terminal to ask on, so {tool.name} does not run (--yes allows it)")
+            self.dim(f"  {not_asked_note(tool.name, 'no terminal to ask on')}")
             return False
         self._end_view()
-        question = f"Allow {shown}? [y/N] "
+        question = confirm_question(tool.name, arguments)
         answer = await self.ask_key(question)
         self.say(question + {"y": "yes", "n": "no"}.get(answer, "no (Ctrl-C)"), "yellow")
         if answer == "interrupt" and self._action is not None:

@@ -26,7 +26,16 @@ if TYPE_CHECKING:
     from llmspell.config import Config
     from llmspell.tools.mcp import McpStatus, McpTools
 
-__all__ = ["ToolSet", "call_line", "chosen_tool_names", "parse_tool_names", "result_line"]
+__all__ = [
+    "ToolSet",
+    "call_line",
+    "chosen_tool_names",
+    "confirm_question",
+    "is_yes",
+    "not_asked_note",
+    "parse_tool_names",
+    "result_line",
+]
 
 
 def parse_tool_names(text: str | Iterable[str]) -> list[str]:
@@ -51,6 +60,22 @@ def call_line(call: ToolCall, limit: int = 160) -> str:
     if len(args) > limit:
         args = args[: limit - 1] + "…"
     return f"{call.name}({args})"
+
+
+def confirm_question(name: str, arguments: dict[str, Any]) -> str:
+    """The question every face asks before a side-effect call runs."""
+    return f"Allow {call_line(ToolCall('', name, arguments))}? [y/N] "
+
+
+def not_asked_note(name: str, why: str, allow: str = "--yes") -> str:
+    """What a face says when a side-effect call is refused because nobody can be asked (``why``), and how to allow
+    it."""
+    return f"not asked: {why}, so {name} does not run ({allow} allows it)"
+
+
+def is_yes(answer: str) -> bool:
+    """Whether a typed answer to :func:`confirm_question` allows the call (anything else refuses)."""
+    return answer.strip().lower() in ("y", "yes")
 
 
 def result_line(result: ToolResult) -> str:

@@ -76,7 +76,7 @@ def test_tools_on_a_call_shown_in_the_cell_asked_or_refused_and_off(session: Ker
     assert run(session, f"%tools {line}")[0].status == "ok"
     ran, _ = run(session, 'Save "hi" in b.txt')
     assert ran.status == "ok" and not (tmp_path / "b.txt").exists()
-    assert f"%tools {line} --yes lets it run" in stderr(ran)
+    assert f"(%tools {line} --yes allows it)" in stderr(ran)
     assert "refused: the user did not allow this call to write_file" in ran.shown
 
     # with an input box the user is asked; y lets it write
