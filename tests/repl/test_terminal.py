@@ -372,3 +372,30 @@ def test_ctrl_c_on_a_terminal_stops_the_engine_and_gives_the_prompt_back(spawn, 
     assert "model: smollm2:135m" in out
     child.send("/bye\r")
     child.expect(pexpect.EOF, timeout=60)
+
+
+def test_a_tool_question_on_a_terminal_takes_one_key_and_ctrl_c_there_stops_the_turn(spawn, tmp_path: Path) -> None:
+    child = spawn(
+        "smollm2:135m",
+        *("--tools", "write_file", "--root", str(tmp_path), "--tool-choice", "write_file", "--max-steps", "3"),
+        *("--temperature", "0", "--seed", "7", "--max-tokens", "300"),
+    )
+    child.expect_exact(">>> ")
+    child.send("Write hi to a.txt\r")
+    child.expect(r"Allow write_file\(\{.*\}\)\? \[y/N\]")
+    child.send("n")  # one key, no Enter
+    child.expect_exact("refused: the user did not allow this call to write_file")
+    child.expect_exact(">>> ")
+    child.send("Write hi to a.txt\r")
+    child.expect(r"\[y/N\]")
+    child.sendintr()
+    child.expect_exact("no (Ctrl-C)")
+    child.expect_exact("interrupted")
+    child.expect_exact(">>> ")
+    assert list(tmp_path.iterdir()) == [], "nothing was written"
+    # the turn Ctrl-C stopped is kept with its refused call, so the conversation goes on from there
+    child.send("/bye\r")
+    child.expect(pexpect.EOF)
+    conv = Store().load(Store().list(1)[0].id)
+    tools = [e for e in conv.entries if e.role == "tool"]
+    assert len(tools) == 2 and all(e.tool is not None and e.tool["refused"] for e in tools)
