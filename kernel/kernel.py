@@ -168,6 +168,8 @@ class LLMSpellKernel(CellOutput, Kernel):
         self._tool_blocks: dict[str, tuple[dict[str, Any], str]] = {}
         #: whether the tools were chosen yet (the config's [tools] enabled at the first prompt, or %tools)
         self._tools_chosen = False
+        #: a model step that called tools just ended: the next step's text starts a new paragraph
+        self._step_break = False
 
     # ----- the core, created on first use so a bad config.toml is an error in a cell, not a dead kernel ------
 
@@ -282,6 +284,10 @@ class LLMSpellKernel(CellOutput, Kernel):
         try:
             async for chunk in stream:
                 if chunk.text:
+                    if self._step_break and parts:
+                        # the model wrote, called tools, and writes again: its next words start a paragraph
+                        parts.append("\n\n")
+                    self._step_break = False
                     parts.append(chunk.text)
                     now = time.monotonic()
                     if now - last >= self._update_every:
@@ -414,10 +420,12 @@ class LLMSpellKernel(CellOutput, Kernel):
     def _tool_event(self, event: LoopEvent) -> None:
         """Show each call in the cell as it happens: a block with the call, grown with its outcome and the first
         lines of what it returned; the step limit as a note."""
-        from llmspell.tools.loop import StepLimitReached, ToolCallEvent, ToolResultEvent
+        from llmspell.tools.loop import StepEnd, StepLimitReached, ToolCallEvent, ToolResultEvent
         from llmspell.tools.toolset import call_line, result_line
 
-        if isinstance(event, ToolCallEvent):
+        if isinstance(event, StepEnd):
+            self._step_break = bool(event.message.tool_calls)
+        elif isinstance(event, ToolCallEvent):
             line = f"→ {call_line(event.call)}"
             self._tool_blocks[event.call.id] = (self._block(f"`{line}` · *running…*", f"{line}\n  running…"), line)
         elif isinstance(event, ToolResultEvent):
