@@ -658,7 +658,7 @@ async def _respond(gen: Generation, model: str | None, stream: bool, request: Re
                     yield _line(model, chunk, piece)
 
         return GenerationResponse(ndjson(items()), gen.close, media_type="application/x-ndjson")
-    text, stats, logprobs = await gen.collect_all(request)
+    text, stats, logprobs, _ = await gen.collect_all(request)
     out = {"model": model, "created_at": now_iso(), **piece(text), "done": True, **stats_ns(stats)}
     if logprobs:
         out["logprobs"] = wire_logprobs(logprobs)

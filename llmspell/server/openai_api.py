@@ -705,7 +705,7 @@ async def completions(body: CompletionBody, request: Request) -> Response:
     results = []
     for index, (prompt, o) in enumerate(jobs):
         gen = first if index == 0 else await open_choice(prompt, o)
-        text, stats, lps = await gen.collect_all(request)
+        text, stats, lps, _ = await gen.collect_all(request)
         lead = prompt if body.echo else ""
         logprobs = _legacy_logprobs(lps, len(lead)) if body.logprobs is not None else None
         results.append((choice(index, lead + text, _finish(stats), logprobs), stats))

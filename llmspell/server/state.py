@@ -21,7 +21,7 @@ from llmspell.hub import Hub
 from llmspell.server.access import add_tokens, model_shown, note, write_line
 from llmspell.server.errors import ApiError, ClientGone, QueueFull, ServerStopping
 from llmspell.spec import ModelSpec
-from llmspell.types import Chunk, Stats, TokenLogprob
+from llmspell.types import Chunk, Stats, TokenLogprob, ToolCall
 
 T = TypeVar("T")
 
@@ -123,22 +123,23 @@ class Generation:
 
     async def collect(self, request: Request) -> tuple[str, Stats]:
         """The whole answer (for stream:false); a client that hangs up meanwhile cancels it."""
-        text, stats, _ = await self.collect_all(request)
+        text, stats, _, _ = await self.collect_all(request)
         return text, stats
 
-    async def collect_all(self, request: Request) -> tuple[str, Stats, list[TokenLogprob]]:
-        """The whole answer with its logprobs, if they were asked for."""
+    async def collect_all(self, request: Request) -> tuple[str, Stats, list[TokenLogprob], tuple[ToolCall, ...]]:
+        """The whole answer with its logprobs, if they were asked for, and the tool calls on its last chunk."""
 
-        async def gather() -> tuple[str, Stats, list[TokenLogprob]]:
+        async def gather() -> tuple[str, Stats, list[TokenLogprob], tuple[ToolCall, ...]]:
             parts: list[str] = []
             logprobs: list[TokenLogprob] = []
             stats = None
+            calls: tuple[ToolCall, ...] = ()
             async for chunk in self.chunks():
                 parts.append(chunk.text)
                 logprobs.extend(chunk.logprobs)
                 if chunk.done:
-                    stats = chunk.stats
-            return "".join(parts), stats or Stats(stop_reason="cancelled"), logprobs
+                    stats, calls = chunk.stats, chunk.tool_calls
+            return "".join(parts), stats or Stats(stop_reason="cancelled"), logprobs, calls
 
         try:
             return await unless_gone(gather(), request)

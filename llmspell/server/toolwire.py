@@ -18,8 +18,8 @@ from fastapi import Request
 from llmspell import errors as E
 from llmspell.backends.base import Backend
 from llmspell.hub import Hub
-from llmspell.server.errors import ApiError, ClientGone, unsupported
-from llmspell.server.state import Generation, unless_gone
+from llmspell.server.errors import ApiError, unsupported
+from llmspell.server.state import Generation
 from llmspell.spec import ModelSpec
 from llmspell.types import Chunk, Message, Options, Stats, TokenLogprob, ToolCall
 
@@ -155,26 +155,10 @@ def chat_start(
 async def collect_answer(
     gen: Generation, request: Request
 ) -> tuple[str, Stats, list[TokenLogprob], tuple[ToolCall, ...]]:
-    """The whole answer (for stream false) with its logprobs and the tool calls on its last chunk; a client that
+    """The whole answer (for stream false) with its logprobs and its tool calls, each with an id; a client that
     hangs up meanwhile cancels it."""
-
-    async def gather() -> tuple[str, Stats, list[TokenLogprob], tuple[ToolCall, ...]]:
-        parts: list[str] = []
-        logprobs: list[TokenLogprob] = []
-        stats: Stats | None = None
-        calls: tuple[ToolCall, ...] = ()
-        async for chunk in gen.chunks():
-            parts.append(chunk.text)
-            logprobs.extend(chunk.logprobs)
-            if chunk.done:
-                stats, calls = chunk.stats, with_ids(chunk.tool_calls)
-        return "".join(parts), stats or Stats(stop_reason="cancelled"), logprobs, calls
-
-    try:
-        return await unless_gone(gather(), request)
-    except ClientGone:
-        await gen.close()
-        raise
+    text, stats, logprobs, calls = await gen.collect_all(request)
+    return text, stats, logprobs, with_ids(calls)
 
 
 def with_ids(calls: Sequence[ToolCall]) -> tuple[ToolCall, ...]:
