@@ -14,10 +14,13 @@ import sys
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 from helpers import smollm2_file
+
+if TYPE_CHECKING:
+    from llmspell.hub import Hub
 
 
 def free_port() -> int:
@@ -136,3 +139,13 @@ def write_endpoints(home: Path, endpoints: Sequence[dict[str, Any]], extra: str 
     path = home / "config.toml"
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return path
+
+
+def hub_on(server: LlamaCppServer) -> Hub:
+    """A hub whose config (in this test's LLMSPELL_HOME) names ``server`` as the OpenAI endpoint ``peer``; the
+    embedded backend is there too."""
+    from llmspell.config import load_config
+    from llmspell.hub import Hub
+
+    write_endpoints(Path(os.environ["LLMSPELL_HOME"]), [{"name": "peer", "kind": "openai", "url": server.url}])
+    return Hub(load_config())

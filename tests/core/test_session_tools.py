@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Literal
 
 import pytest
-from peers import PEER_MODEL, LlamaCppServer, llama_cpp_server, write_endpoints
+from peers import PEER_MODEL, LlamaCppServer, hub_on, llama_cpp_server
 
 from llmspell.chat import Conversation
 from llmspell.config import load_config
@@ -52,8 +52,7 @@ def peer(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LlamaCppServer]:
 
 @pytest.fixture
 def hub(peer: LlamaCppServer) -> Hub:
-    write_endpoints(Path(os.environ["LLMSPELL_HOME"]), [{"name": "peer", "kind": "openai", "url": peer.url}])
-    return Hub(load_config())
+    return hub_on(peer)
 
 
 def session_with(hub: Hub, tools: list[Tool], events: list[LoopEvent], **kwargs: object) -> Session:

@@ -6,14 +6,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 from collections.abc import Iterator
-from pathlib import Path
 from typing import TypeVar
 
 import jsonschema
 import pytest
-from peers import PEER_MODEL, LlamaCppServer, llama_cpp_server, write_endpoints
+from peers import PEER_MODEL, LlamaCppServer, hub_on, llama_cpp_server
 
 from llmspell.config import load_config
 from llmspell.errors import InvalidOptions
@@ -59,8 +57,7 @@ def peer(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LlamaCppServer]:
 @pytest.fixture
 def hub(peer: LlamaCppServer) -> Hub:
     """A hub whose config names the peer server as the OpenAI endpoint `peer` (the embedded backend is there too)."""
-    write_endpoints(Path(os.environ["LLMSPELL_HOME"]), [{"name": "peer", "kind": "openai", "url": peer.url}])
-    return Hub(load_config())
+    return hub_on(peer)
 
 
 async def events_of(loop: ToolLoop) -> list[LoopEvent]:

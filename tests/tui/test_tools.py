@@ -18,7 +18,7 @@ from typing import Literal
 
 import pytest
 from helpers import press_now, until, wait_until
-from peers import PEER_MODEL, LlamaCppServer, llama_cpp_server, write_endpoints
+from peers import PEER_MODEL, LlamaCppServer, hub_on, llama_cpp_server, write_endpoints
 from textual.pilot import Pilot
 from textual.widgets import Switch
 
@@ -55,8 +55,7 @@ def peer(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LlamaCppServer]:
 
 @pytest.fixture
 def hub(peer: LlamaCppServer) -> Hub:
-    write_endpoints(Path(os.environ["LLMSPELL_HOME"]), [{"name": "peer", "kind": "openai", "url": peer.url}])
-    return Hub(load_config())
+    return hub_on(peer)
 
 
 def tools_app(hub: Hub, tools: ToolOptions) -> LLMSpellApp:
